@@ -1,0 +1,676 @@
+"""RAGEvaluator: the adaptive judge cascade.
+
+cache -> deterministic checks -> local judge -> heavy judge, cheapest first,
+stopping at the first tier that can decide. Every result says which tier
+decided, what each tier scored, and what it all cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from opentelemetry import context as otel_context
+
+from ragtriage.alerts.base import AlertSink
+from ragtriage.evaluator.cache import Cache, MemoryCache, cache_key
+from ragtriage.evaluator.cost import CostTracker
+from ragtriage.evaluator.results import (
+    VERDICT_METRICS,
+    RAGEvaluationResult,
+    RAGEvaluationThresholds,
+    Status,
+    Tier,
+    TierOutcome,
+    Verdict,
+)
+from ragtriage.evaluator.sampling import is_sampled, sample_bound
+from ragtriage.evaluator.thresholds import alerts_for, near_threshold, verdict_for
+from ragtriage.judges.base import Judge, JudgeError, JudgeVerdict
+from ragtriage.judges.deterministic import DeterministicChecker, DeterministicReport
+
+logger = logging.getLogger(__name__)
+
+#: Local and heavy scores further apart than this trigger a second heavy run (self-consistency).
+DISAGREEMENT = 0.2
+#: Floor for the context-budget share in benefit_to_cost, so a tiny context does not divide by ~0.
+_MIN_CONTEXT_SHARE = 0.05
+_SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # the key OTel and OpenInference instrumentors honour
+
+
+@dataclass
+class _Run:
+    """Mutable scratchpad of one evaluation; frozen into a result at the end."""
+
+    notes: list[str] = field(default_factory=list)
+    tiers: list[TierOutcome] = field(default_factory=list)
+    cost: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    raw: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    context_chars: int = 0
+
+    def spend(self, outcome: TierOutcome) -> None:
+        self.tiers.append(outcome)
+        self.cost += outcome.cost_usd
+        self.prompt_tokens += outcome.prompt_tokens
+        self.completion_tokens += outcome.completion_tokens
+
+
+class RAGEvaluator:
+    """Scores RAG answers with a cost-aware cascade of judges.
+
+    Keyword-only; every argument is checked at once and a bad one raises
+    ``ValueError``/``TypeError`` naming it. With no LLM judge the free tiers
+    run alone and undecided samples end ``uncertain``, never guessed.
+    """
+
+    def __init__(
+        self,
+        *,
+        local_judge: Judge | None = None,
+        heavy_judge: Judge | None = None,
+        sample_rate: float = 0.1,
+        thresholds: RAGEvaluationThresholds | None = None,
+        confidence_threshold: float = 0.7,
+        cache: Cache | Literal[False] | None = None,
+        cost_tracker: CostTracker | None = None,
+        budget_usd_per_hour: float | None = None,
+        max_context_chars: int = 12_000,
+        alert_sinks: Sequence[AlertSink] = (),
+        history_size: int = 1000,
+        citation_pattern: str | None = None,
+        escalation_margin: float = 0.05,
+        deterministic: DeterministicChecker | None = None,
+        alert_cooldown_s: float = 300.0,
+    ) -> None:
+        for name, judge in (("local_judge", local_judge), ("heavy_judge", heavy_judge)):
+            if judge is not None and not isinstance(judge, Judge):
+                raise TypeError(f"{name} must implement the Judge protocol (fingerprint, async judge()), got {judge!r}")
+        _check_unit("sample_rate", sample_rate)
+        _check_unit("confidence_threshold", confidence_threshold)
+        _check_unit("escalation_margin", escalation_margin)
+        if thresholds is None:
+            thresholds = RAGEvaluationThresholds()
+        elif not isinstance(thresholds, RAGEvaluationThresholds):
+            raise TypeError(f"thresholds must be a RAGEvaluationThresholds, got {type(thresholds).__name__}")
+        if cache is None:
+            cache = MemoryCache()
+        elif cache is not False and not isinstance(cache, Cache):
+            raise TypeError(f"cache must implement the Cache protocol (async get/set) or be False, got {cache!r}")
+        if cost_tracker is None:
+            cost_tracker = CostTracker(budget_usd_per_hour=budget_usd_per_hour)
+        elif not isinstance(cost_tracker, CostTracker):
+            raise TypeError(f"cost_tracker must be a CostTracker, got {type(cost_tracker).__name__}")
+        elif budget_usd_per_hour is not None:
+            cost_tracker.budget_usd_per_hour = budget_usd_per_hour
+        for name, value, low in (("max_context_chars", max_context_chars, 100), ("history_size", history_size, 1)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, got {value!r}")
+            if value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value!r}")
+        if isinstance(alert_sinks, str | bytes) or not isinstance(alert_sinks, Sequence):
+            raise TypeError("alert_sinks must be a sequence of AlertSink")
+        for i, sink in enumerate(alert_sinks):
+            if not isinstance(sink, AlertSink):
+                raise TypeError(f"alert_sinks[{i}] must implement AlertSink (async send(alert)), got {sink!r}")
+        if deterministic is not None and citation_pattern is not None:
+            raise ValueError("pass citation_pattern to the DeterministicChecker given as deterministic, not both")
+        if deterministic is None:
+            deterministic = DeterministicChecker(citation_pattern=citation_pattern)
+        elif not isinstance(deterministic, DeterministicChecker):
+            raise TypeError(f"deterministic must be a DeterministicChecker, got {type(deterministic).__name__}")
+        if isinstance(alert_cooldown_s, bool) or not isinstance(alert_cooldown_s, int | float) or alert_cooldown_s < 0:
+            raise ValueError(f"alert_cooldown_s must be a number >= 0, got {alert_cooldown_s!r}")
+
+        self.local_judge = local_judge
+        self.heavy_judge = heavy_judge
+        self.thresholds = thresholds
+        self.confidence_threshold = float(confidence_threshold)
+        self.escalation_margin = float(escalation_margin)
+        self.cache: Cache | None = None if cache is False else cache
+        self.cost_tracker = cost_tracker
+        self.max_context_chars = max_context_chars
+        self.alert_sinks: tuple[AlertSink, ...] = tuple(alert_sinks)
+        self.deterministic = deterministic
+        self._sample_rate = float(sample_rate)
+        self._bound = sample_bound(self._sample_rate)
+        self._history: deque[RAGEvaluationResult] = deque(maxlen=history_size)
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._alert_cooldown_s = float(alert_cooldown_s)
+        self._alert_last_sent: dict[tuple[str, str], float] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._fingerprint = "|".join(
+            (
+                deterministic.fingerprint,
+                local_judge.fingerprint if local_judge else "-",
+                heavy_judge.fingerprint if heavy_judge else "-",
+                repr(thresholds),
+                f"c{self.confidence_threshold}:m{self.escalation_margin}:x{max_context_chars}",
+            )
+        )
+
+    # -- public surface ---------------------------------------------------------------------------
+
+    @property
+    def sample_rate(self) -> float:
+        return self._sample_rate
+
+    @property
+    def last_result(self) -> RAGEvaluationResult | None:
+        return self._history[-1] if self._history else None
+
+    @property
+    def history(self) -> list[RAGEvaluationResult]:
+        """The most recent sampled results, oldest first (at most ``history_size``)."""
+        return list(self._history)
+
+    @property
+    def fingerprint(self) -> str:
+        """Everything that changes a verdict; part of every cache key."""
+        return self._fingerprint
+
+    def should_sample(self, key: str | bytes | int) -> bool:
+        """Deterministic on ``key``: an int (a trace id) uses its low 64 bits like ``TraceIdRatioBased``,
+        text a BLAKE2b hash, so every process and host makes the same decision."""
+        return is_sampled(key, self._bound)
+
+    async def evaluate(
+        self,
+        question: str,
+        answer: str,
+        contexts: Sequence[str],
+        *,
+        sample_key: str | bytes | int | None = None,
+    ) -> RAGEvaluationResult:
+        """Evaluate one sample; returns at once with ``sampled=False`` when the key is not sampled."""
+        question = _check_text("question", question)
+        answer = _check_text("answer", answer)
+        contexts = _check_contexts(contexts)
+        key = sample_key if sample_key is not None else question + "\x1f" + answer
+        if not self.should_sample(key):
+            self._count("not_sampled")
+            return RAGEvaluationResult(sampled=False, sample_key=_key_text(sample_key), question=question)
+        token = otel_context.attach(otel_context.set_value(_SUPPRESS_KEY, True))
+        try:
+            result = await self._cascade(question, answer, contexts, _key_text(sample_key))
+        finally:
+            otel_context.detach(token)
+        self._record(result)
+        return result
+
+    def summary(self) -> dict[str, Any]:
+        """Counts, mean scores and spend over the history window, for a log line or a dashboard."""
+        results = self.history
+        with self._lock:
+            counts = dict(self._counts)
+        decided = [r for r in results if r.tier is not None]
+        by_tier = Counter(r.tier for r in decided)
+        summary: dict[str, Any] = {
+            "evaluations": len(results),
+            "not_sampled": counts.get("not_sampled", 0),
+            "by_tier": {t: by_tier.get(t, 0) for t in ("cache", "deterministic", "local", "heavy")},
+            "by_verdict": dict(Counter(r.verdict for r in results)),
+            "by_status": dict(Counter(r.status for r in results)),
+            "heavy_share": (by_tier.get("heavy", 0) / len(decided)) if decided else None,
+            "cost_usd": round(sum(r.eval_cost_usd for r in results), 6),
+            "cost_by_tier_usd": {t: round(s.usd, 6) for t, s in self.cost_tracker.totals().items()},
+            "mean_latency_ms": (sum(r.eval_latency_ms for r in results) / len(results)) if results else None,
+            "cache_hits": counts.get("cache_hit", 0),
+            "cache_misses": counts.get("cache_miss", 0),
+        }
+        for metric in ("faithfulness", "relevance", "answer_quality", "recall", "precision"):
+            values = [v for r in results if (v := getattr(r, metric)) is not None]
+            summary[f"mean_{metric}"] = round(sum(values) / len(values), 4) if values else None
+        return summary
+
+    async def aclose(self) -> None:
+        """Wait for this loop's alert deliveries, then close this loop's judge and cache connections."""
+        tasks = [t for t in self._background if t.get_loop() is asyncio.get_running_loop()]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for resource in (self.local_judge, self.heavy_judge, self.cache):
+            close = getattr(resource, "aclose", None)
+            if close is not None:
+                await close()
+
+    def __repr__(self) -> str:
+        return (
+            f"RAGEvaluator(sample_rate={self._sample_rate}, local_judge={self.local_judge!r}, "
+            f"heavy_judge={self.heavy_judge!r}, cache={self.cache!r})"
+        )
+
+    # -- the cascade --------------------------------------------------------------------------------
+
+    async def _cascade(
+        self, question: str, answer: str, contexts: list[str], sample_key: str | None
+    ) -> RAGEvaluationResult:
+        started = time.perf_counter()
+        run = _Run()
+        contexts = self._truncate(contexts, run)
+        run.context_chars = sum(len(c) for c in contexts)
+        base = {"sampled": True, "sample_key": sample_key, "question": question}
+
+        key = cache_key(question, answer, contexts, self._fingerprint) if self.cache is not None else None
+        if key is not None:
+            cached = await self._cache_get(key)
+            if cached is not None:
+                return replace(
+                    cached,
+                    **base,
+                    tier="cache",
+                    tier_scores={**cached.tier_scores, "cache": cached.faithfulness},
+                    eval_cost_usd=0.0,
+                    prompt_tokens=0,
+                    completion_tokens=0,
+                    eval_latency_ms=_ms(started),
+                    notes=[*run.notes, f"verdict cached from the {cached.tier} tier", *cached.notes],
+                    tiers=[TierOutcome("cache", cached.faithfulness, latency_ms=_ms(started))],
+                )
+
+        result = await self._uncached(question, answer, contexts, base, run, started)
+        if key is not None and result.status == "ok" and result.tier in ("local", "heavy") and not result.error:
+            await self._cache_put(result, key)
+        return result
+
+    async def _uncached(
+        self, question: str, answer: str, contexts: list[str], base: dict[str, Any], run: _Run, started: float
+    ) -> RAGEvaluationResult:
+        t0 = time.perf_counter()
+        report = self.deterministic.check(question, answer, contexts)
+        grounding = report.grounding.score
+        run.spend(TierOutcome("deterministic", grounding, latency_ms=_ms(t0), detail="; ".join(report.failures)))
+        run.notes.extend(report.signals)
+        if report.decided_fail:
+            run.notes.extend(report.failures)
+            metrics: dict[str, float | None] = {}
+            if report.empty_answer or report.refusal:
+                metrics["answer_quality"] = 0.0
+            return self._result(base, run, started, tier="deterministic", metrics=metrics, verdict="fail")
+
+        if self.local_judge is None and self.heavy_judge is None:
+            run.notes.append("no LLM judge configured: the free tiers could not decide")
+            return self._result(base, run, started, tier="deterministic", metrics={}, verdict="uncertain")
+
+        local: JudgeVerdict | None = None
+        escalate: str | None = "no local judge configured"
+        if self.local_judge is not None:
+            local = await self._call("local", self.local_judge, run, question, answer, contexts)
+            if local is None:
+                escalate = "local judge failed"
+            else:
+                escalate = self._why_escalate(local, report)
+                if escalate is None:
+                    return self._from_verdicts(base, run, started, "local", [local], contexts)
+                run.notes.append(f"escalated: {escalate}")
+
+        if self.heavy_judge is None:
+            if local is None:
+                return self._error(base, run, started, "judge_error")
+            run.notes.append("no heavy judge configured: the local judge's scores stand, verdict left uncertain")
+            return self._from_verdicts(base, run, started, "local", [local], contexts, force_uncertain=True)
+
+        heavy_runs: list[JudgeVerdict] = []
+        for attempt in range(2):
+            if self.cost_tracker.exhausted():
+                run.spend(TierOutcome("heavy", None, status="skipped", detail="hourly budget exhausted"))
+                run.notes.append("heavy judge skipped: the hourly budget is spent")
+                break
+            verdict = await self._call(
+                "heavy",
+                self.heavy_judge,
+                run,
+                question,
+                answer,
+                contexts,
+                verify_claims=True,
+                temperature=None if attempt == 0 else 0.7,
+            )
+            if verdict is None:
+                break
+            heavy_runs.append(verdict)
+            if attempt == 0:
+                gap = _max_gap(local, verdict)
+                if gap is None or gap <= DISAGREEMENT:
+                    break
+                run.notes.append(f"local and heavy judges disagree by {gap:.2f}: heavy judge runs again")
+
+        budget_stopped = any(t.status == "skipped" for t in run.tiers)
+        if heavy_runs:
+            return self._from_verdicts(
+                base, run, started, "heavy", heavy_runs, contexts, status="budget_exhausted" if budget_stopped else "ok"
+            )
+        if local is not None:
+            run.notes.append("the heavy judge gave no verdict: the local judge's verdict stands")
+            return self._from_verdicts(
+                base, run, started, "local", [local], contexts, status="budget_exhausted" if budget_stopped else "ok"
+            )
+        return self._error(base, run, started, "budget_exhausted" if budget_stopped else "judge_error")
+
+    def _why_escalate(self, local: JudgeVerdict, report: DeterministicReport) -> str | None:
+        output = local.output
+        if output.confidence < self.confidence_threshold:
+            return f"local judge confidence {output.confidence:.2f} < {self.confidence_threshold:.2f}"
+        metrics = _metrics(local)
+        near = near_threshold(metrics, self.thresholds, self.escalation_margin)
+        if near is not None:
+            return f"local {near}"
+        if report.injection:
+            return "a context contains instruction-like text; the local verdict is not trusted alone"
+        grounding = report.grounding
+        if (grounding.unsupported_numbers or grounding.unsupported_entities) and (
+            local.faithfulness >= self.thresholds.faithfulness
+        ):
+            return "local judge passes an answer with terms found in no context"
+        return None
+
+    async def _call(
+        self,
+        tier: Literal["local", "heavy"],
+        judge: Judge,
+        run: _Run,
+        question: str,
+        answer: str,
+        contexts: list[str],
+        *,
+        verify_claims: bool = False,
+        temperature: float | None = None,
+    ) -> JudgeVerdict | None:
+        try:
+            verdict = await judge.judge(
+                question, answer, contexts, verify_claims=verify_claims, temperature=temperature
+            )
+        except JudgeError as exc:
+            usage = exc.usage
+            self.cost_tracker.record(
+                tier, usd=usage.cost_usd, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
+            )
+            run.spend(
+                TierOutcome(
+                    tier,
+                    None,
+                    "error",
+                    usage.cost_usd,
+                    usage.latency_ms,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    exc.reason,
+                )
+            )
+            run.errors.append(f"{tier} judge: {exc.reason}")
+            if exc.raw:
+                run.raw.append(exc.raw)
+            self._count(f"judge_error_{tier}")
+            return None
+        except Exception as exc:  # a third-party Judge broke its contract: still never a score
+            logger.exception("ragtriage: %s judge raised instead of JudgeError", tier)
+            run.spend(TierOutcome(tier, None, "error", detail=f"{type(exc).__name__}: {exc}"))
+            run.errors.append(f"{tier} judge: unexpected {type(exc).__name__}: {exc}")
+            self._count(f"judge_error_{tier}")
+            return None
+        usage = verdict.usage
+        self.cost_tracker.record(
+            tier, usd=usage.cost_usd, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
+        )
+        run.spend(
+            TierOutcome(
+                tier,
+                verdict.faithfulness,
+                "ok",
+                usage.cost_usd,
+                usage.latency_ms,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+            )
+        )
+        run.raw.append(verdict.raw)
+        return verdict
+
+    # -- building results -----------------------------------------------------------------------------
+
+    def _from_verdicts(
+        self,
+        base: dict[str, Any],
+        run: _Run,
+        started: float,
+        tier: Tier,
+        verdicts: list[JudgeVerdict],
+        contexts: list[str],
+        *,
+        status: Status = "ok",
+        force_uncertain: bool = False,
+    ) -> RAGEvaluationResult:
+        metrics = _mean_metrics([_metrics(v) for v in verdicts])
+        recall, precision = metrics["recall"], metrics["precision"]
+        if recall is not None and precision is not None:
+            benefit = 0.0 if recall + precision == 0 else 2 * recall * precision / (recall + precision)
+            share = max(run.context_chars / self.max_context_chars, _MIN_CONTEXT_SHARE)
+            metrics["retrieval_benefit"] = round(benefit, 4)
+            metrics["benefit_to_cost"] = round(benefit / share, 4)
+        doc_relevance: list[float | None] = []
+        for i in range(1, len(contexts) + 1):
+            values = [d.relevance for v in verdicts for d in v.output.documents if d.index == i]
+            doc_relevance.append(round(sum(values) / len(values), 4) if values else None)
+        verdict = "uncertain" if force_uncertain else verdict_for(metrics, self.thresholds)
+        reasons = verdicts[-1].output.reasons.strip()
+        if reasons:
+            run.notes.append(f"{tier} judge: {reasons}")
+        return self._result(
+            base,
+            run,
+            started,
+            tier=tier,
+            metrics=metrics,
+            verdict=verdict,
+            status=status,
+            document_relevance=doc_relevance,
+        )
+
+    def _error(self, base: dict[str, Any], run: _Run, started: float, status: Status) -> RAGEvaluationResult:
+        return self._result(base, run, started, tier=None, metrics={}, verdict="uncertain", status=status)
+
+    def _result(
+        self,
+        base: dict[str, Any],
+        run: _Run,
+        started: float,
+        *,
+        tier: Tier | None,
+        metrics: dict[str, float | None],
+        verdict: Verdict,
+        status: Status = "ok",
+        document_relevance: list[float | None] | None = None,
+    ) -> RAGEvaluationResult:
+        alerts, suggestions = alerts_for(metrics, self.thresholds)
+        return RAGEvaluationResult(
+            **base,
+            faithfulness=metrics.get("faithfulness"),
+            recall=metrics.get("recall"),
+            precision=metrics.get("precision"),
+            relevance=metrics.get("relevance"),
+            answer_quality=metrics.get("answer_quality"),
+            retrieval_benefit=metrics.get("retrieval_benefit"),
+            benefit_to_cost=metrics.get("benefit_to_cost"),
+            verdict=verdict,
+            tier=tier,
+            tier_scores={t.tier: t.score for t in run.tiers if t.status == "ok"},
+            status=status,
+            error="; ".join(run.errors) or None,
+            eval_cost_usd=round(run.cost, 8),
+            eval_latency_ms=_ms(started),
+            prompt_tokens=run.prompt_tokens,
+            completion_tokens=run.completion_tokens,
+            alerts=alerts,
+            suggestions=suggestions,
+            notes=run.notes,
+            raw_response="\n---\n".join(run.raw) or None,
+            document_relevance=document_relevance or [],
+            tiers=run.tiers,
+        )
+
+    def _truncate(self, contexts: list[str], run: _Run) -> list[str]:
+        total = sum(len(c) for c in contexts)
+        if total <= self.max_context_chars:
+            return contexts
+        kept: list[str] = []
+        room = self.max_context_chars
+        for context in contexts:
+            if room <= 0:
+                break
+            kept.append(context[:room])
+            room -= len(kept[-1])
+        run.notes.append(
+            f"contexts truncated to max_context_chars={self.max_context_chars} of {total} characters"
+            + (
+                f"; {len(contexts) - len(kept)} of {len(contexts)} contexts dropped"
+                if len(kept) < len(contexts)
+                else ""
+            )
+        )
+        self._count("contexts_truncated")
+        return kept
+
+    # -- cache, bookkeeping ------------------------------------------------------------------------------
+
+    async def _cache_get(self, key: str) -> RAGEvaluationResult | None:
+        assert self.cache is not None
+        try:
+            payload = await self.cache.get(key)
+            result = RAGEvaluationResult.from_dict(json.loads(payload)) if payload else None
+        except Exception as exc:  # a broken cache is a miss, never a failed evaluation
+            self._count("cache_error")
+            logger.debug("ragtriage: cache read failed: %r", exc)
+            result = None
+        self._count("cache_hit" if result is not None else "cache_miss")
+        return result
+
+    async def _cache_put(self, result: RAGEvaluationResult, key: str) -> None:
+        assert self.cache is not None
+        try:
+            await self.cache.set(key, json.dumps(result.to_dict(), ensure_ascii=False, separators=(",", ":")))
+        except Exception as exc:
+            self._count("cache_error")
+            logger.debug("ragtriage: cache write failed: %r", exc)
+
+    def _record(self, result: RAGEvaluationResult) -> None:
+        with self._lock:
+            self._history.append(result)
+            self._counts[f"tier_{result.tier}"] += 1
+            self._counts[f"status_{result.status}"] += 1
+        if result.alerts and self.alert_sinks:
+            self._dispatch_alerts(result)
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
+
+    def _dispatch_alerts(self, result: RAGEvaluationResult) -> None:
+        now = time.monotonic()
+        due = []
+        with self._lock:
+            for alert in result.alerts:
+                key = (alert.metric, alert.severity)
+                if now - self._alert_last_sent.get(key, -math.inf) >= self._alert_cooldown_s:
+                    self._alert_last_sent[key] = now
+                    due.append(alert)
+        loop = asyncio.get_running_loop()
+        for alert in due:
+            for sink in self.alert_sinks:
+                task = loop.create_task(self._send(sink, alert))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    async def _send(self, sink: AlertSink, alert: Any) -> None:
+        try:
+            await sink.send(alert)
+        except Exception as exc:
+            self._count("alert_send_error")
+            logger.warning("ragtriage: alert sink %r failed: %s", sink, type(exc).__name__)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Operational counters (cache hits, judge errors, truncations, ...)."""
+        with self._lock:
+            return dict(self._counts)
+
+
+def _metrics(verdict: JudgeVerdict) -> dict[str, float | None]:
+    out = verdict.output
+    return {
+        "faithfulness": verdict.faithfulness,
+        "relevance": out.relevance,
+        "answer_quality": out.answer_quality,
+        "recall": out.context_recall,
+        "precision": out.context_precision,
+    }
+
+
+def _mean_metrics(runs: list[dict[str, float | None]]) -> dict[str, float | None]:
+    merged: dict[str, float | None] = {}
+    for name in runs[0]:
+        values = [v for r in runs if (v := r[name]) is not None]
+        merged[name] = round(sum(values) / len(values), 4) if values else None
+    return merged
+
+
+def _max_gap(local: JudgeVerdict | None, heavy: JudgeVerdict) -> float | None:
+    if local is None:
+        return None
+    a, b = _metrics(local), _metrics(heavy)
+    gaps = [abs(x - y) for m in VERDICT_METRICS if (x := a[m]) is not None and (y := b[m]) is not None]
+    return max(gaps) if gaps else None
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _key_text(key: str | bytes | int | None) -> str | None:
+    if key is None or isinstance(key, str):
+        return key
+    if isinstance(key, int):
+        return f"{key:032x}"
+    return key.hex()
+
+
+def _check_unit(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number in [0, 1], got {value!r}")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+
+
+def _check_text(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be str, got {type(value).__name__}")
+    return _clean(value)
+
+
+def _check_contexts(contexts: object) -> list[str]:
+    if isinstance(contexts, str | bytes) or not isinstance(contexts, Sequence):
+        raise TypeError(f"contexts must be a sequence of str, got {type(contexts).__name__}")
+    checked = []
+    for i, context in enumerate(contexts):
+        if not isinstance(context, str):
+            raise TypeError(f"contexts[{i}] must be str, got {type(context).__name__}")
+        checked.append(_clean(context))
+    return checked
+
+
+def _clean(text: str) -> str:
+    """Lone surrogates (from broken decoding upstream) cannot be sent as JSON: replace them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text

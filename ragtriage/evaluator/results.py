@@ -1,0 +1,137 @@
+"""Result types of an evaluation.
+
+They are frozen and JSON-serialisable (the cache, the Redis queue and the CI
+report all store them), and a metric a tier could not measure is ``None``:
+nothing here ever invents a score.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+Verdict = Literal["pass", "fail", "uncertain"]
+Tier = Literal["cache", "deterministic", "local", "heavy"]
+Status = Literal["ok", "judge_error", "budget_exhausted"]
+Severity = Literal["warning", "critical"]
+
+TIERS: tuple[Tier, ...] = ("cache", "deterministic", "local", "heavy")
+
+#: Metrics compared with thresholds, in report order (name on the result, name on the thresholds).
+THRESHOLD_METRICS: tuple[tuple[str, str], ...] = (
+    ("faithfulness", "faithfulness"),
+    ("relevance", "relevance"),
+    ("answer_quality", "answer_quality"),
+    ("recall", "recall"),
+    ("precision", "precision"),
+    ("benefit_to_cost", "benefit_to_cost"),
+)
+#: Metrics that decide the verdict; retrieval metrics only raise alerts.
+VERDICT_METRICS: tuple[str, ...] = ("faithfulness", "relevance", "answer_quality")
+
+
+@dataclass(frozen=True, slots=True)
+class RAGEvaluationThresholds:
+    """Minimum acceptable value of each metric (inclusive)."""
+
+    recall: float = 0.65
+    precision: float = 0.65
+    relevance: float = 0.65
+    answer_quality: float = 0.70
+    faithfulness: float = 0.70
+    benefit_to_cost: float = 1.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"RAGEvaluationThresholds.{f.name} must be a number, got {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"RAGEvaluationThresholds.{f.name} must be finite and >= 0, got {value!r}")
+            if f.name != "benefit_to_cost" and value > 1:
+                raise ValueError(f"RAGEvaluationThresholds.{f.name} must be in [0, 1], got {value!r}")
+
+
+def alert_severity(value: float, threshold: float) -> Severity:
+    """SynapseKit's rule for a value below its threshold: half-way down is still a warning."""
+    return "warning" if value >= threshold * 0.5 else "critical"
+
+
+@dataclass(frozen=True, slots=True)
+class RAGAlert:
+    """A metric of one evaluation below its threshold."""
+
+    metric: str
+    severity: Severity
+    message: str
+    recommendation: str
+    value: float
+    threshold: float
+
+
+@dataclass(frozen=True, slots=True)
+class RAGRemediationSuggestion:
+    """What to change in the RAG app when a metric is low."""
+
+    metric: str
+    action: str
+    rationale: str
+
+
+@dataclass(frozen=True, slots=True)
+class TierOutcome:
+    """What one tier saw: its score (faithfulness, the hallucination signal) and its spend."""
+
+    tier: Tier
+    score: float | None
+    status: Literal["ok", "error", "skipped"] = "ok"
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RAGEvaluationResult:
+    """The outcome of evaluating one (question, contexts, answer) sample."""
+
+    sampled: bool
+    sample_key: str | None
+    question: str
+    faithfulness: float | None = None
+    recall: float | None = None
+    precision: float | None = None
+    relevance: float | None = None
+    answer_quality: float | None = None
+    retrieval_benefit: float | None = None
+    benefit_to_cost: float | None = None
+    verdict: Verdict = "uncertain"
+    tier: Tier | None = None
+    tier_scores: dict[str, float | None] = field(default_factory=dict)
+    status: Status = "ok"
+    error: str | None = None
+    eval_cost_usd: float = 0.0
+    eval_latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    alerts: list[RAGAlert] = field(default_factory=list)
+    suggestions: list[RAGRemediationSuggestion] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    raw_response: str | None = None
+    document_relevance: list[float | None] = field(default_factory=list)
+    tiers: list[TierOutcome] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RAGEvaluationResult:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored so old cache entries still load."""
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["alerts"] = [RAGAlert(**a) for a in data.get("alerts", ())]
+        kwargs["suggestions"] = [RAGRemediationSuggestion(**s) for s in data.get("suggestions", ())]
+        kwargs["tiers"] = [TierOutcome(**t) for t in data.get("tiers", ())]
+        return cls(**kwargs)

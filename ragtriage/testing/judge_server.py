@@ -1,0 +1,175 @@
+"""A scripted OpenAI-compatible ``/v1/chat/completions`` server on loopback.
+
+It stands in for ``vllm serve`` and for OpenAI at the far end of real HTTP, so
+the judge code under test is the code that runs in production. Replies are
+queued with :meth:`JudgeServer.push`; when the queue is empty, ``default``
+answers (a :class:`Reply` or a function of the request body).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Reply:
+    """One scripted answer. ``content`` is the assistant message; ``body`` overrides the whole response."""
+
+    content: str | None = None
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    block: threading.Event | None = None
+    prompt_tokens: int = 400
+    completion_tokens: int = 120
+    finish_reason: str = "stop"
+    body: str | None = None
+
+
+def verdict_json(
+    *,
+    faithfulness: float = 0.9,
+    relevance: float = 0.9,
+    answer_quality: float = 0.9,
+    context_recall: float = 0.9,
+    context_precision: float = 0.9,
+    confidence: float = 0.9,
+    reasons: str = "scripted verdict",
+    documents: list[dict[str, Any]] | None = None,
+    claims: list[dict[str, Any]] | None = None,
+) -> str:
+    """A valid judge reply; pass ``claims`` for the heavy tier's claim-level schema."""
+    data: dict[str, Any] = {
+        "faithfulness": faithfulness,
+        "relevance": relevance,
+        "answer_quality": answer_quality,
+        "context_recall": context_recall,
+        "context_precision": context_precision,
+        "confidence": confidence,
+        "reasons": reasons,
+        "documents": documents if documents is not None else [{"index": 1, "relevance": 0.9}],
+    }
+    if claims is not None:
+        data["claims"] = claims
+    return json.dumps(data)
+
+
+Responder = Callable[[dict[str, Any]], Reply]
+
+
+class JudgeServer:
+    """``with JudgeServer() as server: LLMJudge(model="m", base_url=server.url)``."""
+
+    def __init__(self, *, default: Reply | Responder | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.default = default
+        self.requests: list[dict[str, Any]] = []
+        self._queue: deque[Reply] = deque()
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        server = self
+        self._httpd = ThreadingHTTPServer((host, port), _handler(server))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="judge-server", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def push(self, *replies: Reply) -> None:
+        with self._lock:
+            self._queue.extend(replies)
+
+    def _next(self, body: dict[str, Any]) -> Reply:
+        with self._lock:
+            self.requests.append(body)
+            if self._queue:
+                return self._queue.popleft()
+        if isinstance(self.default, Reply):
+            return self.default
+        if self.default is not None:
+            return self.default(body)
+        return Reply(status=500, body='{"error": {"message": "no scripted reply left"}}')
+
+    def start(self) -> JudgeServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> JudgeServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            pass
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            body = json.loads(self.rfile.read(length) or b"{}")
+            reply = server._next(body)
+            with server._lock:
+                server.in_flight += 1
+            try:
+                if reply.block is not None:
+                    reply.block.wait(timeout=60)
+                if reply.delay_s:
+                    time.sleep(reply.delay_s)
+            finally:
+                with server._lock:
+                    server.in_flight -= 1
+            payload = reply.body if reply.body is not None else _completion(body, reply)
+            data = payload.encode()
+            try:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (timeout): that is what was being tested
+
+    return Handler
+
+
+def _completion(request: dict[str, Any], reply: Reply) -> str:
+    return json.dumps(
+        {
+            "id": "chatcmpl-loopback",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request.get("model", "loopback"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply.content},
+                    "finish_reason": reply.finish_reason,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": reply.prompt_tokens,
+                "completion_tokens": reply.completion_tokens,
+                "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+            },
+        }
+    )
