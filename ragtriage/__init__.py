@@ -1,6 +1,7 @@
 """ragtriage: online evaluation of RAG answers inside your OpenTelemetry tracing."""
 
 from ragtriage.alerts import AlertSink, LoggingAlertSink
+from ragtriage.config import Config
 from ragtriage.evaluator import (
     Cache,
     CostTracker,
@@ -12,15 +13,19 @@ from ragtriage.evaluator import (
     RAGRemediationSuggestion,
     RedisCache,
 )
+from ragtriage.instrumentation import instrument, uninstrument
 from ragtriage.judges import DeterministicChecker, Judge, JudgeError, LLMJudge
+from ragtriage.span_processor import EvalSpanProcessor
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AlertSink",
     "Cache",
+    "Config",
     "CostTracker",
     "DeterministicChecker",
+    "EvalSpanProcessor",
     "Judge",
     "JudgeError",
     "LLMJudge",
@@ -33,4 +38,6 @@ __all__ = [
     "RAGRemediationSuggestion",
     "RedisCache",
     "__version__",
+    "instrument",
+    "uninstrument",
 ]

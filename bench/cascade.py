@@ -1,0 +1,181 @@
+"""Cascade throughput through a loopback judge of latency L at concurrency C
+(goals: throughput >= 0.9 x C/L, ragtriage CPU <= 1 ms per evaluation).
+
+The scripted judge (``JudgeServer(default=Reply(verdict_json(), delay_s=L))``) runs in a child
+process, so ``time.process_time()`` here counts only the client side. C workers in one asyncio
+loop issue a fixed number of evaluations of ~2 KB-context samples whose answers pass the
+deterministic tier, with ``cache=False``, so every evaluation makes one local-judge call. The
+baseline in the same run is the bare client: ``openai.AsyncOpenAI().chat.completions.create`` with
+the very request ragtriage sends (built once, up front) to the same server at the same C. Phases
+alternate baseline / ragtriage. Reported: throughput / (C/L), client CPU per call, and ragtriage's
+extra CPU over the bare client. The judge is built with ``max_concurrency=C``; one extra phase
+shows the default (16) at the highest C.
+
+    python bench/cascade.py
+    python bench/cascade.py --latency-ms 50 --concurrency 8 32 --seconds 4 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import openai
+from _support import JudgeProcess, machine, make_samples
+
+from ragtriage import DeterministicChecker, LLMJudge, RAGEvaluator
+from ragtriage.judges.prompts import build_messages
+from ragtriage.judges.schema import output_json_schema
+
+
+@dataclass
+class Phase:
+    name: str
+    c: int
+    n: int
+    wall_s: float
+    cpu_s: float
+    server_cpu_s: float
+
+    def line(self, ideal: float) -> str:
+        rate = self.n / self.wall_s
+        return (
+            f"  {self.name:28s} C={self.c:<3d} n={self.n:<5d} {rate:7.1f}/s = {rate / ideal:5.3f} x C/L   "
+            f"client CPU {self.cpu_s / self.n * 1000:6.3f} ms/call   (judge server CPU "
+            f"{self.server_cpu_s / self.n * 1000:.3f} ms/call)"
+        )
+
+
+async def run_phase(
+    name: str, c: int, n: int, call: Callable[[int], Awaitable[None]], server: JudgeProcess
+) -> Phase:
+    # warm-up: open the connections, fill the pools
+    await asyncio.gather(*(call(i) for i in range(2 * c)))
+    issued = 0
+
+    async def worker() -> None:
+        nonlocal issued
+        while issued < n:
+            i = issued
+            issued += 1
+            await call(i)
+
+    server_cpu = server.cpu_s()
+    cpu = time.process_time()
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(c)))
+    wall = time.perf_counter() - started
+    return Phase(name, c, n, wall, time.process_time() - cpu, server.cpu_s() - server_cpu)
+
+
+async def main(latency_ms: float, concurrency: list[int], seconds: float, rounds: int) -> None:
+    checker = DeterministicChecker()
+    samples = [
+        s
+        for s in make_samples(120)
+        if s.kind in ("grounded", "paraphrase") and not checker.check(s.question, s.answer, s.contexts).decided_fail
+    ]
+    latency = latency_ms / 1000
+    print(machine())
+    print(
+        f"judge latency L={latency_ms:g} ms; {len(samples)} distinct samples that pass the deterministic tier; "
+        f"~{seconds:g} s of ideal traffic per phase; {rounds} round(s)"
+    )
+    with JudgeProcess(delay_s=latency) as server:
+        # The exact request ragtriage sends, built once, for the bare-client baseline.
+        proto = LLMJudge(model="bench-judge", base_url=server.url)
+        s0 = samples[0]
+        keys = list(output_json_schema(verify_claims=False)["properties"])
+        request = proto._request(
+            build_messages(s0.question, s0.answer, s0.contexts, verify_claims=False, keys=keys),
+            verify_claims=False,
+            temperature=0.0,
+        )
+        print(f"request body: ~{sum(len(m['content']) for m in request['messages'])} characters of messages")
+
+        results: dict[tuple[str, int], list[Phase]] = {}
+        for _ in range(rounds):
+            for c in concurrency:
+                n = max(4 * c, round(seconds * c / latency))
+                client = openai.AsyncOpenAI(base_url=server.url, api_key="EMPTY", max_retries=0, timeout=30.0)
+
+                async def bare(i: int, client: openai.AsyncOpenAI = client) -> None:
+                    await client.chat.completions.create(**request)
+
+                results.setdefault(("bare", c), []).append(await run_phase("bare AsyncOpenAI", c, n, bare, server))
+                await client.close()
+
+                judge = LLMJudge(model="bench-judge", base_url=server.url, max_concurrency=c)
+                evaluator = RAGEvaluator(local_judge=judge, sample_rate=1.0, cache=False)
+                tiers: set[str | None] = set()
+
+                async def evaluate(i: int, evaluator: RAGEvaluator = evaluator, tiers: set = tiers) -> None:
+                    s = samples[i % len(samples)]
+                    tiers.add((await evaluator.evaluate(s.question, s.answer, s.contexts)).tier)
+
+                results.setdefault(("ragtriage", c), []).append(
+                    await run_phase("ragtriage evaluate()", c, n, evaluate, server)
+                )
+                assert tiers == {"local"}, tiers
+                await evaluator.aclose()
+
+        c = max(concurrency)
+        if c > 16:
+            n = max(4 * c, round(seconds * c / latency))
+            judge = LLMJudge(model="bench-judge", base_url=server.url)  # default max_concurrency=16
+            evaluator = RAGEvaluator(local_judge=judge, sample_rate=1.0, cache=False)
+
+            async def default_cap(i: int) -> None:
+                s = samples[i % len(samples)]
+                await evaluator.evaluate(s.question, s.answer, s.contexts)
+
+            default_phase = await run_phase("ragtriage, max_concurrency=16", c, n, default_cap, server)
+            await evaluator.aclose()
+        else:
+            default_phase = None
+
+    summary = []
+    for c in concurrency:
+        ideal = c / latency
+        print(f"C={c}: ideal C/L = {ideal:.0f}/s")
+        for kind in ("bare", "ragtriage"):
+            for phase in results[(kind, c)]:
+                print(phase.line(ideal))
+        bare_rate = statistics.median(p.n / p.wall_s for p in results[("bare", c)])
+        rt_rate = statistics.median(p.n / p.wall_s for p in results[("ragtriage", c)])
+        bare_cpu = statistics.median(p.cpu_s / p.n for p in results[("bare", c)]) * 1000
+        rt_cpu = statistics.median(p.cpu_s / p.n for p in results[("ragtriage", c)]) * 1000
+        summary.append((c, rt_rate / ideal, bare_rate / ideal, rt_rate / bare_rate, rt_cpu, bare_cpu))
+    if default_phase is not None:
+        print("default judge concurrency cap:")
+        print(default_phase.line(default_phase.c / latency))
+
+    print("summary (medians over rounds):")
+    for c, rt_ratio, bare_ratio, rel, rt_cpu, bare_cpu in summary:
+        print(
+            f"  C={c:<3d} throughput/(C/L): ragtriage {rt_ratio:.3f}, bare client {bare_ratio:.3f}, "
+            f"ragtriage/bare {rel:.3f}; CPU/call ragtriage {rt_cpu:.3f} ms, bare {bare_cpu:.3f} ms, "
+            f"ragtriage's own {rt_cpu - bare_cpu:.3f} ms ({rt_cpu / bare_cpu:.2f}x)"
+        )
+    for c, rt_ratio, _, _, rt_cpu, bare_cpu in summary:
+        print(
+            f"  goal C={c}: throughput >= 0.9 x C/L {'met' if rt_ratio >= 0.9 else 'NOT met'} ({rt_ratio:.3f}); "
+            f"ragtriage CPU <= 1 ms/eval: {'met' if rt_cpu - bare_cpu <= 1 else 'NOT met'} over the bare client "
+            f"({rt_cpu - bare_cpu:.3f} ms), {'met' if rt_cpu <= 1 else 'NOT met'} in total ({rt_cpu:.3f} ms)"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--seconds", type=float, default=4.0, help="ideal duration of each phase")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    print(f"pid {os.getpid()}")
+    asyncio.run(main(args.latency_ms, args.concurrency, args.seconds, args.rounds))

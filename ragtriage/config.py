@@ -1,0 +1,129 @@
+"""Configuration: one frozen dataclass, every field with an environment variable.
+
+Explicit arguments win over the environment. A bad explicit argument raises
+``ValueError`` at once, naming it; a bad environment value is logged and the
+default is used, so a typo in a deployment never takes the app down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def _env(name: str, **meta: Any) -> Any:
+    return {"env": name, **meta}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything :func:`ragtriage.instrument` reads. Field metadata names each env var."""
+
+    sample_rate: float = field(default=0.1, metadata=_env("RAGTRIAGE_SAMPLE_RATE", unit=True))
+    endpoint: str = field(default="http://localhost:6006", metadata=_env("PHOENIX_COLLECTOR_ENDPOINT"))
+    project_name: str = field(default="default", metadata=_env("PHOENIX_PROJECT_NAME"))
+    phoenix_api_key: str | None = field(default=None, metadata=_env("PHOENIX_API_KEY", secret=True))
+    write_back: bool = field(default=True, metadata=_env("RAGTRIAGE_WRITE_BACK"))
+    local_judge_url: str | None = field(default=None, metadata=_env("RAGTRIAGE_LOCAL_JUDGE_URL"))
+    local_judge_model: str = field(
+        default="meta-llama/Llama-3.1-8B-Instruct", metadata=_env("RAGTRIAGE_LOCAL_JUDGE_MODEL")
+    )
+    openai_api_key: str | None = field(default=None, metadata=_env("OPENAI_API_KEY", secret=True))
+    heavy_judge_url: str | None = field(default=None, metadata=_env("RAGTRIAGE_HEAVY_JUDGE_URL"))
+    heavy_judge_model: str = field(default="gpt-4o-mini", metadata=_env("RAGTRIAGE_HEAVY_JUDGE_MODEL"))
+    heavy_input_usd_per_1m: float = field(default=0.15, metadata=_env("RAGTRIAGE_HEAVY_INPUT_USD_PER_1M"))
+    heavy_output_usd_per_1m: float = field(default=0.60, metadata=_env("RAGTRIAGE_HEAVY_OUTPUT_USD_PER_1M"))
+    confidence_threshold: float = field(default=0.7, metadata=_env("RAGTRIAGE_CONFIDENCE_THRESHOLD", unit=True))
+    budget_usd_per_hour: float | None = field(default=None, metadata=_env("RAGTRIAGE_BUDGET_USD_PER_HOUR"))
+    redis_url: str | None = field(default=None, metadata=_env("RAGTRIAGE_REDIS_URL", secret=True))
+    max_queue_size: int = field(default=2048, metadata=_env("RAGTRIAGE_MAX_QUEUE_SIZE"))
+    max_traces_in_flight: int = field(default=10_000, metadata=_env("RAGTRIAGE_MAX_TRACES_IN_FLIGHT"))
+    max_spans_per_trace: int = field(default=256, metadata=_env("RAGTRIAGE_MAX_SPANS_PER_TRACE"))
+    trace_ttl_s: float = field(default=300.0, metadata=_env("RAGTRIAGE_TRACE_TTL_S"))
+    max_concurrency: int = field(default=8, metadata=_env("RAGTRIAGE_MAX_CONCURRENCY"))
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            problem = _problem(f.name, getattr(self, f.name), f.type, f.metadata)
+            if problem:
+                raise ValueError(f"{f.name} {problem}")
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Config:
+        """Explicit ``overrides`` (``None`` means "not given"), then env vars, then defaults."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(overrides) - set(known)
+        if unknown:
+            raise TypeError(f"unknown configuration argument(s): {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for name, f in known.items():
+            if overrides.get(name) is not None:
+                values[name] = overrides[name]
+                continue
+            raw = os.environ.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            try:
+                value = _parse(raw, f.type)
+                problem = _problem(name, value, f.type, f.metadata)
+            except ValueError as exc:
+                problem = str(exc)
+            if problem:
+                shown = "<secret>" if f.metadata.get("secret") else repr(raw)
+                default = f.default if f.default is not MISSING else None
+                logger.warning("ragtriage: ignoring %s=%s (%s); using %r", f.metadata["env"], shown, problem, default)
+                continue
+            values[name] = value
+        return cls(**values)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={'<set>' if f.metadata.get('secret') and getattr(self, f.name) else getattr(self, f.name)!r}"
+            for f in fields(self)
+        )
+        return f"Config({shown})"
+
+
+def _parse(raw: str, type_: Any) -> Any:
+    text = str(type_)
+    if "bool" in text:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("is not a boolean")
+    if text.startswith("int"):
+        return int(raw)
+    if "float" in text:
+        return float(raw)
+    return raw.strip()
+
+
+def _problem(name: str, value: Any, type_: Any, meta: Any) -> str | None:
+    text = str(type_)
+    if value is None:
+        return None if "None" in text else "must be set"
+    if "bool" in text:
+        return None if isinstance(value, bool) else f"must be a bool, got {value!r}"
+    if isinstance(value, bool):
+        return f"must be a number, got {value!r}"
+    if text.startswith("int"):
+        if not isinstance(value, int) or value < 1:
+            return f"must be a positive int, got {value!r}"
+    elif "float" in text:
+        if not isinstance(value, int | float) or value != value or value < 0:
+            return f"must be a number >= 0, got {value!r}"
+        if meta.get("unit") and value > 1:
+            return f"must be in [0, 1], got {value!r}"
+    elif not isinstance(value, str) or not value:
+        return f"must be a non-empty string, got {value!r}"
+    if (name.endswith("_url") or name == "endpoint") and not str(value).startswith(
+        ("http://", "https://", "redis://", "rediss://", "unix://")
+    ):
+        return f"must be a URL, got {value!r}"
+    return None

@@ -1,0 +1,297 @@
+"""Write evaluation results back into Phoenix, next to the evaluated trace.
+
+Per evaluation:
+
+* one ``EVALUATOR`` span in the evaluated trace (child of, and linked to, the
+  evaluated root span) with OpenInference ``annotations.{i}.annotation.*``
+  attributes plus tier, cost and latency. It is exported by ragtriage's own
+  OTLP exporter, not the app's pipeline, so it is never evaluated itself and
+  is in Phoenix before the annotations refer to its trace;
+* Phoenix span annotations on the root span (REST ``/v1/span_annotations``),
+  upserted under ``identifier = "ragtriage:<sample id>"`` so a re-delivered
+  sample replaces, never duplicates;
+* per-document relevance as document annotations on the retriever spans.
+
+Phoenix answers 404 while the annotated span has not arrived yet (the app's
+exporter batches): that is retried with back-off, and after ``span_wait_s``
+the annotations are handed to Phoenix's own queue (``sync=false``). Phoenix
+unreachable: bounded retries, then the write is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import weakref
+from collections import Counter
+from typing import Any
+
+import httpx
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+
+from ragtriage.evaluator.results import RAGEvaluationResult
+from ragtriage.span_processor.extraction import OWN_SPAN
+from ragtriage.span_processor.processor import RAGSample
+
+logger = logging.getLogger(__name__)
+
+PROJECT_ATTRIBUTE = "openinference.project.name"
+#: Annotation name on the root span -> attribute of the result.
+SCORE_ANNOTATIONS = (
+    ("faithfulness", "faithfulness"),
+    ("relevance", "relevance"),
+    ("answer_quality", "answer_quality"),
+    ("context_recall", "recall"),
+    ("context_precision", "precision"),
+)
+_EXPLANATION_CHARS = 2000
+
+
+class WriteBackError(Exception):
+    """Phoenix did not take the write within the retry bounds."""
+
+
+def annotator_kind(result: RAGEvaluationResult) -> str:
+    llm_tiers = {"local", "heavy"}
+    decided = result.tier
+    if decided == "cache":
+        decided = next((t for t in ("heavy", "local") if t in result.tier_scores), "deterministic")
+    return "LLM" if decided in llm_tiers else "CODE"
+
+
+def span_annotations(sample: RAGSample, result: RAGEvaluationResult) -> list[dict[str, Any]]:
+    """The Phoenix span annotations for one result. Unmeasured metrics get no annotation."""
+    span_id = f"{sample.root_span_id:016x}"
+    identifier = f"ragtriage:{sample.sample_id}"
+    kind = annotator_kind(result)
+    alerted = {a.metric for a in result.alerts}
+    explanation = _explain(result)
+    metadata = {"tier": result.tier, "status": result.status, "sample_id": sample.sample_id}
+    rows = []
+    for name, attribute in SCORE_ANNOTATIONS:
+        score = getattr(result, attribute)
+        if score is None:
+            continue
+        rows.append(
+            {
+                "span_id": span_id,
+                "name": name,
+                "annotator_kind": kind,
+                "identifier": identifier,
+                "result": {
+                    "score": score,
+                    "label": "fail" if attribute in alerted else "pass",
+                    "explanation": explanation,
+                },
+                "metadata": metadata,
+            }
+        )
+    tier_text = (
+        f"status={result.status}; cost ${result.eval_cost_usd:.6f}; {result.eval_latency_ms:.1f} ms; "
+        f"tier scores {result.tier_scores}"
+    )
+    rows.append(
+        {
+            "span_id": span_id,
+            "name": "eval_tier",
+            "annotator_kind": "CODE",
+            "identifier": identifier,
+            "result": {"label": result.tier or result.status, "explanation": tier_text},
+            "metadata": {**metadata, "cost_usd": result.eval_cost_usd, "latency_ms": result.eval_latency_ms},
+        }
+    )
+    rows.append(
+        {
+            "span_id": span_id,
+            "name": "eval_verdict",
+            "annotator_kind": kind,
+            "identifier": identifier,
+            "result": {"label": result.verdict, "explanation": explanation},
+            "metadata": metadata,
+        }
+    )
+    return rows
+
+
+def document_annotations(sample: RAGSample, result: RAGEvaluationResult) -> list[dict[str, Any]]:
+    rows = []
+    for doc, relevance in zip(sample.documents, result.document_relevance, strict=False):
+        if relevance is None:
+            continue
+        rows.append(
+            {
+                "span_id": f"{doc.span_id:016x}",
+                "document_position": doc.position,
+                "name": "document_relevance",
+                "annotator_kind": "LLM",
+                "result": {"score": relevance, "label": "relevant" if relevance >= 0.5 else "irrelevant"},
+                "metadata": {"document_id": doc.id, "sample_id": sample.sample_id},
+            }
+        )
+    return rows
+
+
+def _explain(result: RAGEvaluationResult) -> str:
+    parts = list(result.notes)
+    if result.error:
+        parts.append(f"error: {result.error}")
+    return "; ".join(parts)[:_EXPLANATION_CHARS]
+
+
+def evaluator_span_attributes(sample: RAGSample, result: RAGEvaluationResult) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "openinference.span.kind": "EVALUATOR",
+        OWN_SPAN: True,
+        "ragtriage.target_span_id": f"{sample.root_span_id:016x}",
+        "ragtriage.sample_id": sample.sample_id,
+        "ragtriage.tier": result.tier or "none",
+        "ragtriage.verdict": result.verdict,
+        "ragtriage.status": result.status,
+        "ragtriage.cost_usd": result.eval_cost_usd,
+        "ragtriage.latency_ms": result.eval_latency_ms,
+        "ragtriage.prompt_tokens": result.prompt_tokens,
+        "ragtriage.completion_tokens": result.completion_tokens,
+        "input.value": sample.question,
+        "output.value": result.verdict,
+    }
+    if result.error:
+        attributes["ragtriage.error"] = result.error[:_EXPLANATION_CHARS]
+    for i, row in enumerate(span_annotations(sample, result)):
+        prefix = f"annotations.{i}.annotation."
+        attributes[prefix + "name"] = row["name"]
+        attributes[prefix + "annotator_kind"] = row["annotator_kind"]
+        for key in ("score", "label", "explanation"):
+            if row["result"].get(key) is not None:
+                attributes[prefix + key] = row["result"][key]
+    return attributes
+
+
+class PhoenixWriter:
+    """Writes EVALUATOR spans and annotations to one Phoenix server."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        project_name: str,
+        api_key: str | None = None,
+        timeout_s: float = 5.0,
+        max_retries: int = 3,
+        span_wait_s: float = 30.0,
+    ) -> None:
+        if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint must be an http(s) URL, got {endpoint!r}")
+        if not isinstance(project_name, str) or not project_name:
+            raise ValueError(f"project_name must be a non-empty string, got {project_name!r}")
+        self.base_url = base_url(endpoint)
+        self.project_name = project_name
+        self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout = timeout_s
+        self._max_retries = max_retries
+        self._span_wait_s = span_wait_s
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._provider = TracerProvider(resource=Resource.create({PROJECT_ATTRIBUTE: project_name}))
+        exporter = OTLPSpanExporter(
+            endpoint=f"{self.base_url}/v1/traces", headers=self._headers or None, timeout=int(max(timeout_s, 1))
+        )
+        self._provider.add_span_processor(SimpleSpanProcessor(exporter))
+        self._tracer = self._provider.get_tracer("ragtriage")
+        self.counts: Counter[str] = Counter()
+
+    async def write(self, sample: RAGSample, result: RAGEvaluationResult) -> None:
+        await asyncio.to_thread(self._emit_span, sample, result)
+        await self._post("/v1/span_annotations", span_annotations(sample, result))
+        documents = document_annotations(sample, result)
+        if documents:
+            await self._post("/v1/document_annotations", documents)
+        self.counts["writes"] += 1
+
+    def _emit_span(self, sample: RAGSample, result: RAGEvaluationResult) -> None:
+        target = SpanContext(
+            trace_id=sample.trace_id,
+            span_id=sample.root_span_id,
+            is_remote=True,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        )
+        end = time.time_ns()
+        start = end - int(result.eval_latency_ms * 1e6)
+        span = self._tracer.start_span(
+            "ragtriage.evaluate",
+            context=set_span_in_context(NonRecordingSpan(target)),
+            links=[Link(target, {"ragtriage.link": "evaluated"})],
+            attributes=evaluator_span_attributes(sample, result),
+            start_time=start,
+        )
+        span.end(end_time=end)
+
+    def _client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=self._timeout)
+            self._clients[loop] = client
+        return client
+
+    async def _post(self, path: str, rows: list[dict[str, Any]]) -> None:
+        client = self._client()
+        waited_for_span = 0.0
+        waits = failures = 0
+        sync = "true"
+        while True:
+            try:
+                response = await client.post(path, params={"sync": sync}, json={"data": rows})
+            except httpx.TransportError as exc:
+                reason = f"{type(exc).__name__}"
+                status = None
+            else:
+                status = response.status_code
+                if status < 300:
+                    return
+                reason = f"HTTP {status}: {response.text[:200]}"
+                if status == 404 and "do not exist" in response.text:
+                    # The span is still in the app's export batch: wait for it, then let Phoenix queue it.
+                    if waited_for_span >= self._span_wait_s:
+                        sync = "false"
+                        self.counts["annotations_queued_by_phoenix"] += 1
+                        continue
+                    delay = min(0.2 * 2**waits, 5.0)
+                    waits += 1
+                    waited_for_span += delay
+                    self.counts["waits_for_span"] += 1
+                    await asyncio.sleep(delay)
+                    continue
+                if status not in (408, 429) and status < 500:
+                    self.counts["writes_rejected"] += 1
+                    raise WriteBackError(f"Phoenix rejected {path}: {reason}")
+            failures += 1
+            if failures > self._max_retries:
+                self.counts["writes_dropped"] += 1
+                raise WriteBackError(f"Phoenix unreachable for {path} after {failures} attempts: {reason}")
+            self.counts["retries"] += 1
+            await asyncio.sleep(min(0.25 * 2**failures, 4.0) * random.uniform(0.5, 1.5))
+
+    async def aclose(self) -> None:
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+        await asyncio.to_thread(self._provider.shutdown)
+
+    def __repr__(self) -> str:
+        return f"PhoenixWriter(base_url={self.base_url!r}, project_name={self.project_name!r})"
+
+
+def base_url(endpoint: str) -> str:
+    """``http://host:6006/v1/traces`` or ``http://host:6006/`` -> ``http://host:6006``."""
+    endpoint = endpoint.rstrip("/")
+    for suffix in ("/v1/traces", "/v1"):
+        if endpoint.endswith(suffix):
+            endpoint = endpoint[: -len(suffix)]
+    return endpoint

@@ -1,0 +1,177 @@
+"""Attach ragtriage to the app's TracerProvider, or create one exporting to Phoenix.
+
+Shaped like ``phoenix.otel.register()``: keyword-only arguments with
+environment fallbacks, returns the TracerProvider it used.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from ragtriage.config import Config
+from ragtriage.evaluator.cache import RedisCache
+from ragtriage.evaluator.evaluator import RAGEvaluator
+from ragtriage.export.phoenix import PROJECT_ATTRIBUTE, PhoenixWriter, base_url
+from ragtriage.judges.llm import LLMJudge
+from ragtriage.span_processor.processor import EvalSpanProcessor, ResultWriter
+
+logger = logging.getLogger(__name__)
+_lock = threading.Lock()
+
+
+@dataclass
+class _Installation:
+    provider: TracerProvider
+    processor: EvalSpanProcessor
+    instrumentors: list[Any] = field(default_factory=list)
+
+
+_installed: _Installation | None = None
+
+
+def build_evaluator(config: Config) -> RAGEvaluator:
+    """The evaluator the configuration describes; with no judge URL or key, the free tiers alone."""
+    local = (
+        LLMJudge(model=config.local_judge_model, base_url=config.local_judge_url) if config.local_judge_url else None
+    )
+    heavy = None
+    if config.openai_api_key or config.heavy_judge_url:
+        heavy = LLMJudge(
+            model=config.heavy_judge_model,
+            base_url=config.heavy_judge_url,
+            api_key=config.openai_api_key,
+            input_usd_per_1m=config.heavy_input_usd_per_1m,
+            output_usd_per_1m=config.heavy_output_usd_per_1m,
+        )
+    return RAGEvaluator(
+        local_judge=local,
+        heavy_judge=heavy,
+        sample_rate=config.sample_rate,
+        confidence_threshold=config.confidence_threshold,
+        budget_usd_per_hour=config.budget_usd_per_hour,
+        cache=RedisCache(config.redis_url) if config.redis_url else None,
+    )
+
+
+def instrument(
+    *,
+    tracer_provider: TracerProvider | None = None,
+    endpoint: str | None = None,
+    project_name: str | None = None,
+    sample_rate: float | None = None,
+    evaluator: RAGEvaluator | None = None,
+    auto_instrument: bool = True,
+    set_global: bool = True,
+    writer: ResultWriter | None = None,
+    **settings: Any,
+) -> TracerProvider:
+    """Evaluate every sampled RAG trace of this process in the background.
+
+    ``settings`` are further :class:`~ragtriage.config.Config` fields
+    (``local_judge_url=...``, ``max_queue_size=...``). Calling it again returns
+    the same provider without adding a second processor.
+    """
+    global _installed
+    if tracer_provider is not None and not isinstance(tracer_provider, TracerProvider):
+        raise TypeError(f"tracer_provider must be an opentelemetry.sdk.trace.TracerProvider, got {tracer_provider!r}")
+    if evaluator is not None and not isinstance(evaluator, RAGEvaluator):
+        raise TypeError(f"evaluator must be a RAGEvaluator, got {type(evaluator).__name__}")
+    if evaluator is not None and sample_rate is not None:
+        raise ValueError("sample_rate belongs to the evaluator when one is given: set RAGEvaluator(sample_rate=...)")
+    config = Config.from_env(endpoint=endpoint, project_name=project_name, sample_rate=sample_rate, **settings)
+
+    with _lock:
+        if _installed is not None:
+            if tracer_provider is None or tracer_provider is _installed.provider:
+                return _installed.provider
+            raise RuntimeError("ragtriage is already instrumenting another TracerProvider; call uninstrument() first")
+        provider = tracer_provider or _global_sdk_provider()
+        if provider is None:
+            provider = TracerProvider(resource=Resource.create({PROJECT_ATTRIBUTE: config.project_name}))
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=_traces_url(config.endpoint))))
+            if set_global:
+                trace.set_tracer_provider(provider)
+        existing = [p for p in _processors(provider) if isinstance(p, EvalSpanProcessor)]
+        if existing:
+            _installed = _Installation(provider, existing[0])
+            return provider
+        if writer is None and config.write_back:
+            project = provider.resource.attributes.get(PROJECT_ATTRIBUTE, config.project_name)
+            writer = PhoenixWriter(endpoint=config.endpoint, project_name=str(project), api_key=config.phoenix_api_key)
+        processor = EvalSpanProcessor(
+            evaluator or build_evaluator(config),
+            writer=writer,
+            max_queue_size=config.max_queue_size,
+            max_traces_in_flight=config.max_traces_in_flight,
+            max_spans_per_trace=config.max_spans_per_trace,
+            trace_ttl_s=config.trace_ttl_s,
+            max_concurrency=config.max_concurrency,
+        )
+        provider.add_span_processor(processor)
+        _installed = _Installation(provider, processor)
+        if auto_instrument:
+            _installed.instrumentors = _auto_instrument(provider)
+        return provider
+
+
+def uninstrument() -> None:
+    """Remove ragtriage's processor (after finishing queued evaluations) and its instrumentors."""
+    global _installed
+    with _lock:
+        installation, _installed = _installed, None
+    if installation is None:
+        return
+    multi = installation.provider._active_span_processor
+    with multi._lock:
+        multi._span_processors = tuple(p for p in multi._span_processors if p is not installation.processor)
+    installation.processor.shutdown()
+    for instrumentor in installation.instrumentors:
+        try:
+            instrumentor.uninstrument()
+        except Exception:
+            logger.warning("ragtriage: could not uninstrument %r", instrumentor, exc_info=True)
+
+
+def installed_processor() -> EvalSpanProcessor | None:
+    """The processor :func:`instrument` installed, for its ``stats`` and ``force_flush``."""
+    return _installed.processor if _installed else None
+
+
+def _global_sdk_provider() -> TracerProvider | None:
+    provider = trace.get_tracer_provider()
+    return provider if isinstance(provider, TracerProvider) else None
+
+
+def _processors(provider: TracerProvider) -> tuple[Any, ...]:
+    return getattr(provider._active_span_processor, "_span_processors", ())
+
+
+def _traces_url(endpoint: str) -> str:
+    return base_url(endpoint) + "/v1/traces"
+
+
+def _auto_instrument(provider: TracerProvider) -> list[Any]:
+    """Enable every installed OpenInference instrumentor (entry point group ``openinference_instrumentor``)."""
+    enabled = []
+    for entry_point in entry_points(group="openinference_instrumentor"):
+        try:
+            instrumentor = entry_point.load()()
+            if getattr(instrumentor, "is_instrumented_by_opentelemetry", False):
+                continue
+            instrumentor.instrument(tracer_provider=provider)
+            enabled.append(instrumentor)
+        except Exception as exc:
+            warnings.warn(f"ragtriage: could not enable OpenInference instrumentor {entry_point.name!r}: {exc}",
+                          stacklevel=3)  # fmt: skip
+    return enabled

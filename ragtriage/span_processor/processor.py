@@ -1,0 +1,382 @@
+"""EvalSpanProcessor: picks RAG traces out of the app's spans and evaluates them in the background.
+
+The app's threads only ever do O(1) work here: a dict lookup, a few attribute
+reads, a ``put_nowait`` on a bounded queue. Judging, caching and write-back
+happen on one background thread with its own asyncio loop. Nothing raises into
+the app; everything that is dropped is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import threading
+import time
+import weakref
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from opentelemetry import context as otel_context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from ragtriage.evaluator.evaluator import RAGEvaluator
+from ragtriage.evaluator.results import RAGEvaluationResult
+from ragtriage.span_processor.extraction import OWN_SPAN, Document, extract
+
+logger = logging.getLogger(__name__)
+_SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY
+_MAX_DOCUMENTS_PER_TRACE = 256
+
+
+@dataclass(slots=True)
+class RAGSample:
+    """One completed RAG trace, ready to evaluate."""
+
+    trace_id: int
+    root_span_id: int
+    question: str
+    answer: str
+    documents: list[Document]
+    ended_at: float = field(default_factory=time.time)
+
+    @property
+    def contexts(self) -> list[str]:
+        return [d.content for d in self.documents]
+
+    @property
+    def sample_id(self) -> str:
+        return f"{self.trace_id:032x}-{self.root_span_id:016x}"
+
+
+class ResultWriter(Protocol):
+    """Where results go after evaluation (Phoenix by default)."""
+
+    async def write(self, sample: RAGSample, result: RAGEvaluationResult) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _TraceBuffer:
+    """The facts of one in-flight trace; (priority, text) so the best source wins."""
+
+    __slots__ = ("answer", "documents", "expires", "question", "spans")
+
+    def __init__(self, expires: float) -> None:
+        self.expires = expires
+        self.spans = 0
+        self.question: tuple[int, str] | None = None
+        self.answer: tuple[int, str] | None = None
+        self.documents: list[Document] = []
+
+    def offer(self, slot: str, priority: int, text: str | None) -> None:
+        if text is None:
+            return
+        current = getattr(self, slot)
+        if current is None or priority <= current[0]:
+            setattr(self, slot, (priority, text))
+
+
+class EvalSpanProcessor(SpanProcessor):
+    """An OpenTelemetry SDK ``SpanProcessor`` that evaluates sampled RAG traces.
+
+    Sampling is decided once per trace at its (local) root from the trace id,
+    so every span of a trace and every service agree.
+    """
+
+    def __init__(
+        self,
+        evaluator: RAGEvaluator,
+        *,
+        writer: ResultWriter | None = None,
+        max_queue_size: int = 2048,
+        max_traces_in_flight: int = 10_000,
+        max_spans_per_trace: int = 256,
+        trace_ttl_s: float = 300.0,
+        max_concurrency: int = 8,
+        on_result: Callable[[RAGSample, RAGEvaluationResult], None] | None = None,
+    ) -> None:
+        if not isinstance(evaluator, RAGEvaluator):
+            raise TypeError(f"evaluator must be a RAGEvaluator, got {type(evaluator).__name__}")
+        for name, value in (
+            ("max_queue_size", max_queue_size),
+            ("max_traces_in_flight", max_traces_in_flight),
+            ("max_spans_per_trace", max_spans_per_trace),
+            ("max_concurrency", max_concurrency),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if isinstance(trace_ttl_s, bool) or not isinstance(trace_ttl_s, int | float) or trace_ttl_s <= 0:
+            raise ValueError(f"trace_ttl_s must be a positive number, got {trace_ttl_s!r}")
+        if on_result is not None and not callable(on_result):
+            raise TypeError("on_result must be callable")
+        self.evaluator = evaluator
+        self.writer = writer
+        self._max_queue_size = max_queue_size
+        self._max_traces = max_traces_in_flight
+        self._max_spans = max_spans_per_trace
+        self._ttl = float(trace_ttl_s)
+        self._max_concurrency = max_concurrency
+        self._on_result = on_result
+        self._init_state()
+        ref = weakref.WeakMethod(self._at_fork_reinit)
+        os.register_at_fork(after_in_child=lambda: (m := ref()) and m())
+
+    def _init_state(self) -> None:
+        self._lock = threading.Lock()
+        self._traces: OrderedDict[int, _TraceBuffer] = OrderedDict()
+        self._queue: queue.Queue[RAGSample] = queue.Queue(self._max_queue_size)
+        self._pending = 0
+        self._idle = threading.Condition(threading.Lock())
+        self._counts: Counter[str] = Counter()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._waiting = False
+        self._stopping = False
+        self._shutdown = False
+        self._last_error_log = 0.0
+
+    def _at_fork_reinit(self) -> None:
+        """In a forked child: fresh locks, queue and worker; the parent's in-flight traces are not ours."""
+        shutdown = self._shutdown
+        self._init_state()
+        self._shutdown = shutdown
+        self.evaluator._lock = threading.Lock()
+
+    # -- SDK contract: called on the app's threads ----------------------------------------------------
+
+    def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
+        try:
+            if self._shutdown or not _is_local_root(span):
+                return
+            ctx = span.get_span_context()
+            if ctx is None or not self.evaluator.should_sample(ctx.trace_id):
+                self._count("traces_not_sampled")
+                return
+            now = time.monotonic()
+            with self._lock:
+                self._expire(now)
+                if len(self._traces) >= self._max_traces:
+                    self._counts["traces_dropped_buffer_full"] += 1
+                    return
+                self._traces[ctx.trace_id] = _TraceBuffer(now + self._ttl)
+                self._counts["traces_sampled"] += 1
+        except Exception:
+            self._internal_error()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            ctx = span.get_span_context()
+            if ctx is None:
+                return
+            buffer = self._traces.get(ctx.trace_id)
+            if buffer is None:
+                return
+            attributes = span.attributes or {}
+            if OWN_SPAN in attributes:
+                return
+            is_root = _is_local_root(span)
+            buffer.spans += 1
+            if buffer.spans <= self._max_spans:
+                self._collect(buffer, attributes, ctx.span_id, is_root)
+            else:
+                self._count("spans_dropped_trace_full")
+            if is_root:
+                with self._lock:
+                    self._traces.pop(ctx.trace_id, None)
+                self._complete(buffer, ctx.trace_id, ctx.span_id)
+        except Exception:
+            self._internal_error()
+
+    def _collect(self, buffer: _TraceBuffer, attributes: Any, span_id: int, is_root: bool) -> None:
+        facts = extract(attributes, span_id)
+        if facts is None:
+            return
+        explicit = "ragtriage.question" in attributes or "ragtriage.answer" in attributes
+        priority = 0 if explicit else (1 if is_root else 2)
+        buffer.offer("question", priority, facts.question)
+        buffer.offer("answer", priority, facts.answer)
+        buffer.offer("question", 3, facts.llm_question)
+        buffer.offer("answer", 3, facts.llm_answer)
+        room = _MAX_DOCUMENTS_PER_TRACE - len(buffer.documents)
+        if facts.documents and room > 0:
+            buffer.documents.extend(facts.documents[:room])
+
+    def _complete(self, buffer: _TraceBuffer, trace_id: int, root_span_id: int) -> None:
+        if not buffer.documents:
+            self._count("traces_not_rag")
+            return
+        if buffer.question is None or buffer.answer is None:
+            self._count("traces_incomplete")
+            return
+        sample = RAGSample(trace_id, root_span_id, buffer.question[1], buffer.answer[1], buffer.documents)
+        self._enqueue(sample)
+
+    def _enqueue(self, sample: RAGSample) -> None:
+        with self._idle:
+            try:
+                self._queue.put_nowait(sample)
+            except queue.Full:
+                self._counts["samples_dropped_queue_full"] += 1
+                return
+            self._pending += 1
+            self._counts["samples_queued"] += 1
+        if self._thread is None:
+            self._start_worker()
+        elif self._waiting:
+            self._wakeup()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Wait until every queued and in-flight evaluation (and its write-back) is done."""
+        deadline = time.monotonic() + timeout_millis / 1000
+        self._wakeup()
+        with self._idle:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, 0.1))
+        return True
+
+    def shutdown(self) -> None:
+        """Finish what is queued (bounded), stop the worker. Idempotent."""
+        if self._shutdown:
+            return
+        self._shutdown = True
+        self.force_flush(30_000)
+        self._stopping = True
+        self._wakeup()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+
+    # -- introspection ---------------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: sampled / not sampled traces, queued and dropped samples, errors, ..."""
+        with self._lock:
+            counts = dict(self._counts)
+        counts["traces_in_flight"] = len(self._traces)
+        counts["queue_size"] = self._queue.qsize()
+        return counts
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def _expire(self, now: float) -> None:
+        """Drop traces whose root never ended; oldest first, so this is O(expired). Caller holds the lock."""
+        while self._traces:
+            trace_id, buffer = next(iter(self._traces.items()))
+            if buffer.expires > now:
+                break
+            del self._traces[trace_id]
+            self._counts["traces_expired"] += 1
+
+    def _internal_error(self) -> None:
+        self._count("internal_errors")
+        now = time.monotonic()
+        if now - self._last_error_log > 60:
+            self._last_error_log = now
+            logger.exception("ragtriage: internal error in the span processor (the app is not affected)")
+
+    # -- the background worker -------------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="ragtriage-eval", daemon=True)
+        self._thread.start()
+
+    def _wakeup(self) -> None:
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:  # loop already closed
+                pass
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._main(loop))
+            loop.run_until_complete(self._close())
+        except Exception:
+            self._internal_error()
+        finally:
+            self._loop = None
+            loop.close()
+
+    async def _main(self, loop: asyncio.AbstractEventLoop) -> None:
+        token = otel_context.attach(otel_context.set_value(_SUPPRESS_KEY, True))
+        self._wake = asyncio.Event()
+        self._loop = loop
+        slots = asyncio.Semaphore(self._max_concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                self._waiting = True
+                try:
+                    sample = self._queue.get_nowait()
+                except queue.Empty:
+                    if self._stopping:
+                        break
+                    with self._lock:
+                        self._expire(time.monotonic())
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), 0.5)
+                    except asyncio.TimeoutError:
+                        pass
+                    self._wake.clear()
+                    continue
+                self._waiting = False
+                await slots.acquire()
+                task = loop.create_task(self._process(sample, slots))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            otel_context.detach(token)
+
+    async def _process(self, sample: RAGSample, slots: asyncio.Semaphore) -> None:
+        try:
+            result = await self.evaluator.evaluate(
+                sample.question, sample.answer, sample.contexts, sample_key=sample.trace_id
+            )
+            self._count(f"evaluations_{result.status}")
+            if self.writer is not None:
+                try:
+                    await self.writer.write(sample, result)
+                except Exception as exc:
+                    self._count("writeback_failed")
+                    logger.warning("ragtriage: write-back failed for %s: %s", sample.sample_id, exc)
+            if self._on_result is not None:
+                self._on_result(sample, result)
+        except Exception:
+            self._internal_error()
+        finally:
+            slots.release()
+            with self._idle:
+                self._pending -= 1
+                self._idle.notify_all()
+
+    async def _close(self) -> None:
+        for resource in (self.writer, self.evaluator):
+            close = getattr(resource, "aclose", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:
+                    self._internal_error()
+
+
+def _is_local_root(span: ReadableSpan) -> bool:
+    parent = span.parent
+    return parent is None or parent.is_remote
