@@ -242,7 +242,15 @@ class RedisProcess:
 # -- the loopback judge in a child process ------------------------------------------------------------------
 
 _SERVE = """
-import sys, time
+import socketserver, sys
+from http.server import ThreadingHTTPServer
+# socketserver's default listen backlog is 5: a burst of >~8 new connections then fails with
+# ReadError/ECONNRESET on the client. Newer judge_server.py sets its own; this covers older ones.
+ThreadingHTTPServer.request_queue_size = max(ThreadingHTTPServer.request_queue_size, 512)
+if sys.argv[2] == "nodelay":
+    # The handler writes the headers and the body in two send()s; with Nagle on, the body waits for
+    # the client's delayed ACK (~40 ms on Linux loopback). TCP_NODELAY, as real servers set it.
+    socketserver.StreamRequestHandler.disable_nagle_algorithm = True
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 server = JudgeServer(default=Reply(verdict_json(), delay_s=float(sys.argv[1]))).start()
 print(server.url, flush=True)
@@ -253,16 +261,18 @@ server.stop()
 
 class JudgeProcess:
     """``JudgeServer(default=Reply(verdict_json(), delay_s=L))`` in a child process, so the parent's
-    ``time.process_time()`` counts only the client side. Stops when the parent closes its stdin."""
+    ``time.process_time()`` counts only the client side. Stops when the parent closes its stdin.
+    ``nodelay`` sets TCP_NODELAY on its sockets (see ``_SERVE``)."""
 
-    def __init__(self, delay_s: float) -> None:
+    def __init__(self, delay_s: float, *, nodelay: bool = True) -> None:
         self.delay_s = delay_s
+        self.nodelay = nodelay
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
 
     def __enter__(self) -> JudgeProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _SERVE, str(self.delay_s)],
+            [sys.executable, "-c", _SERVE, str(self.delay_s), "nodelay" if self.nodelay else "stock"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -7,19 +7,23 @@ loop issue a fixed number of evaluations of ~2 KB-context samples whose answers 
 deterministic tier, with ``cache=False``, so every evaluation makes one local-judge call. The
 baseline in the same run is the bare client: ``openai.AsyncOpenAI().chat.completions.create`` with
 the very request ragtriage sends (built once, up front) to the same server at the same C. Phases
-alternate baseline / ragtriage. Reported: throughput / (C/L), client CPU per call, and ragtriage's
-extra CPU over the bare client. The judge is built with ``max_concurrency=C``; one extra phase
-shows the default (16) at the highest C.
+alternate baseline / ragtriage. Reported: throughput / (C/L), mean call latency (C / throughput), client
+CPU per call, and ragtriage's extra CPU over the bare client. The judge is built with
+``max_concurrency=C``; one extra phase shows the default (16) at the highest C.
+
+The judge server's sockets get TCP_NODELAY here (``--stock-server`` leaves them as
+``JudgeServer`` makes them: it writes headers and body in two sends, and Nagle + delayed ACK then
+add ~40 ms to every call on Linux loopback).
 
     python bench/cascade.py
-    python bench/cascade.py --latency-ms 50 --concurrency 8 32 --seconds 4 --rounds 2
+    python bench/cascade.py --latency-ms 50 --concurrency 8 32 --seconds 3 --rounds 2
+    python bench/cascade.py --stock-server --rounds 1
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -45,15 +49,14 @@ class Phase:
     def line(self, ideal: float) -> str:
         rate = self.n / self.wall_s
         return (
-            f"  {self.name:28s} C={self.c:<3d} n={self.n:<5d} {rate:7.1f}/s = {rate / ideal:5.3f} x C/L   "
-            f"client CPU {self.cpu_s / self.n * 1000:6.3f} ms/call   (judge server CPU "
-            f"{self.server_cpu_s / self.n * 1000:.3f} ms/call)"
+            f"  {self.name:28s} C={self.c:<3d} n={self.n:<5d} {rate:6.1f}/s = {rate / ideal:5.3f} x C/L  "
+            f"call {self.c / rate * 1000:5.1f} ms  client CPU {self.cpu_s / self.n * 1000:5.3f} ms/call "
+            f"({self.cpu_s / self.wall_s:4.0%} of a core)  "
+            f"judge server CPU {self.server_cpu_s / self.n * 1000:.3f} ms/call"
         )
 
 
-async def run_phase(
-    name: str, c: int, n: int, call: Callable[[int], Awaitable[None]], server: JudgeProcess
-) -> Phase:
+async def run_phase(name: str, c: int, n: int, call: Callable[[int], Awaitable[None]], server: JudgeProcess) -> Phase:
     # warm-up: open the connections, fill the pools
     await asyncio.gather(*(call(i) for i in range(2 * c)))
     issued = 0
@@ -73,7 +76,7 @@ async def run_phase(
     return Phase(name, c, n, wall, time.process_time() - cpu, server.cpu_s() - server_cpu)
 
 
-async def main(latency_ms: float, concurrency: list[int], seconds: float, rounds: int) -> None:
+async def main(latency_ms: float, concurrency: list[int], seconds: float, rounds: int, nodelay: bool) -> None:
     checker = DeterministicChecker()
     samples = [
         s
@@ -86,7 +89,8 @@ async def main(latency_ms: float, concurrency: list[int], seconds: float, rounds
         f"judge latency L={latency_ms:g} ms; {len(samples)} distinct samples that pass the deterministic tier; "
         f"~{seconds:g} s of ideal traffic per phase; {rounds} round(s)"
     )
-    with JudgeProcess(delay_s=latency) as server:
+    print(f"judge server: {'TCP_NODELAY set by the benchmark' if nodelay else 'stock JudgeServer (Nagle on)'}")
+    with JudgeProcess(delay_s=latency, nodelay=nodelay) as server:
         # The exact request ragtriage sends, built once, for the bare-client baseline.
         proto = LLMJudge(model="bench-judge", base_url=server.url)
         s0 = samples[0]
@@ -174,8 +178,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
-    parser.add_argument("--seconds", type=float, default=4.0, help="ideal duration of each phase")
+    parser.add_argument("--seconds", type=float, default=3.0, help="ideal duration of each phase")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--stock-server", action="store_true", help="leave Nagle on in the judge server (adds ~40 ms a call)"
+    )
     args = parser.parse_args()
-    print(f"pid {os.getpid()}")
-    asyncio.run(main(args.latency_ms, args.concurrency, args.seconds, args.rounds))
+    asyncio.run(main(args.latency_ms, args.concurrency, args.seconds, args.rounds, not args.stock_server))

@@ -87,3 +87,14 @@ def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def phoenix(tmp_path_factory: pytest.TempPathFactory):
+    """One real `phoenix serve` for the session (startup takes 15-20 s)."""
+    from ragtriage.testing.phoenix import PhoenixServer
+
+    server = PhoenixServer(tmp_path_factory.mktemp("phoenix"))
+    server.start()
+    yield server
+    server.stop()

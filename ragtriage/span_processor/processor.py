@@ -9,6 +9,7 @@ the app; everything that is dropped is counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -297,10 +298,8 @@ class EvalSpanProcessor(SpanProcessor):
     def _wakeup(self) -> None:
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
                 loop.call_soon_threadsafe(wake.set)
-            except RuntimeError:  # loop already closed
-                pass
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -329,10 +328,8 @@ class EvalSpanProcessor(SpanProcessor):
                         break
                     with self._lock:
                         self._expire(time.monotonic())
-                    try:
+                    with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), 0.5)
-                    except asyncio.TimeoutError:
-                        pass
                     self._wake.clear()
                     continue
                 self._waiting = False

@@ -61,6 +61,11 @@ def verdict_json(
     return json.dumps(data)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512  # socketserver's default of 5 refuses bursts of concurrent judges
+
+
 Responder = Callable[[dict[str, Any]], Reply]
 
 
@@ -74,8 +79,7 @@ class JudgeServer:
         self._lock = threading.Lock()
         self.in_flight = 0
         server = self
-        self._httpd = ThreadingHTTPServer((host, port), _handler(server))
-        self._httpd.daemon_threads = True
+        self._httpd = _Server((host, port), _handler(server))
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="judge-server", daemon=True
         )

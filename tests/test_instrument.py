@@ -1,0 +1,114 @@
+"""instrument()/uninstrument() and the configuration they read."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+import ragtriage
+from ragtriage import Config, EvalSpanProcessor, RAGEvaluator
+from ragtriage.instrumentation.instrument import installed_processor
+
+
+@pytest.fixture(autouse=True)
+def clean() -> Iterator[None]:
+    yield
+    ragtriage.uninstrument()
+
+
+def processors(provider: TracerProvider) -> tuple:
+    return provider._active_span_processor._span_processors
+
+
+def test_adds_one_processor_to_the_apps_provider_and_removes_it() -> None:
+    provider = TracerProvider()
+    before = processors(provider)
+    returned = ragtriage.instrument(tracer_provider=provider, write_back=False, auto_instrument=False)
+    assert returned is provider
+    assert ragtriage.instrument(tracer_provider=provider, write_back=False) is provider  # twice: still one
+    added = [p for p in processors(provider) if isinstance(p, EvalSpanProcessor)]
+    assert len(added) == 1 and added[0] is installed_processor()
+    ragtriage.uninstrument()
+    assert processors(provider) == before
+    assert installed_processor() is None
+    ragtriage.uninstrument()  # idempotent
+
+
+def test_embedded_default_runs_the_free_tiers(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_API_KEY", "RAGTRIAGE_LOCAL_JUDGE_URL", "RAGTRIAGE_HEAVY_JUDGE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    provider = TracerProvider()
+    ragtriage.instrument(tracer_provider=provider, sample_rate=1.0, write_back=False, auto_instrument=False)
+    processor = installed_processor()
+    assert processor is not None
+    evaluator = processor.evaluator
+    assert evaluator.local_judge is None and evaluator.heavy_judge is None and evaluator.sample_rate == 1.0
+
+
+def test_environment_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGTRIAGE_SAMPLE_RATE", "0.3")
+    monkeypatch.setenv("RAGTRIAGE_LOCAL_JUDGE_URL", "http://127.0.0.1:8000/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("PHOENIX_PROJECT_NAME", "shop")
+    config = Config.from_env()
+    assert (config.sample_rate, config.local_judge_url, config.project_name) == (
+        0.3,
+        "http://127.0.0.1:8000/v1",
+        "shop",
+    )
+    assert "sk-test" not in repr(config)
+    assert Config.from_env(sample_rate=0.9).sample_rate == 0.9  # explicit beats env
+    evaluator = ragtriage.instrumentation.build_evaluator(config)
+    assert evaluator.local_judge is not None and evaluator.heavy_judge is not None
+    assert evaluator.heavy_judge.model == "gpt-4o-mini"
+
+
+def test_bad_environment_warns_and_uses_the_default(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    monkeypatch.setenv("RAGTRIAGE_SAMPLE_RATE", "lots")
+    monkeypatch.setenv("RAGTRIAGE_MAX_QUEUE_SIZE", "-5")
+    with caplog.at_level(logging.WARNING):
+        config = Config.from_env()
+    assert config.sample_rate == 0.1 and config.max_queue_size == 2048
+    assert "RAGTRIAGE_SAMPLE_RATE" in caplog.text and "RAGTRIAGE_MAX_QUEUE_SIZE" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "named"),
+    [
+        ({"sample_rate": 2.0}, ValueError, "sample_rate"),
+        ({"endpoint": "localhost:6006"}, ValueError, "endpoint"),
+        ({"tracer_provider": object()}, TypeError, "tracer_provider"),
+        ({"evaluator": "x"}, TypeError, "evaluator"),
+        ({"max_queue_size": 0}, ValueError, "max_queue_size"),
+        ({"no_such_setting": 1}, TypeError, "no_such_setting"),
+        ({"evaluator": RAGEvaluator(), "sample_rate": 0.5}, ValueError, "sample_rate"),
+    ],
+)
+def test_bad_arguments_raise_at_once(kwargs: dict, error: type[Exception], named: str) -> None:
+    with pytest.raises(error, match=named):
+        ragtriage.instrument(**kwargs)
+    assert installed_processor() is None
+
+
+def test_creates_a_provider_when_the_app_has_none() -> None:
+    provider = ragtriage.instrument(
+        endpoint="http://127.0.0.1:9", project_name="p", set_global=False, write_back=False, auto_instrument=False
+    )
+    assert isinstance(provider, TracerProvider)
+    assert provider.resource.attributes["openinference.project.name"] == "p"
+    kinds = [type(p).__name__ for p in processors(provider)]
+    assert kinds == ["BatchSpanProcessor", "EvalSpanProcessor"]
+    provider.shutdown()
+
+
+def test_auto_instrument_enables_installed_openinference_instrumentors() -> None:
+    from openinference.instrumentation.openai import OpenAIInstrumentor
+
+    provider = TracerProvider()
+    ragtriage.instrument(tracer_provider=provider, write_back=False, auto_instrument=True)
+    assert OpenAIInstrumentor().is_instrumented_by_opentelemetry
+    ragtriage.uninstrument()
+    assert not OpenAIInstrumentor().is_instrumented_by_opentelemetry

@@ -1,0 +1,186 @@
+"""Write-back into a real `phoenix serve`: annotations and the EVALUATOR span, read back over its API."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+import ragtriage
+from ragtriage import RAGEvaluator
+from ragtriage.export import PhoenixWriter
+from ragtriage.instrumentation.instrument import installed_processor
+from ragtriage.testing import JudgeServer, Reply, verdict_json
+from ragtriage.testing.phoenix import PhoenixServer
+
+pytestmark = pytest.mark.phoenix
+
+QUESTION = "What is the capital of France?"
+ANSWER = "Paris is the capital of France."
+DOCS = ["Paris is the capital and largest city of France.", "Bananas are yellow."]
+
+
+def app_provider(phoenix: PhoenixServer, project: str) -> TracerProvider:
+    """The app's own pipeline: OTLP to Phoenix, as phoenix.otel.register() would set it up."""
+    provider = TracerProvider(resource=Resource.create({"openinference.project.name": project}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{phoenix.url}/v1/traces")))
+    return provider
+
+
+def rag_request(provider: TracerProvider, answer: str = ANSWER) -> tuple[int, int, int]:
+    tracer = provider.get_tracer("app")
+    with tracer.start_as_current_span(
+        "rag", attributes={"openinference.span.kind": "CHAIN", "input.value": QUESTION}
+    ) as root:
+        attrs = {"openinference.span.kind": "RETRIEVER"}
+        for i, doc in enumerate(DOCS):
+            attrs[f"retrieval.documents.{i}.document.content"] = doc
+        with tracer.start_as_current_span("retrieve", attributes=attrs) as retriever:
+            pass
+        root.set_attribute("output.value", answer)
+    ctx = root.get_span_context()
+    return ctx.trace_id, ctx.span_id, retriever.get_span_context().span_id
+
+
+def annotations(phoenix: PhoenixServer, project: str, span_id: int) -> dict[str, dict]:
+    response = httpx.get(
+        f"{phoenix.url}/v1/projects/{project}/span_annotations",
+        params={"span_ids": f"{span_id:016x}", "limit": 100},
+    )
+    response.raise_for_status()
+    return {row["name"]: row for row in response.json()["data"]}
+
+
+def document_evaluations(phoenix: PhoenixServer, project: str, span_id: int) -> list[dict]:
+    spans = httpx.get(f"{phoenix.url}/v1/projects/{project}/spans", params={"span_id": f"{span_id:016x}"}).json()
+    node_id = spans["data"][0]["id"]
+    query = "query($id:ID!){node(id:$id){... on Span{documentEvaluations{name score label documentPosition}}}}"
+    response = httpx.post(f"{phoenix.url}/graphql", json={"query": query, "variables": {"id": node_id}})
+    return sorted(response.json()["data"]["node"]["documentEvaluations"], key=lambda d: d["documentPosition"])
+
+
+@pytest.fixture
+def project() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(autouse=True)
+def _uninstrument():
+    yield
+    ragtriage.uninstrument()
+
+
+def test_scores_land_on_the_evaluated_span(phoenix: PhoenixServer, judge_server: JudgeServer, project: str) -> None:
+    judge_server.default = Reply(
+        verdict_json(
+            faithfulness=0.83, relevance=0.91, answer_quality=0.5, context_recall=0.77, context_precision=0.5,
+            confidence=0.95, documents=[{"index": 1, "relevance": 0.95}, {"index": 2, "relevance": 0.05}],
+        )
+    )  # fmt: skip
+    provider = app_provider(phoenix, project)
+    ragtriage.instrument(
+        tracer_provider=provider, endpoint=phoenix.url, sample_rate=1.0, local_judge_url=judge_server.url,
+        auto_instrument=False,
+    )  # fmt: skip
+    trace_id, root_id, retriever_id = rag_request(provider)
+    assert provider.force_flush(30_000)
+
+    found = annotations(phoenix, project, root_id)
+    scores = {name: row["result"]["score"] for name, row in found.items()}
+    assert scores == {
+        "faithfulness": 0.83, "relevance": 0.91, "answer_quality": 0.5, "context_recall": 0.77,
+        "context_precision": 0.5, "eval_tier": None, "eval_verdict": None,
+    }  # fmt: skip
+    assert found["eval_tier"]["result"]["label"] == "local"
+    assert found["eval_verdict"]["result"]["label"] == "fail"  # answer_quality 0.5 < 0.70
+    assert found["answer_quality"]["result"]["label"] == "fail" and found["faithfulness"]["result"]["label"] == "pass"
+    assert found["faithfulness"]["annotator_kind"] == "LLM"
+    assert found["faithfulness"]["identifier"] == f"ragtriage:{trace_id:032x}-{root_id:016x}"
+
+    spans = httpx.get(f"{phoenix.url}/v1/projects/{project}/spans", params={"trace_id": f"{trace_id:032x}"}).json()
+    evaluator_spans = [s for s in spans["data"] if s["span_kind"] == "EVALUATOR"]
+    assert len(evaluator_spans) == 1
+    span = evaluator_spans[0]
+    assert span["parent_id"] == f"{root_id:016x}"
+    assert span["attributes"]["ragtriage.target_span_id"] == f"{root_id:016x}"
+    assert span["attributes"]["ragtriage.tier"] == "local"
+    assert span["attributes"]["annotations.0.annotation.name"] == "faithfulness"
+    assert span["attributes"]["annotations.0.annotation.score"] == 0.83
+
+    docs = document_evaluations(phoenix, project, retriever_id)
+    assert [(d["documentPosition"], d["score"], d["label"]) for d in docs] == [
+        (0, 0.95, "relevant"),
+        (1, 0.05, "irrelevant"),
+    ]
+    provider.shutdown()
+
+
+def test_free_tiers_write_code_annotations(phoenix: PhoenixServer, project: str) -> None:
+    provider = app_provider(phoenix, project)
+    ragtriage.instrument(tracer_provider=provider, endpoint=phoenix.url, sample_rate=1.0, auto_instrument=False)
+    _, root_id, _ = rag_request(provider, answer="Paris has been the capital since 1794.")
+    assert provider.force_flush(30_000)
+    found = annotations(phoenix, project, root_id)
+    assert set(found) == {"eval_tier", "eval_verdict"}  # no metric was measured, so none is invented
+    assert found["eval_verdict"]["result"]["label"] == "fail"
+    assert "1794" in found["eval_verdict"]["result"]["explanation"]
+    assert found["eval_verdict"]["annotator_kind"] == "CODE"
+    provider.shutdown()
+
+
+def test_unsampled_traces_get_nothing(phoenix: PhoenixServer, project: str) -> None:
+    provider = app_provider(phoenix, project)
+    ragtriage.instrument(tracer_provider=provider, endpoint=phoenix.url, sample_rate=0.0, auto_instrument=False)
+    _, root_id, _ = rag_request(provider)
+    assert provider.force_flush(30_000)
+    assert annotations(phoenix, project, root_id) == {}
+    processor = installed_processor()
+    assert processor is not None and processor.stats["traces_not_sampled"] == 1
+    provider.shutdown()
+
+
+def test_redelivery_does_not_duplicate(phoenix: PhoenixServer, project: str) -> None:
+    provider = app_provider(phoenix, project)
+    results = []
+    ragtriage.instrument(tracer_provider=provider, endpoint=phoenix.url, sample_rate=1.0, auto_instrument=False)
+    processor = installed_processor()
+    assert processor is not None
+    processor._on_result = lambda sample, result: results.append((sample, result))
+    _, root_id, _ = rag_request(provider)
+    assert provider.force_flush(30_000)
+    sample, result = results[0]
+    writer = PhoenixWriter(endpoint=phoenix.url, project_name=project)
+
+    async def again() -> None:
+        await writer.write(sample, result)
+        await writer.aclose()
+
+    asyncio.run(again())
+    rows = httpx.get(
+        f"{phoenix.url}/v1/projects/{project}/span_annotations", params={"span_ids": f"{root_id:016x}", "limit": 100}
+    ).json()["data"]
+    assert sorted(r["name"] for r in rows) == ["eval_tier", "eval_verdict"]
+    provider.shutdown()
+
+
+def test_phoenix_unreachable_is_counted_and_harmless(judge_server: JudgeServer) -> None:
+    from tests.conftest import free_port
+
+    provider = TracerProvider()
+    dead = f"http://127.0.0.1:{free_port()}"
+    writer = PhoenixWriter(endpoint=dead, project_name="p", max_retries=1, timeout_s=0.5)
+    evaluator = RAGEvaluator(sample_rate=1.0)
+    ragtriage.instrument(tracer_provider=provider, evaluator=evaluator, writer=writer, auto_instrument=False)
+    rag_request(provider)  # the app's request completes normally
+    assert provider.force_flush(60_000)
+    processor = installed_processor()
+    assert processor is not None
+    assert processor.stats["writeback_failed"] == 1 and processor.stats["evaluations_ok"] == 1
+    assert writer.counts["writes_dropped"] == 1
+    provider.shutdown()
