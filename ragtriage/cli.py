@@ -1,3 +1,27 @@
-import typer
+"""The ``ragtriage`` command line."""
 
-app = typer.Typer()
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Online evaluation of RAG answers.")
+
+
+@app.command()
+def demo(
+    keep_running: bool = typer.Option(False, "--keep-running", help="Keep Phoenix up after the run for a look."),
+    phoenix: bool = typer.Option(True, "--phoenix/--no-phoenix", help="Write the scores back into Phoenix."),
+) -> None:
+    """Run a small instrumented RAG app and evaluate its traces (no API key, no GPU needed)."""
+    from ragtriage.demo.run import run_demo
+
+    raise typer.Exit(run_demo(keep_running=keep_running, use_phoenix=phoenix, console=Console()))
+
+
+@app.command()
+def version() -> None:
+    """Print the installed version."""
+    from ragtriage import __version__
+
+    typer.echo(__version__)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import httpx
@@ -48,7 +49,19 @@ def rag_request(provider: TracerProvider, answer: str = ANSWER) -> tuple[int, in
     return ctx.trace_id, ctx.span_id, retriever.get_span_context().span_id
 
 
+def wait_for_span(phoenix: PhoenixServer, project: str, span_id: int) -> None:
+    """Phoenix ingests OTLP asynchronously: a flushed span is queryable a moment later."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        response = httpx.get(f"{phoenix.url}/v1/projects/{project}/spans", params={"span_id": f"{span_id:016x}"})
+        if response.status_code == 200 and response.json()["data"]:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"span {span_id:016x} never arrived in Phoenix")
+
+
 def annotations(phoenix: PhoenixServer, project: str, span_id: int) -> dict[str, dict]:
+    wait_for_span(phoenix, project, span_id)
     response = httpx.get(
         f"{phoenix.url}/v1/projects/{project}/span_annotations",
         params={"span_ids": f"{span_id:016x}", "limit": 100},
@@ -58,6 +71,7 @@ def annotations(phoenix: PhoenixServer, project: str, span_id: int) -> dict[str,
 
 
 def document_evaluations(phoenix: PhoenixServer, project: str, span_id: int) -> list[dict]:
+    wait_for_span(phoenix, project, span_id)
     spans = httpx.get(f"{phoenix.url}/v1/projects/{project}/spans", params={"span_id": f"{span_id:016x}"}).json()
     node_id = spans["data"][0]["id"]
     query = "query($id:ID!){node(id:$id){... on Span{documentEvaluations{name score label documentPosition}}}}"
@@ -103,8 +117,11 @@ def test_scores_land_on_the_evaluated_span(phoenix: PhoenixServer, judge_server:
     assert found["faithfulness"]["annotator_kind"] == "LLM"
     assert found["faithfulness"]["identifier"] == f"ragtriage:{trace_id:032x}-{root_id:016x}"
 
-    spans = httpx.get(f"{phoenix.url}/v1/projects/{project}/spans", params={"trace_id": f"{trace_id:032x}"}).json()
-    evaluator_spans = [s for s in spans["data"] if s["span_kind"] == "EVALUATOR"]
+    evaluator_spans: list[dict] = []
+    deadline = time.monotonic() + 20
+    while not evaluator_spans and time.monotonic() < deadline:
+        params = {"trace_id": f"{trace_id:032x}", "span_kind": "EVALUATOR"}
+        evaluator_spans = httpx.get(f"{phoenix.url}/v1/projects/{project}/spans", params=params).json()["data"]
     assert len(evaluator_spans) == 1
     span = evaluator_spans[0]
     assert span["parent_id"] == f"{root_id:016x}"
@@ -148,10 +165,10 @@ def test_unsampled_traces_get_nothing(phoenix: PhoenixServer, project: str) -> N
 def test_redelivery_does_not_duplicate(phoenix: PhoenixServer, project: str) -> None:
     provider = app_provider(phoenix, project)
     results = []
-    ragtriage.instrument(tracer_provider=provider, endpoint=phoenix.url, sample_rate=1.0, auto_instrument=False)
-    processor = installed_processor()
-    assert processor is not None
-    processor._on_result = lambda sample, result: results.append((sample, result))
+    ragtriage.instrument(
+        tracer_provider=provider, endpoint=phoenix.url, sample_rate=1.0, auto_instrument=False,
+        on_result=lambda sample, result: results.append((sample, result)),
+    )  # fmt: skip
     _, root_id, _ = rag_request(provider)
     assert provider.force_flush(30_000)
     sample, result = results[0]

@@ -119,11 +119,12 @@ def test_llm_span_fallbacks(provider: TracerProvider) -> None:
 def test_json_root_input_and_ragtriage_attributes(provider: TracerProvider) -> None:
     processor, writer = attach(provider)
     tracer = provider.get_tracer("app")
-    with tracer.start_as_current_span(
-        "rag",
-        attributes={"input.value": json.dumps({"query": QUESTION, "k": 3}), "input.mime_type": "application/json"},
-    ), tracer.start_as_current_span(
-        "my-step", attributes={"ragtriage.contexts": DOCS, "ragtriage.answer": ANSWER}
+    with (
+        tracer.start_as_current_span(
+            "rag",
+            attributes={"input.value": json.dumps({"query": QUESTION, "k": 3}), "input.mime_type": "application/json"},
+        ),
+        tracer.start_as_current_span("my-step", attributes={"ragtriage.contexts": DOCS, "ragtriage.answer": ANSWER}),
     ):
         pass
     assert processor.force_flush(10_000)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -22,9 +23,10 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from ragtriage.config import Config
 from ragtriage.evaluator.cache import RedisCache
 from ragtriage.evaluator.evaluator import RAGEvaluator
+from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.export.phoenix import PROJECT_ATTRIBUTE, PhoenixWriter, base_url
 from ragtriage.judges.llm import LLMJudge
-from ragtriage.span_processor.processor import EvalSpanProcessor, ResultWriter
+from ragtriage.span_processor.processor import EvalSpanProcessor, RAGSample, ResultWriter
 
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -74,13 +76,15 @@ def instrument(
     auto_instrument: bool = True,
     set_global: bool = True,
     writer: ResultWriter | None = None,
+    on_result: Callable[[RAGSample, RAGEvaluationResult], None] | None = None,
     **settings: Any,
 ) -> TracerProvider:
     """Evaluate every sampled RAG trace of this process in the background.
 
     ``settings`` are further :class:`~ragtriage.config.Config` fields
-    (``local_judge_url=...``, ``max_queue_size=...``). Calling it again returns
-    the same provider without adding a second processor.
+    (``local_judge_url=...``, ``max_queue_size=...``); ``on_result`` is called on
+    the background thread after each evaluation. Calling it again returns the
+    same provider without adding a second processor.
     """
     global _installed
     if tracer_provider is not None and not isinstance(tracer_provider, TracerProvider):
@@ -117,6 +121,7 @@ def instrument(
             max_spans_per_trace=config.max_spans_per_trace,
             trace_ttl_s=config.trace_ttl_s,
             max_concurrency=config.max_concurrency,
+            on_result=on_result,
         )
         provider.add_span_processor(processor)
         _installed = _Installation(provider, processor)

@@ -1,0 +1,119 @@
+"""Orchestrates ``ragtriage demo``: Phoenix, the instrumented app, the summary."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections import Counter
+from contextlib import ExitStack
+
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+import ragtriage
+from ragtriage.demo.app import DemoApp, load_corpus
+from ragtriage.evaluator.results import RAGEvaluationResult
+from ragtriage.export.phoenix import base_url
+from ragtriage.instrumentation import installed_processor
+from ragtriage.span_processor import RAGSample
+
+PROJECT = "ragtriage-demo"
+
+
+def run_demo(*, keep_running: bool, use_phoenix: bool, console: Console) -> int:
+    documents, items = load_corpus()
+    results: list[tuple[RAGSample, RAGEvaluationResult]] = []
+    with ExitStack() as stack:
+        endpoint = os.environ.get("PHOENIX_COLLECTOR_ENDPOINT")
+        if use_phoenix and not endpoint:
+            try:
+                from ragtriage.testing.phoenix import PhoenixServer
+            except ImportError:  # pragma: no cover - depends on the install
+                console.print("[red]Phoenix is not installed: pip install 'ragtriage[phoenix]' (or --no-phoenix)")
+                return 2
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="ragtriage-demo-"))
+            with console.status("Starting Phoenix (about 20 s)..."):
+                phoenix = stack.enter_context(PhoenixServer(workdir))
+            endpoint = phoenix.url
+        provider = TracerProvider(resource=Resource.create({"openinference.project.name": PROJECT}))
+        if use_phoenix:
+            assert endpoint is not None
+            provider.add_span_processor(
+                BatchSpanProcessor(OTLPSpanExporter(endpoint=base_url(endpoint) + "/v1/traces"))
+            )
+        ragtriage.instrument(
+            tracer_provider=provider,
+            endpoint=endpoint,
+            sample_rate=1.0,
+            project_name=PROJECT,
+            write_back=use_phoenix,
+            auto_instrument=False,
+            set_global=False,
+            on_result=lambda sample, result: results.append((sample, result)),
+        )
+        processor = installed_processor()
+        assert processor is not None
+        evaluator = processor.evaluator
+        judges = [
+            f"{name}: {judge.model}"
+            for name, judge in (("local", evaluator.local_judge), ("heavy", evaluator.heavy_judge))
+            if judge is not None
+        ]
+        console.print(f"Judges: {', '.join(judges) or 'none configured: the free tiers (deterministic + grounding)'}")
+
+        app = DemoApp(provider.get_tracer("ragtriage-demo-app"), documents)
+        labels = {}
+        for item in track(items, description="Answering questions", console=console):
+            labels[item.question + item.answer] = item.label
+            app.answer(item)
+        with console.status("Evaluating in the background and writing back..."):
+            provider.force_flush(120_000)
+        _print_summary(console, results, labels, processor.stats)
+        if use_phoenix:
+            console.print(
+                f"\nOpen [bold]{base_url(endpoint)}[/bold], project [bold]{PROJECT}[/bold]: every trace carries "
+                "its eval annotations (faithfulness, relevance, ..., eval_tier, eval_verdict) and an EVALUATOR span."
+            )
+        ragtriage.uninstrument()
+        provider.shutdown()
+        if keep_running and use_phoenix:
+            console.print("Phoenix keeps running; press Ctrl-C to stop.")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    return 0
+
+
+def _print_summary(
+    console: Console, results: list[tuple[RAGSample, RAGEvaluationResult]], labels: dict[str, str], stats: dict
+) -> None:
+    by_tier = Counter((r.tier or r.status, r.verdict) for _, r in results)
+    table = Table(title=f"{len(results)} traces evaluated")
+    table.add_column("tier")
+    for verdict in ("pass", "fail", "uncertain"):
+        table.add_column(verdict, justify="right")
+    for tier in sorted({t for t, _ in by_tier}):
+        table.add_row(tier, *(str(by_tier.get((tier, v), 0)) for v in ("pass", "fail", "uncertain")))
+    console.print(table)
+
+    truth = Table(title="verdict vs. the corpus's labels")
+    truth.add_column("label")
+    for verdict in ("pass", "fail", "uncertain"):
+        truth.add_column(verdict, justify="right")
+    confusion = Counter((labels.get(s.question + s.answer, "?"), r.verdict) for s, r in results)
+    for label in ("faithful", "hallucinated"):
+        truth.add_row(label, *(str(confusion.get((label, v), 0)) for v in ("pass", "fail", "uncertain")))
+    console.print(truth)
+    cost = sum(r.eval_cost_usd for _, r in results)
+    console.print(
+        f"cost ${cost:.4f}; dropped {stats.get('samples_dropped_queue_full', 0)}; "
+        f"write-back failures {stats.get('writeback_failed', 0)}"
+    )
