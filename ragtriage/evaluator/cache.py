@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -174,7 +173,3 @@ class RedisCache:
     def __repr__(self) -> str:
         # The URL may carry a password: never print it.
         return f"RedisCache(ttl_s={self._ttl})"
-
-
-def encode_entry(payload: dict[str, object]) -> str:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)

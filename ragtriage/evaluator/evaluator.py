@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -150,6 +150,7 @@ class RAGEvaluator:
         self._alert_cooldown_s = float(alert_cooldown_s)
         self._alert_last_sent: dict[tuple[str, str], float] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._observers: list[Callable[[RAGEvaluationResult], None]] = []
         self._fingerprint = "|".join(
             (
                 deterministic.fingerprint,
@@ -179,6 +180,16 @@ class RAGEvaluator:
     def fingerprint(self) -> str:
         """Everything that changes a verdict; part of every cache key."""
         return self._fingerprint
+
+    def add_observer(self, observer: Callable[[RAGEvaluationResult], None]) -> None:
+        """Call ``observer`` with every sampled result (metrics, alert windows, reports).
+
+        It runs on the thread that evaluated, right after the result is final: keep it quick and
+        non-blocking. An exception in it is logged and counted, never raised into the evaluation.
+        """
+        if not callable(observer):
+            raise TypeError(f"observer must be callable, got {observer!r}")
+        self._observers.append(observer)
 
     def should_sample(self, key: str | bytes | int) -> bool:
         """Deterministic on ``key``: an int (a trace id) uses its low 64 bits like ``TraceIdRatioBased``,
@@ -567,6 +578,12 @@ class RAGEvaluator:
             self._history.append(result)
             self._counts[f"tier_{result.tier}"] += 1
             self._counts[f"status_{result.status}"] += 1
+        for observer in self._observers:
+            try:
+                observer(result)
+            except Exception:
+                self._count("observer_error")
+                logger.exception("ragtriage: result observer %r failed", observer)
         if result.alerts and self.alert_sinks:
             self._dispatch_alerts(result)
 
