@@ -30,6 +30,9 @@ _INJECTION = re.compile(
     r"|\"?faithfulness\"?\s*:\s*1",
     re.IGNORECASE,
 )
+#: Every alternative of _INJECTION contains one of these (lower-case) words.
+_INJECTION_WORDS = ("ignore", "disregard", "forget", "instruction", "now", "system", "score",
+                    "rating", "1.0", "10/10", "faithfulness")  # fmt: skip
 _CONTENT_WORD = re.compile(r"[^\W\d_]{4,}")
 _QUESTION_STOP = frozenset(
     """
@@ -103,7 +106,7 @@ class DeterministicChecker:
         stripped = answer.strip()
         evidence = EvidenceIndex.build(contexts)
         grounding = check_grounding(stripped, evidence, EvidenceIndex.build((question,)))
-        injection = any(_INJECTION.search(c) for c in contexts)
+        injection = _looks_injected(contexts)
         if injection:
             signals.append("a retrieved context contains instruction-like text (possible prompt injection)")
 
@@ -157,6 +160,15 @@ class DeterministicChecker:
 
     def __repr__(self) -> str:
         return f"DeterministicChecker({self.fingerprint})"
+
+
+def _looks_injected(contexts: Sequence[str]) -> bool:
+    """The regex is the judge; a plain substring scan first skips it for the vast majority of contexts."""
+    for context in contexts:
+        lowered = context.lower()
+        if any(word in lowered for word in _INJECTION_WORDS) and _INJECTION.search(context):
+            return True
+    return False
 
 
 def _question_coverage(question: str, evidence: EvidenceIndex) -> float | None:

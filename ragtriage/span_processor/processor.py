@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -177,7 +177,7 @@ class EvalSpanProcessor(SpanProcessor):
             buffer = self._traces.get(ctx.trace_id)
             if buffer is None:
                 return
-            attributes = span.attributes or {}
+            attributes = _attribute_dict(span)
             if OWN_SPAN in attributes:
                 return
             is_root = _is_local_root(span)
@@ -372,6 +372,17 @@ class EvalSpanProcessor(SpanProcessor):
                     await close()
                 except Exception:
                     self._internal_error()
+
+
+def _attribute_dict(span: ReadableSpan) -> Mapping[str, Any]:
+    """The span's attributes as a plain dict, read-only here.
+
+    ``span.attributes`` is a proxy over ``BoundedAttributes``, whose ``.get`` raises and catches a
+    ``KeyError`` for every missing key (~1 us each); extraction probes a dozen keys per span on the
+    app's thread, so go to the SDK's underlying dict when it is there, else copy once.
+    """
+    raw = getattr(getattr(span, "_attributes", None), "_dict", None)
+    return raw if isinstance(raw, dict) else dict(span.attributes or {})
 
 
 def _is_local_root(span: ReadableSpan) -> bool:
