@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ragtriage import CostTracker, LLMJudge, RAGAlert, RAGEvaluator
+from ragtriage import CostTracker, LLMJudge, RAGEvaluator
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 
 Q = "What is the capital of France?"
@@ -241,30 +241,6 @@ async def test_summary(make, judge_server: JudgeServer, heavy_server: JudgeServe
     assert summary["by_tier"] == {"cache": 0, "deterministic": 1, "local": 1, "heavy": 1}
     assert summary["heavy_share"] == pytest.approx(1 / 3)
     assert summary["by_verdict"] == {"pass": 2, "fail": 1}
-
-
-class ListSink:
-    def __init__(self, fail: bool = False) -> None:
-        self.alerts: list[RAGAlert] = []
-        self.fail = fail
-
-    async def send(self, alert: RAGAlert) -> None:
-        if self.fail:
-            raise ConnectionError("sink down")
-        self.alerts.append(alert)
-
-
-async def test_alert_sinks_get_alerts_once_per_cooldown(make, judge_server: JudgeServer) -> None:
-    good, broken = ListSink(), ListSink(fail=True)
-    evaluator = make(heavy=False, cache=False, alert_sinks=[broken, good])
-    judge_server.default = local_reply(faithfulness=0.1, confidence=0.95)
-    for i in range(3):
-        result = await evaluator.evaluate(Q, f"{A} {i}", CONTEXTS)
-        assert result.verdict == "fail"
-    await evaluator.aclose()
-    assert [a.metric for a in good.alerts] == ["faithfulness"]  # not three: cooldown
-    assert good.alerts[0].severity == "critical"
-    assert evaluator.counters["alert_send_error"] == 1
 
 
 async def test_concurrent_evaluations(make, judge_server: JudgeServer) -> None:

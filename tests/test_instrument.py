@@ -112,3 +112,21 @@ def test_auto_instrument_enables_installed_openinference_instrumentors() -> None
     assert OpenAIInstrumentor().is_instrumented_by_opentelemetry
     ragtriage.uninstrument()
     assert not OpenAIInstrumentor().is_instrumented_by_opentelemetry
+
+
+def test_alerts_are_wired_to_the_project_phoenix_and_dropped_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.resources import Resource
+
+    for name in ("RAGTRIAGE_SLACK_WEBHOOK_URL", "RAGTRIAGE_PAGERDUTY_ROUTING_KEY", "RAGTRIAGE_SMTP_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    provider = TracerProvider(resource=Resource.create({"openinference.project.name": "shop"}))
+    ragtriage.instrument(
+        tracer_provider=provider, write_back=False, auto_instrument=False, endpoint="http://127.0.0.1:6006/v1/traces"
+    )
+    processor = installed_processor()
+    assert processor is not None and processor.evaluator.alerts is not None
+    alerts = processor.evaluator.alerts
+    assert (alerts.project, alerts.phoenix_url) == ("shop", "http://127.0.0.1:6006")
+    names = [r.name for r in alerts.rules]
+    assert {"heavy_share_high", "tier_distribution_drift", "dropped_samples_high"} <= set(names)
+    assert [s.name for s in alerts.sinks] == ["log"]

@@ -7,16 +7,14 @@ decided, what each tier scored, and what it all cost.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import math
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import context as otel_context
 
@@ -36,6 +34,10 @@ from ragtriage.evaluator.sampling import is_sampled, sample_bound
 from ragtriage.evaluator.thresholds import alerts_for, near_threshold, verdict_for
 from ragtriage.judges.base import Judge, JudgeError, JudgeVerdict
 from ragtriage.judges.deterministic import DeterministicChecker, DeterministicReport
+
+if TYPE_CHECKING:
+    from ragtriage.alerts.manager import AlertManager
+    from ragtriage.alerts.rules import Rule
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ class RAGEvaluator:
         citation_pattern: str | None = None,
         escalation_margin: float = 0.05,
         deterministic: DeterministicChecker | None = None,
-        alert_cooldown_s: float = 300.0,
+        alert_rules: Sequence[Rule] | None = None,
     ) -> None:
         for name, judge in (("local_judge", local_judge), ("heavy_judge", heavy_judge)):
             if judge is not None and not isinstance(judge, Judge):
@@ -122,15 +124,15 @@ class RAGEvaluator:
             raise TypeError("alert_sinks must be a sequence of AlertSink")
         for i, sink in enumerate(alert_sinks):
             if not isinstance(sink, AlertSink):
-                raise TypeError(f"alert_sinks[{i}] must implement AlertSink (async send(alert)), got {sink!r}")
+                raise TypeError(f"alert_sinks[{i}] must implement AlertSink (name, async send(event)), got {sink!r}")
+        if alert_rules is not None and (isinstance(alert_rules, str | bytes) or not isinstance(alert_rules, Sequence)):
+            raise TypeError("alert_rules must be a sequence of alert rules (see ragtriage.alerts)")
         if deterministic is not None and citation_pattern is not None:
             raise ValueError("pass citation_pattern to the DeterministicChecker given as deterministic, not both")
         if deterministic is None:
             deterministic = DeterministicChecker(citation_pattern=citation_pattern)
         elif not isinstance(deterministic, DeterministicChecker):
             raise TypeError(f"deterministic must be a DeterministicChecker, got {type(deterministic).__name__}")
-        if isinstance(alert_cooldown_s, bool) or not isinstance(alert_cooldown_s, int | float) or alert_cooldown_s < 0:
-            raise ValueError(f"alert_cooldown_s must be a number >= 0, got {alert_cooldown_s!r}")
 
         self.local_judge = local_judge
         self.heavy_judge = heavy_judge
@@ -140,17 +142,26 @@ class RAGEvaluator:
         self.cache: Cache | None = None if cache is False else cache
         self.cost_tracker = cost_tracker
         self.max_context_chars = max_context_chars
-        self.alert_sinks: tuple[AlertSink, ...] = tuple(alert_sinks)
         self.deterministic = deterministic
         self._sample_rate = float(sample_rate)
         self._bound = sample_bound(self._sample_rate)
         self._history: deque[RAGEvaluationResult] = deque(maxlen=history_size)
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
-        self._alert_cooldown_s = float(alert_cooldown_s)
-        self._alert_last_sent: dict[tuple[str, str], float] = {}
-        self._background: set[asyncio.Task[None]] = set()
         self._observers: list[Callable[[RAGEvaluationResult], None]] = []
+        self.alerts: AlertManager | None = None
+        """Alert rules and sinks (``None`` without sinks): windows of results, fire/cooldown/resolve."""
+        if alert_sinks:
+            from ragtriage.alerts.manager import AlertManager  # here: ragtriage.alerts imports the evaluator
+            from ragtriage.alerts.rules import budget_rule, default_rules
+
+            rules = list(alert_rules) if alert_rules is not None else default_rules(thresholds)
+            if alert_rules is None and cost_tracker.budget_usd_per_hour is not None:
+                rules.append(budget_rule(cost_tracker))
+            self.alerts = AlertManager(rules, alert_sinks)
+            self._observers.append(self.alerts.observe)
+        elif alert_rules:
+            raise ValueError("alert_rules need alert_sinks to send to (LoggingAlertSink() logs them)")
         self._fingerprint = "|".join(
             (
                 deterministic.fingerprint,
@@ -247,9 +258,8 @@ class RAGEvaluator:
 
     async def aclose(self) -> None:
         """Wait for this loop's alert deliveries, then close this loop's judge and cache connections."""
-        tasks = [t for t in self._background if t.get_loop() is asyncio.get_running_loop()]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if self.alerts is not None:
+            await self.alerts.flush()
         for resource in (self.local_judge, self.heavy_judge, self.cache):
             close = getattr(resource, "aclose", None)
             if close is not None:
@@ -584,35 +594,10 @@ class RAGEvaluator:
             except Exception:
                 self._count("observer_error")
                 logger.exception("ragtriage: result observer %r failed", observer)
-        if result.alerts and self.alert_sinks:
-            self._dispatch_alerts(result)
 
     def _count(self, name: str) -> None:
         with self._lock:
             self._counts[name] += 1
-
-    def _dispatch_alerts(self, result: RAGEvaluationResult) -> None:
-        now = time.monotonic()
-        due = []
-        with self._lock:
-            for alert in result.alerts:
-                key = (alert.metric, alert.severity)
-                if now - self._alert_last_sent.get(key, -math.inf) >= self._alert_cooldown_s:
-                    self._alert_last_sent[key] = now
-                    due.append(alert)
-        loop = asyncio.get_running_loop()
-        for alert in due:
-            for sink in self.alert_sinks:
-                task = loop.create_task(self._send(sink, alert))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
-
-    async def _send(self, sink: AlertSink, alert: Any) -> None:
-        try:
-            await sink.send(alert)
-        except Exception as exc:
-            self._count("alert_send_error")
-            logger.warning("ragtriage: alert sink %r failed: %s", sink, type(exc).__name__)
 
     @property
     def counters(self) -> dict[str, int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -20,8 +20,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from ragtriage.alerts import AlertManager, AlertSink, Rule, dropped_samples_rule, load_rules, sinks_from_env
 from ragtriage.config import Config
 from ragtriage.evaluator.cache import RedisCache
+from ragtriage.evaluator.cost import CostTracker
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.export.phoenix import PROJECT_ATTRIBUTE, PhoenixWriter, base_url
@@ -42,8 +44,14 @@ class _Installation:
 _installed: _Installation | None = None
 
 
-def build_evaluator(config: Config) -> RAGEvaluator:
-    """The evaluator the configuration describes; with no judge URL or key, the free tiers alone."""
+def build_evaluator(
+    config: Config, *, alert_sinks: Sequence[AlertSink] | None = None, alert_rules: Sequence[Rule] | None = None
+) -> RAGEvaluator:
+    """The evaluator the configuration describes; with no judge URL or key, the free tiers alone.
+
+    Alerts go to ``alert_sinks`` (default: the sinks the environment configures, and the log);
+    rules come from ``alert_rules``, else ``RAGTRIAGE_ALERT_RULES_FILE``, else the built-in ones.
+    """
     local = (
         LLMJudge(model=config.local_judge_model, base_url=config.local_judge_url) if config.local_judge_url else None
     )
@@ -56,13 +64,18 @@ def build_evaluator(config: Config) -> RAGEvaluator:
             input_usd_per_1m=config.heavy_input_usd_per_1m,
             output_usd_per_1m=config.heavy_output_usd_per_1m,
         )
+    tracker = CostTracker(budget_usd_per_hour=config.budget_usd_per_hour)
+    if alert_rules is None and config.alert_rules_file:
+        alert_rules = load_rules(config.alert_rules_file, cost_tracker=tracker)
     return RAGEvaluator(
         local_judge=local,
         heavy_judge=heavy,
         sample_rate=config.sample_rate,
         confidence_threshold=config.confidence_threshold,
-        budget_usd_per_hour=config.budget_usd_per_hour,
+        cost_tracker=tracker,
         cache=RedisCache(config.redis_url) if config.redis_url else None,
+        alert_sinks=sinks_from_env() if alert_sinks is None else alert_sinks,
+        alert_rules=alert_rules,
     )
 
 
@@ -77,6 +90,8 @@ def instrument(
     set_global: bool = True,
     writer: ResultWriter | None = None,
     on_result: Callable[[RAGSample, RAGEvaluationResult], None] | None = None,
+    alert_sinks: Sequence[AlertSink] | None = None,
+    alert_rules: Sequence[Rule] | None = None,
     **settings: Any,
 ) -> TracerProvider:
     """Evaluate every sampled RAG trace of this process in the background.
@@ -84,7 +99,8 @@ def instrument(
     ``settings`` are further :class:`~ragtriage.config.Config` fields
     (``local_judge_url=...``, ``max_queue_size=...``); ``on_result`` is called on
     the background thread after each evaluation. Calling it again returns the
-    same provider without adding a second processor.
+    same provider without adding a second processor. ``alert_sinks``/``alert_rules`` configure
+    alerts (see :func:`build_evaluator`); with your own ``evaluator``, configure them there.
     """
     global _installed
     if tracer_provider is not None and not isinstance(tracer_provider, TracerProvider):
@@ -93,6 +109,8 @@ def instrument(
         raise TypeError(f"evaluator must be a RAGEvaluator, got {type(evaluator).__name__}")
     if evaluator is not None and sample_rate is not None:
         raise ValueError("sample_rate belongs to the evaluator when one is given: set RAGEvaluator(sample_rate=...)")
+    if evaluator is not None and (alert_sinks is not None or alert_rules is not None):
+        raise ValueError("alert_sinks/alert_rules belong to the evaluator when one is given: set them on RAGEvaluator")
     config = Config.from_env(endpoint=endpoint, project_name=project_name, sample_rate=sample_rate, **settings)
 
     with _lock:
@@ -111,10 +129,12 @@ def instrument(
             _installed = _Installation(provider, existing[0])
             return provider
         if writer is None and config.write_back:
-            project = provider.resource.attributes.get(PROJECT_ATTRIBUTE, config.project_name)
-            writer = PhoenixWriter(endpoint=config.endpoint, project_name=str(project), api_key=config.phoenix_api_key)
+            writer = PhoenixWriter(
+                endpoint=config.endpoint, project_name=project_of(provider, config), api_key=config.phoenix_api_key
+            )
+        evaluator = evaluator or build_evaluator(config, alert_sinks=alert_sinks, alert_rules=alert_rules)
         processor = EvalSpanProcessor(
-            evaluator or build_evaluator(config),
+            evaluator,
             writer=writer,
             max_queue_size=config.max_queue_size,
             max_traces_in_flight=config.max_traces_in_flight,
@@ -123,6 +143,8 @@ def instrument(
             max_concurrency=config.max_concurrency,
             on_result=on_result,
         )
+        if evaluator.alerts is not None:
+            _wire_alerts(evaluator.alerts, processor, project=str(project_of(provider, config)), config=config)
         provider.add_span_processor(processor)
         _installed = _Installation(provider, processor)
         if auto_instrument:
@@ -151,6 +173,25 @@ def uninstrument() -> None:
 def installed_processor() -> EvalSpanProcessor | None:
     """The processor :func:`instrument` installed, for its ``stats`` and ``force_flush``."""
     return _installed.processor if _installed else None
+
+
+def project_of(provider: TracerProvider, config: Config) -> str:
+    """The app's Phoenix project: its resource attribute, else the configured name."""
+    return str(provider.resource.attributes.get(PROJECT_ATTRIBUTE, config.project_name))
+
+
+def _wire_alerts(alerts: AlertManager, processor: EvalSpanProcessor, *, project: str, config: Config) -> None:
+    """Name the project and Phoenix in alerts, and watch the processor's dropped samples."""
+    alerts.project = project
+    alerts.phoenix_url = base_url(config.endpoint)
+
+    def drop_counters() -> tuple[int, int]:
+        stats = processor.stats
+        dropped = stats.get("samples_dropped_queue_full", 0)
+        return dropped, dropped + stats.get("samples_queued", 0)
+
+    if not any(r.name == "dropped_samples_high" for r in alerts.rules):
+        alerts.add_rule(dropped_samples_rule(drop_counters))
 
 
 def _global_sdk_provider() -> TracerProvider | None:

@@ -1,0 +1,52 @@
+"""``ragtriage alerts test``: one test alert to each configured sink, and which worked."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+
+import typer
+from rich.console import Console
+
+from ragtriage.alerts.base import AlertEvent
+from ragtriage.alerts.manager import AlertManager
+from ragtriage.alerts.sinks import sinks_from_env
+
+alerts_app = typer.Typer(no_args_is_help=True, help="Alert sinks and rules.")
+
+
+def example_event(project: str) -> AlertEvent:
+    return AlertEvent(
+        rule="test_alert",
+        dedupe_key=f"ragtriage:{project}:test_alert",
+        state="firing",
+        severity="warning",
+        metric="test",
+        value=0.42,
+        threshold=0.30,
+        comparison="above",
+        window="a test; no evaluation behind it",
+        message="This is a test alert from `ragtriage alerts test`.",
+        recommendation="Nothing to do: the sink works.",
+        project=project,
+        at=datetime.now(timezone.utc),
+        test=True,
+    )
+
+
+@alerts_app.command("test")
+def send_test_alerts(project: str = typer.Option("default", help="Project name shown in the test alert.")) -> None:
+    """Send one test alert to every sink configured in the environment (RAGTRIAGE_SLACK_WEBHOOK_URL, ...)."""
+    console = Console()
+    sinks = sinks_from_env()
+    manager = AlertManager([], sinks, project=project, max_retries=0)
+
+    async def send_all() -> list[bool]:
+        event = example_event(project)
+        return await asyncio.gather(*(manager.deliver(sink, event) for sink in sinks))
+
+    results = asyncio.run(send_all())
+    for sink, ok in zip(sinks, results, strict=True):
+        console.print(f"{sink.name:10} {'[green]ok' if ok else '[red]FAILED'}")
+    if not all(results):
+        raise typer.Exit(1)

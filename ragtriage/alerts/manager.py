@@ -1,0 +1,234 @@
+"""AlertManager: windows of results, rule lifecycle (fire, cooldown, resolve), delivery to sinks.
+
+``observe`` is called with every result on the evaluating thread: it appends
+to the window under a lock (no I/O) and, at most every ``evaluate_every_s``,
+runs the rules. Deliveries are tasks on the running loop, each with a timeout
+and bounded retries, so a slow or failing sink never holds up evaluations or
+the other sinks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from ragtriage.alerts.base import AlertEvent, AlertSink
+from ragtriage.alerts.rules import Check, Observation, Rule, TierDriftRule
+from ragtriage.evaluator.results import RAGEvaluationResult
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _RuleState:
+    firing: bool = False
+    last_sent: float = 0.0
+    severity: str = ""
+
+
+class AlertManager:
+    """Turns a stream of results into alert events, once per rule and project, and delivers them."""
+
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        sinks: Sequence[AlertSink],
+        *,
+        project: str = "default",
+        phoenix_url: str | None = None,
+        send_timeout_s: float = 10.0,
+        max_retries: int = 2,
+        evaluate_every_s: float = 1.0,
+        baseline: str = "previous",
+    ) -> None:
+        for i, rule in enumerate(rules):
+            if not isinstance(rule, Rule):
+                raise TypeError(f"rules[{i}] must be an alert Rule, got {rule!r}")
+        for i, sink in enumerate(sinks):
+            if not isinstance(sink, AlertSink):
+                raise TypeError(f"sinks[{i}] must implement AlertSink (name, async send(event)), got {sink!r}")
+        if baseline not in ("previous", "frozen"):
+            raise ValueError(f"baseline must be 'previous' or 'frozen', got {baseline!r}")
+        names = [r.name for r in rules]
+        if len(set(names)) != len(names):
+            raise ValueError(f"rule names must be unique, got {names}")
+        self.rules = tuple(rules)
+        self.sinks = tuple(sinks)
+        self.project = project
+        self.phoenix_url = phoenix_url
+        self._timeout = send_timeout_s
+        self._max_retries = max_retries
+        self._every = evaluate_every_s
+        self._baseline_mode = baseline
+        longest = max((r.window_size for r in rules), default=1)
+        self._observations: deque[Observation] = deque(maxlen=2 * longest)
+        self._frozen: list[Observation] | None = None
+        self._state = {r.name: _RuleState() for r in rules}
+        self._lock = threading.Lock()
+        self._last_evaluated = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._listeners: list[Callable[[AlertEvent], None]] = []
+        self.counts: Counter[str] = Counter()
+
+    def add_rule(self, rule: Rule) -> None:
+        """Add a rule after construction (e.g. one that reads the span processor's counters)."""
+        if not isinstance(rule, Rule):
+            raise TypeError(f"rule must be an alert Rule, got {rule!r}")
+        if rule.name in self._state:
+            raise ValueError(f"a rule named {rule.name!r} exists already")
+        with self._lock:
+            self.rules = (*self.rules, rule)
+            self._state[rule.name] = _RuleState()
+            if rule.window_size * 2 > (self._observations.maxlen or 0):
+                self._observations = deque(self._observations, maxlen=2 * rule.window_size)
+
+    def add_listener(self, listener: Callable[[AlertEvent], None]) -> None:
+        """Also call ``listener`` with every event (e.g. to count alerts in metrics)."""
+        self._listeners.append(listener)
+
+    def observe(self, result: RAGEvaluationResult) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._observations.append(Observation.of(result, now))
+            due = now - self._last_evaluated >= self._every
+            if due:
+                self._last_evaluated = now
+        if due:
+            for event in self.evaluate(now):
+                self.dispatch(event)
+
+    def evaluate(self, now: float | None = None) -> list[AlertEvent]:
+        """Run every rule on its window and return the events the lifecycle calls for."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            observations = list(self._observations)
+        events = []
+        for rule in self.rules:
+            window, baseline = self._windows(rule, observations, now)
+            try:
+                check = rule.check(window, baseline)
+            except Exception:
+                self.counts["rule_errors"] += 1
+                logger.exception("ragtriage: alert rule %s failed", rule.name)
+                continue
+            if check is not None:
+                event = self._transition(rule, check, now)
+                if event is not None:
+                    events.append(event)
+        return events
+
+    def _windows(
+        self, rule: Rule, observations: list[Observation], now: float
+    ) -> tuple[list[Observation], list[Observation]]:
+        recent = [o for o in observations[-rule.window_size :] if o.at >= now - rule.window_s]
+        if not isinstance(rule, TierDriftRule):
+            return recent, []
+        if self._baseline_mode == "frozen":
+            if self._frozen is None and len(observations) >= 2 * rule.window_size:
+                self._frozen = observations[: rule.window_size]
+            return (recent, self._frozen) if self._frozen is not None else (recent, [])
+        earlier = observations[: len(observations) - len(recent)][-rule.window_size :]
+        return recent, earlier
+
+    def _transition(self, rule: Rule, check: Check, now: float) -> AlertEvent | None:
+        state = self._state[rule.name]
+        if check.breached:
+            severity = rule.severity(check.value, check.threshold)
+            escalated = severity == "critical" and state.severity == "warning"
+            if state.firing and not escalated and now - state.last_sent < rule.cooldown_s:
+                self.counts["suppressed_by_cooldown"] += 1
+                return None
+            state.firing, state.last_sent, state.severity = True, now, severity
+            return self._event(rule, check, "firing", severity)
+        if state.firing:
+            state.firing, state.severity = False, ""
+            return self._event(rule, check, "resolved", "warning")
+        return None
+
+    def _event(self, rule: Rule, check: Check, state: str, severity: str) -> AlertEvent:
+        relation = "<" if rule.comparison == "below" else ">"
+        if state == "resolved":
+            relation = ">=" if rule.comparison == "below" else "<="
+        what = check.detail or rule.name
+        window = f"last {check.samples} evaluations (window: {rule.window_size} results / {rule.window_s / 60:g} min)"
+        return AlertEvent(
+            rule=rule.name,
+            dedupe_key=f"ragtriage:{self.project}:{rule.name}",
+            state=state,  # type: ignore[arg-type]
+            severity=severity,  # type: ignore[arg-type]
+            metric=check.detail or rule.name,
+            value=round(check.value, 4),
+            threshold=check.threshold,
+            comparison=rule.comparison,
+            window=window,
+            message=f"{what} {_pct(check.value)} {relation} {_pct(check.threshold)} over the {window}",
+            recommendation=rule.recommendation,
+            project=self.project,
+            at=datetime.now(timezone.utc),
+            phoenix_url=self.phoenix_url,
+        )
+
+    # -- delivery -------------------------------------------------------------------------------------
+
+    def dispatch(self, event: AlertEvent) -> None:
+        """Deliver ``event`` to every sink in the background (needs a running loop)."""
+        self.counts[f"events_{event.state}"] += 1
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("ragtriage: alert listener failed")
+        loop = asyncio.get_running_loop()
+        for sink in self.sinks:
+            task = loop.create_task(self.deliver(sink, event))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def deliver(self, sink: AlertSink, event: AlertEvent) -> bool:
+        """Send with a timeout and bounded, jittered retries; ``False`` (counted, logged) if it never worked."""
+        reason = ""
+        for attempt in range(self._max_retries + 1):
+            try:
+                await asyncio.wait_for(sink.send(event), self._timeout)
+            except Exception as exc:  # sinks raise what their transport raises
+                reason = _safe_reason(exc)
+                if attempt < self._max_retries:
+                    self.counts[f"retries_{sink.name}"] += 1
+                    await asyncio.sleep(min(0.5 * 2**attempt, 5.0) * random.uniform(0.5, 1.5))
+                continue
+            self.counts[f"sent_{sink.name}"] += 1
+            return True
+        self.counts[f"failed_{sink.name}"] += 1
+        # Never the exception text: it may carry the webhook URL or a key.
+        logger.warning("ragtriage: alert sink %s failed for %s: %s", sink.name, event.rule, reason)
+        return False
+
+    async def flush(self) -> None:
+        """Wait for this loop's deliveries."""
+        loop = asyncio.get_running_loop()
+        tasks = [t for t in self._tasks if t.get_loop() is loop]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def __repr__(self) -> str:
+        return f"AlertManager(rules={[r.name for r in self.rules]}, sinks={[s.name for s in self.sinks]})"
+
+
+def _pct(value: float) -> str:
+    return f"{value:.0%}" if 0 <= value <= 1 else f"{value:.3g}"
+
+
+def _safe_reason(exc: BaseException) -> str:
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status is not None:
+        return f"HTTP {status}"
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    return type(exc).__name__
