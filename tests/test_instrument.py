@@ -130,3 +130,29 @@ def test_alerts_are_wired_to_the_project_phoenix_and_dropped_samples(monkeypatch
     names = [r.name for r in alerts.rules]
     assert {"heavy_share_high", "tier_distribution_drift", "dropped_samples_high"} <= set(names)
     assert [s.name for s in alerts.sinks] == ["log"]
+
+
+def test_metrics_port_serves_the_evaluations_of_instrumented_traces() -> None:
+    import httpx
+
+    from tests.conftest import free_port
+
+    provider = TracerProvider()
+    port = free_port()
+    ragtriage.instrument(
+        tracer_provider=provider, sample_rate=1.0, write_back=False, auto_instrument=False, metrics_port=port
+    )
+    tracer = provider.get_tracer("app")
+    retriever = {"openinference.span.kind": "RETRIEVER", "retrieval.documents.0.document.content": "2001"}
+    with (
+        tracer.start_as_current_span("rag", attributes={"input.value": "When?", "output.value": "In 1999."}),
+        tracer.start_as_current_span("r", attributes=retriever),
+    ):
+        pass
+    assert provider.force_flush(10_000)
+    body = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    [line] = [x for x in body.splitlines() if x.startswith("ragtriage_eval_evaluations_total{")]
+    assert 'tier="deterministic"' in line and 'verdict="fail"' in line and line.endswith(" 1.0")
+    ragtriage.uninstrument()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/metrics")

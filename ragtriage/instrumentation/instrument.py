@@ -16,12 +16,15 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from ragtriage.alerts import AlertManager, AlertSink, Rule, dropped_samples_rule, load_rules, sinks_from_env
 from ragtriage.config import Config
+from ragtriage.dashboards.metrics import EvalMetrics, enable_metrics
+from ragtriage.dashboards.prometheus import MetricsServer, serve_metrics
 from ragtriage.evaluator.cache import RedisCache
 from ragtriage.evaluator.cost import CostTracker
 from ragtriage.evaluator.evaluator import RAGEvaluator
@@ -39,6 +42,8 @@ class _Installation:
     provider: TracerProvider
     processor: EvalSpanProcessor
     instrumentors: list[Any] = field(default_factory=list)
+    metrics: EvalMetrics | None = None
+    metrics_server: MetricsServer | None = None
 
 
 _installed: _Installation | None = None
@@ -92,6 +97,8 @@ def instrument(
     on_result: Callable[[RAGSample, RAGEvaluationResult], None] | None = None,
     alert_sinks: Sequence[AlertSink] | None = None,
     alert_rules: Sequence[Rule] | None = None,
+    meter_provider: MeterProvider | None = None,
+    metrics_port: int | None = None,
     **settings: Any,
 ) -> TracerProvider:
     """Evaluate every sampled RAG trace of this process in the background.
@@ -101,6 +108,8 @@ def instrument(
     the background thread after each evaluation. Calling it again returns the
     same provider without adding a second processor. ``alert_sinks``/``alert_rules`` configure
     alerts (see :func:`build_evaluator`); with your own ``evaluator``, configure them there.
+    Metrics (``ragtriage.eval.*``) go to ``meter_provider`` (default: the global one); with
+    ``metrics_port`` they are also served for Prometheus on that port (the ``prometheus`` extra).
     """
     global _installed
     if tracer_provider is not None and not isinstance(tracer_provider, TracerProvider):
@@ -145,8 +154,14 @@ def instrument(
         )
         if evaluator.alerts is not None:
             _wire_alerts(evaluator.alerts, processor, project=str(project_of(provider, config)), config=config)
+        server = serve_metrics(metrics_port) if metrics_port is not None else None
+        metrics = enable_metrics(
+            evaluator, processor=processor, meter_provider=server.meter_provider if server else meter_provider
+        )
+        if evaluator.alerts is not None:
+            evaluator.alerts.add_listener(lambda event: metrics.record_alert(event.rule, event.severity))
         provider.add_span_processor(processor)
-        _installed = _Installation(provider, processor)
+        _installed = _Installation(provider, processor, metrics=metrics, metrics_server=server)
         if auto_instrument:
             _installed.instrumentors = _auto_instrument(provider)
         return provider
@@ -163,6 +178,10 @@ def uninstrument() -> None:
     with multi._lock:
         multi._span_processors = tuple(p for p in multi._span_processors if p is not installation.processor)
     installation.processor.shutdown()
+    if installation.metrics is not None:
+        installation.metrics.disable()
+    if installation.metrics_server is not None:
+        installation.metrics_server.shutdown()
     for instrumentor in installation.instrumentors:
         try:
             instrumentor.uninstrument()
