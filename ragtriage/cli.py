@@ -25,3 +25,17 @@ def version() -> None:
     from ragtriage import __version__
 
     typer.echo(__version__)
+
+
+def _register_subcommands() -> None:
+    from ragtriage.alerts.cli import alerts_app
+    from ragtriage.dashboards.cli import dashboards_app, report
+    from ragtriage.testing.cli import register as register_release_gate
+
+    app.add_typer(alerts_app, name="alerts")
+    app.add_typer(dashboards_app, name="dashboards")
+    app.command("report")(report)
+    register_release_gate(app)
+
+
+_register_subcommands()

@@ -94,7 +94,7 @@ class AlertManager:
         self._listeners.append(listener)
 
     def observe(self, result: RAGEvaluationResult) -> None:
-        now = time.monotonic()
+        now = time.time()  # wall clock: windows may be shared between hosts (ragtriage worker)
         with self._lock:
             self._observations.append(Observation.of(result, now))
             due = now - self._last_evaluated >= self._every
@@ -106,7 +106,7 @@ class AlertManager:
 
     def evaluate(self, now: float | None = None) -> list[AlertEvent]:
         """Run every rule on its window and return the events the lifecycle calls for."""
-        now = time.monotonic() if now is None else now
+        now = time.time() if now is None else now
         with self._lock:
             observations = list(self._observations)
         events = []

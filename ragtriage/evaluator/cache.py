@@ -13,13 +13,13 @@ import hashlib
 import logging
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from ragtriage.redis_connections import LoopLocalRedis, check_redis_url
 
 logger = logging.getLogger(__name__)
 
@@ -101,36 +101,18 @@ class RedisCache:
         socket_timeout_s: float = 0.5,
         retry_after_failure_s: float = 5.0,
     ) -> None:
-        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"url must be a redis://, rediss:// or unix:// URL, got {url!r}")
+        check_redis_url("url", url)
         if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or ttl_s < 1:
             raise ValueError(f"ttl_s must be a positive int (seconds), got {ttl_s!r}")
         if not isinstance(socket_timeout_s, int | float) or socket_timeout_s <= 0:
             raise ValueError(f"socket_timeout_s must be > 0, got {socket_timeout_s!r}")
-        self._url = url
         self._ttl = ttl_s
-        self._timeout = float(socket_timeout_s)
+        self._redis = LoopLocalRedis(url, timeout_s=float(socket_timeout_s))
         self._backoff = float(retry_after_failure_s)
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
-            weakref.WeakKeyDictionary()
-        )
         self._down_until = 0.0
         self._logged_down = False
         self.errors = 0
         """Failed Redis calls (each became a miss or a skipped write)."""
-
-    def _client(self) -> aioredis.Redis:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = aioredis.Redis.from_url(
-                self._url,
-                socket_timeout=self._timeout,
-                socket_connect_timeout=self._timeout,
-                decode_responses=True,
-            )
-            self._clients[loop] = client
-        return client
 
     def _failed(self, exc: BaseException) -> None:
         self.errors += 1
@@ -149,7 +131,7 @@ class RedisCache:
         if not self._available():
             return None
         try:
-            value = await self._client().get(key)
+            value = await self._redis.client().get(key)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             self._failed(exc)
             return None
@@ -160,15 +142,13 @@ class RedisCache:
         if not self._available():
             return
         try:
-            await self._client().set(key, value, ex=self._ttl)
+            await self._redis.client().set(key, value, ex=self._ttl)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             self._failed(exc)
 
     async def aclose(self) -> None:
         """Close this loop's pool (call from the loop that used it)."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        await self._redis.aclose()
 
     def __repr__(self) -> str:
         # The URL may carry a password: never print it.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -17,7 +18,7 @@ import threading
 import time
 import weakref
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,6 +52,61 @@ class RAGSample:
     @property
     def sample_id(self) -> str:
         return f"{self.trace_id:032x}-{self.root_span_id:016x}"
+
+    def to_json(self) -> str:
+        """The wire format of the Redis Stream queue (ids as hex, like OTLP JSON)."""
+        return json.dumps(
+            {
+                "v": 1,
+                "trace_id": f"{self.trace_id:032x}",
+                "root_span_id": f"{self.root_span_id:016x}",
+                "question": self.question,
+                "answer": self.answer,
+                "ended_at": self.ended_at,
+                "documents": [
+                    {"content": d.content, "id": d.id, "score": d.score, "span_id": f"{d.span_id:016x}",
+                     "position": d.position}
+                    for d in self.documents
+                ],
+            },
+            ensure_ascii=False,
+        )  # fmt: skip
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RAGSample:
+        """Inverse of :meth:`to_json`; raises ``ValueError`` on anything malformed (a poison entry)."""
+        try:
+            data = json.loads(text)
+            if data.get("v") != 1:
+                raise ValueError(f"unknown sample format version {data.get('v')!r}")
+            documents = [
+                Document(str(d["content"]), d.get("id"), d.get("score"), int(d["span_id"], 16), int(d["position"]))
+                for d in data["documents"]
+            ]
+            return cls(
+                int(data["trace_id"], 16),
+                int(data["root_span_id"], 16),
+                _string(data["question"]),
+                _string(data["answer"]),
+                documents,
+                float(data["ended_at"]),
+            )
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"malformed sample: {type(exc).__name__}: {exc}") from None
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+class WriteBackFailed(Exception):
+    """The evaluation is done but the result did not reach its destination."""
+
+
+SampleHandler = Callable[[RAGSample], Awaitable[None]]
+"""What the background worker does with a completed sample (default: evaluate and write back)."""
 
 
 class ResultWriter(Protocol):
@@ -99,6 +155,7 @@ class EvalSpanProcessor(SpanProcessor):
         trace_ttl_s: float = 300.0,
         max_concurrency: int = 8,
         on_result: Callable[[RAGSample, RAGEvaluationResult], None] | None = None,
+        handler: SampleHandler | None = None,
     ) -> None:
         if not isinstance(evaluator, RAGEvaluator):
             raise TypeError(f"evaluator must be a RAGEvaluator, got {type(evaluator).__name__}")
@@ -114,6 +171,8 @@ class EvalSpanProcessor(SpanProcessor):
             raise ValueError(f"trace_ttl_s must be a positive number, got {trace_ttl_s!r}")
         if on_result is not None and not callable(on_result):
             raise TypeError("on_result must be callable")
+        if handler is not None and not callable(handler):
+            raise TypeError("handler must be an async callable taking a RAGSample")
         self.evaluator = evaluator
         self.writer = writer
         self._max_queue_size = max_queue_size
@@ -122,6 +181,7 @@ class EvalSpanProcessor(SpanProcessor):
         self._ttl = float(trace_ttl_s)
         self._max_concurrency = max_concurrency
         self._on_result = on_result
+        self._handler: SampleHandler = handler or self.evaluate_and_write
         self._init_state()
         ref = weakref.WeakMethod(self._at_fork_reinit)
         os.register_at_fork(after_in_child=lambda: (m := ref()) and m())
@@ -344,18 +404,9 @@ class EvalSpanProcessor(SpanProcessor):
 
     async def _process(self, sample: RAGSample, slots: asyncio.Semaphore) -> None:
         try:
-            result = await self.evaluator.evaluate(
-                sample.question, sample.answer, sample.contexts, sample_key=sample.trace_id
-            )
-            self._count(f"evaluations_{result.status}")
-            if self.writer is not None:
-                try:
-                    await self.writer.write(sample, result)
-                except Exception as exc:
-                    self._count("writeback_failed")
-                    logger.warning("ragtriage: write-back failed for %s: %s", sample.sample_id, exc)
-            if self._on_result is not None:
-                self._on_result(sample, result)
+            await self._handler(sample)
+        except WriteBackFailed:
+            pass  # counted where it happened
         except Exception:
             self._internal_error()
         finally:
@@ -364,8 +415,34 @@ class EvalSpanProcessor(SpanProcessor):
                 self._pending -= 1
                 self._idle.notify_all()
 
+    async def evaluate_and_write(self, sample: RAGSample) -> RAGEvaluationResult:
+        """The default handler: evaluate in this process, report, write back.
+
+        A failed write-back is counted and raised as :class:`WriteBackFailed`, so a queue consumer
+        can leave the sample for a retry instead of acknowledging it.
+        """
+        result = await self.evaluator.evaluate(
+            sample.question, sample.answer, sample.contexts, sample_key=sample.trace_id
+        )
+        self._count(f"evaluations_{result.status}")
+        if self._on_result is not None:
+            try:
+                self._on_result(sample, result)
+            except Exception:
+                self._internal_error()
+        if self.writer is not None:
+            try:
+                await self.writer.write(sample, result)
+            except Exception as exc:
+                self._count("writeback_failed")
+                logger.warning("ragtriage: write-back failed for %s: %s", sample.sample_id, exc)
+                raise WriteBackFailed(str(exc)) from exc
+        return result
+
     async def _close(self) -> None:
-        for resource in (self.writer, self.evaluator):
+        for resource in (self.writer, self.evaluator, getattr(self._handler, "__self__", None)):
+            if resource is self:
+                continue
             close = getattr(resource, "aclose", None)
             if close is not None:
                 try:

@@ -1,0 +1,45 @@
+"""One ``redis.asyncio`` client per event loop (asyncio connections cannot cross loops)."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+import redis.asyncio as aioredis
+
+
+def check_redis_url(name: str, url: object) -> str:
+    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+        # The URL may hold a password: do not echo it.
+        raise ValueError(f"{name} must be a redis://, rediss:// or unix:// URL")
+    return url
+
+
+class LoopLocalRedis:
+    """Hands out this loop's client for ``url``; ``aclose()`` closes the running loop's one."""
+
+    def __init__(self, url: str, *, timeout_s: float, decode_responses: bool = True) -> None:
+        self._url = url
+        self._timeout = timeout_s
+        self._decode = decode_responses
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def client(self) -> aioredis.Redis:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = aioredis.Redis.from_url(
+                self._url,
+                socket_timeout=self._timeout,
+                socket_connect_timeout=self._timeout,
+                decode_responses=self._decode,
+            )
+            self._clients[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()

@@ -1,0 +1,231 @@
+"""How far to trust each tier: agreement with human labels, and thresholds for a target precision.
+
+Every tier judges every labelled item on its own (not only the items the cascade would route to it), so
+each tier's numbers are comparable. The positive class is "hallucinated" (any fail label). A tier that
+does not decide an item (the deterministic tier on most items, a judge error) predicts "undecided":
+accuracy and kappa are over decided items, recall is over all hallucinated items (undecided = missed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ragtriage.evaluator import RAGEvaluationThresholds, RAGEvaluator
+from ragtriage.judges.base import Judge, JudgeError
+from ragtriage.testing.datasets import Item
+
+Prediction = Literal["hallucinated", "faithful", "undecided"]
+PREDICTIONS: tuple[Prediction, ...] = ("hallucinated", "faithful", "undecided")
+
+
+@dataclass(frozen=True, slots=True)
+class TierScore:
+    prediction: Prediction
+    score: float | None = None
+    confidence: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TierStats:
+    """Confusion counts ``confusion[label][prediction]`` and the rates built from them."""
+
+    tier: str
+    confusion: dict[str, dict[str, int]]
+
+    def _c(self, label: str, pred: str) -> int:
+        return self.confusion[label][pred]
+
+    @property
+    def n(self) -> int:
+        return sum(sum(row.values()) for row in self.confusion.values())
+
+    @property
+    def decided(self) -> int:
+        return self.n - self._c("hallucinated", "undecided") - self._c("faithful", "undecided")
+
+    def metrics(self) -> dict[str, float | int | None]:
+        tp, fn = self._c("hallucinated", "hallucinated"), self._c("hallucinated", "faithful")
+        fp, tn = self._c("faithful", "hallucinated"), self._c("faithful", "faithful")
+        positives = tp + fn + self._c("hallucinated", "undecided")
+        d = tp + fn + fp + tn
+        kappa = None
+        if d:
+            po = (tp + tn) / d
+            pe = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / (d * d)
+            kappa = round((po - pe) / (1 - pe), 4) if pe < 1 else None
+        return {
+            "n": self.n,
+            "decided": d,
+            "coverage": round(d / self.n, 4) if self.n else None,
+            "accuracy": round((tp + tn) / d, 4) if d else None,
+            "precision": round(tp / (tp + fp), 4) if tp + fp else None,
+            "recall": round(tp / positives, 4) if positives else None,
+            "kappa": kappa,
+        }
+
+
+def tier_stats(tier: str, items: Sequence[Item], scores: Sequence[TierScore]) -> TierStats:
+    confusion = {label: dict.fromkeys(PREDICTIONS, 0) for label in ("hallucinated", "faithful")}
+    for item, s in zip(items, scores, strict=True):
+        confusion["hallucinated" if item.is_hallucination else "faithful"][s.prediction] += 1
+    return TierStats(tier, confusion)
+
+
+def predict(score: float, threshold: float) -> Prediction:
+    return "hallucinated" if score < threshold else "faithful"
+
+
+async def collect(
+    evaluator: RAGEvaluator, items: Sequence[Item], *, concurrency: int = 4
+) -> dict[str, list[TierScore]]:
+    """Each configured tier's judgement of every item (judges at ``evaluator.thresholds.faithfulness``)."""
+    threshold = evaluator.thresholds.faithfulness
+    out: dict[str, list[TierScore]] = {"deterministic": []}
+    for item in items:
+        report = evaluator.deterministic.check(item.question, item.answer, item.contexts)
+        pred: Prediction = "hallucinated" if report.decided_fail else "undecided"
+        out["deterministic"].append(TierScore(pred, report.grounding.score))
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(judge: Judge, item: Item, heavy: bool) -> TierScore:
+        async with gate:
+            try:
+                v = await judge.judge(item.question, item.answer, item.contexts, verify_claims=heavy)
+            except JudgeError:
+                return TierScore("undecided")
+        return TierScore(predict(v.faithfulness, threshold), v.faithfulness, v.output.confidence)
+
+    for tier, judge in (("local", evaluator.local_judge), ("heavy", evaluator.heavy_judge)):
+        if judge is not None:
+            out[tier] = list(await asyncio.gather(*(one(judge, i, tier == "heavy") for i in items)))
+    return out
+
+
+def _precision_recall(items: Sequence[Item], flags: Sequence[bool]) -> tuple[float | None, float | None]:
+    tp = sum(f and i.is_hallucination for i, f in zip(items, flags, strict=True))
+    flagged = sum(flags)
+    positives = sum(i.is_hallucination for i in items)
+    return (tp / flagged if flagged else None, tp / positives if positives else None)
+
+
+def recommend_threshold(
+    items: Sequence[Item], scores: Sequence[TierScore], target: float
+) -> tuple[float | None, float | None, float | None]:
+    """The faithfulness threshold (a midpoint between observed scores) with the best recall whose precision is
+    at least ``target``; returns (threshold, precision, recall), all None when no threshold reaches it."""
+    pairs = [(i, s.score) for i, s in zip(items, scores, strict=True) if s.score is not None]
+    values = sorted({v for _, v in pairs})
+    best: tuple[float, float, float] | None = None
+    for low, high in itertools.pairwise(values):
+        t = round((low + high) / 2, 4)
+        p, r = _precision_recall([i for i, _ in pairs], [v < t for _, v in pairs])
+        if p is not None and r is not None and p >= target and (best is None or r > best[2]):
+            best = (t, p, r)
+    return best if best is not None else (None, None, None)
+
+
+def recommend_confidence(
+    items: Sequence[Item], scores: Sequence[TierScore], threshold: float, target: float
+) -> tuple[float, float | None]:
+    """The lowest confidence at which the local tier's kept verdicts (score cut at ``threshold``) agree with the
+    labels at least ``target`` of the time, so it keeps as many verdicts as it can; 1.0 (always escalate) when
+    no level does. Returns (confidence threshold, precision of the kept verdicts)."""
+    judged = [(i, s) for i, s in zip(items, scores, strict=True) if s.score is not None and s.confidence is not None]
+    for c in sorted({s.confidence for _, s in judged if s.confidence is not None}):
+        kept = [(i, s) for i, s in judged if s.confidence is not None and s.confidence >= c]
+        right = sum((s.score is not None and s.score < threshold) == i.is_hallucination for i, s in kept)
+        if right / len(kept) >= target:
+            return (c, right / len(kept))
+    return (1.0, None)
+
+
+@dataclass
+class CalibrationReport:
+    target_precision: float
+    tiers: dict[str, TierStats]
+    faithfulness: float | None
+    confidence_threshold: float | None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        thresholds = {} if self.faithfulness is None else {"faithfulness": self.faithfulness}
+        return {
+            "version": 1,
+            "target_precision": self.target_precision,
+            "tiers": {t: {**s.metrics(), "confusion": s.confusion} for t, s in self.tiers.items()},
+            "recommended": {"confidence_threshold": self.confidence_threshold, "thresholds": thresholds},
+            "notes": self.notes,
+        }
+
+
+def calibrate(
+    items: Sequence[Item], scores: dict[str, list[TierScore]], *, target_precision: float = 0.9, current: float = 0.7
+) -> CalibrationReport:
+    """Per-tier agreement plus recommendations; ``current`` is the faithfulness threshold the scores were cut at."""
+    tiers = {t: tier_stats(t, items, s) for t, s in scores.items()}
+    notes: list[str] = []
+    source = "local" if "local" in scores else "heavy" if "heavy" in scores else None
+    faith = conf = None
+    if source is None:
+        notes.append("no LLM judge configured: only the deterministic tier was measured, nothing to recommend")
+    else:
+        faith, p, r = recommend_threshold(items, scores[source], target_precision)
+        if faith is None:
+            notes.append(f"no faithfulness threshold of the {source} tier reaches precision {target_precision:.0%}")
+        else:
+            notes.append(f"faithfulness < {faith} from the {source} tier: precision {p:.1%}, recall {r:.1%}")
+        if "local" in scores:
+            conf, cp = recommend_confidence(
+                items, scores["local"], faith if faith is not None else current, target_precision
+            )
+            notes.append(
+                f"local verdicts with confidence >= {conf} agree with the labels {cp:.1%} of the time"
+                if cp is not None
+                else "no confidence level makes the local tier reach the target precision: always escalate (1.0)"
+            )
+    return CalibrationReport(target_precision, tiers, faith, conf, notes)
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """A loaded calibration file: ``RAGEvaluator(**calibration.evaluator_kwargs(), ...)``."""
+
+    faithfulness: float | None
+    confidence_threshold: float | None
+    source: str
+
+    def evaluator_kwargs(self, base: RAGEvaluationThresholds | None = None) -> dict[str, Any]:
+        """``thresholds=`` (``base`` with the calibrated faithfulness) and ``confidence_threshold=``, each only
+        when the file recommends it."""
+        kwargs: dict[str, Any] = {}
+        if self.faithfulness is not None:
+            kwargs["thresholds"] = _replace(base or RAGEvaluationThresholds(), faithfulness=self.faithfulness)
+        if self.confidence_threshold is not None:
+            kwargs["confidence_threshold"] = self.confidence_threshold
+        return kwargs
+
+
+def _replace(t: RAGEvaluationThresholds, **changes: float) -> RAGEvaluationThresholds:
+    from dataclasses import replace
+
+    return replace(t, **changes)
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """Read a file written by ``ragtriage calibrate``; errors name the file and the bad field."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        rec = data["recommended"]
+        faith, conf = rec["thresholds"].get("faithfulness"), rec["confidence_threshold"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a ragtriage calibration file ({type(exc).__name__}: {exc})") from exc
+    for name, value in (("faithfulness", faith), ("confidence_threshold", conf)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1):
+            raise ValueError(f"{path}: recommended {name} must be a number in [0, 1], got {value!r}")
+    return Calibration(faith, conf, str(path))

@@ -1,0 +1,236 @@
+"""``ragtriage synth | ci | calibrate``: registered on the main CLI by :func:`register`."""
+
+# ruff: noqa: B008  (typer declares options as argument defaults)
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ragtriage.testing.datasets import DatasetError, load_dataset, write_dataset
+
+_err = Console(stderr=True)
+
+LOCAL_URL = typer.Option(None, "--local-judge-url", help="Local (vLLM) judge URL; default RAGTRIAGE_LOCAL_JUDGE_URL.")
+LOCAL_MODEL = typer.Option(None, "--local-judge-model", help="Default RAGTRIAGE_LOCAL_JUDGE_MODEL.")
+HEAVY_URL = typer.Option(None, "--heavy-judge-url", help="Heavy judge URL; default RAGTRIAGE_HEAVY_JUDGE_URL.")
+HEAVY_MODEL = typer.Option(None, "--heavy-judge-model", help="Default RAGTRIAGE_HEAVY_JUDGE_MODEL.")
+CONCURRENCY = typer.Option(4, "--concurrency", min=1, help="Evaluations in flight at once.")
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``60s``, ``2m``, ``1h`` -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    if not match:
+        raise typer.BadParameter(f"not a duration: {text!r} (use e.g. 90, 60s, 2m, 1h)")
+    factor = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+    return float(match.group(1)) * factor
+
+
+def _evaluator(local_url: str | None, local_model: str | None, heavy_url: str | None, heavy_model: str | None) -> Any:
+    from ragtriage.config import Config
+    from ragtriage.instrumentation import build_evaluator
+
+    config = Config.from_env(
+        sample_rate=1.0,
+        local_judge_url=local_url,
+        local_judge_model=local_model,
+        heavy_judge_url=heavy_url,
+        heavy_judge_model=heavy_model,
+    )
+    return config, build_evaluator(config)
+
+
+def _load(path: Path) -> list[Any]:
+    try:
+        return load_dataset(path)
+    except DatasetError as exc:
+        _err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def synth(
+    source: Path = typer.Argument(..., help="A JSONL dataset, or a folder of .txt/.md documents."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write the adversarial JSONL."),
+    kinds: str = typer.Option("", "--kinds", help="Comma-separated perturbations (default: all)."),
+    per_kind: int | None = typer.Option(None, "--per-kind", min=1, help="At most this many items per perturbation."),
+    include_originals: bool = typer.Option(False, "--include-originals", help="Also write the source rows."),
+    seed: int = typer.Option(0, "--seed"),
+    local_url: str | None = LOCAL_URL,
+    local_model: str | None = LOCAL_MODEL,
+    heavy_url: str | None = HEAVY_URL,
+    heavy_model: str | None = HEAVY_MODEL,
+) -> None:
+    """Build an adversarial test set: labelled perturbations (no LLM), or LLM-written questions from documents."""
+    from ragtriage.testing.synth import synthesize
+
+    if source.is_dir():
+        from ragtriage.testing.synth_llm import generate_questions, load_documents
+
+        config, _ = _evaluator(local_url, local_model, heavy_url, heavy_model)
+        if config.local_judge_url:
+            url, model, key = config.local_judge_url, config.local_judge_model, None
+        elif config.heavy_judge_url or config.openai_api_key:
+            url, model, key = config.heavy_judge_url, config.heavy_judge_model, config.openai_api_key
+        else:
+            _err.print("[red]error:[/red] a folder of documents needs a judge endpoint to write questions")
+            _err.print("set --local-judge-url / RAGTRIAGE_LOCAL_JUDGE_URL (or a heavy judge); datasets need none")
+            raise typer.Exit(2)
+        generated = asyncio.run(generate_questions(load_documents(source), base_url=url, model=model, api_key=key))
+        for reason, count in generated.rejected.items():
+            _err.print(f"rejected {count}: {reason}")
+        originals = generated.items
+    else:
+        originals = _load(source)
+    chosen = [k.strip() for k in kinds.split(",") if k.strip()] or None
+    try:
+        report = synthesize(originals, kinds=chosen, per_kind=per_kind, seed=seed)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--kinds") from None
+    rows = ([*originals] if include_originals or source.is_dir() else []) + report.items
+    written = write_dataset(output, rows)
+    for kind in report.made.keys() | report.not_applicable.keys() | report.leaked.keys():
+        _err.print(
+            f"{kind}: {report.made[kind]} made, {report.not_applicable[kind]} not applicable,"
+            f" {report.leaked[kind]} dropped for context leakage"
+        )
+    typer.echo(f"wrote {written} items to {output}")
+
+
+def ci(
+    dataset: Path = typer.Option(..., "--dataset", help="Labelled JSONL dataset."),
+    n: int = typer.Option(50, "--n", min=1, help="Items to evaluate (stratified across categories)."),
+    adversarial_share: float = typer.Option(0.3, "--adversarial-share", min=0.0, max=1.0),
+    budget_usd: float | None = typer.Option(None, "--budget-usd", min=0.0, help="Stop before spending more."),
+    time_limit: str | None = typer.Option(None, "--time-limit", help="Stop after this long: 90, 60s, 2m."),
+    baseline: Path | None = typer.Option(None, "--baseline", help="A previous run's --json report."),
+    junit: Path | None = typer.Option(None, "--junit", help="Write JUnit XML here."),
+    markdown_path: Path | None = typer.Option(None, "--markdown", help="Write a markdown summary here."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the full report (a future --baseline)."),
+    min_pass_rate: float | None = typer.Option(None, "--min-pass-rate", min=0.0, max=1.0),
+    min_detection: float | None = typer.Option(None, "--min-detection", min=0.0, max=1.0),
+    min_agreement: float | None = typer.Option(None, "--min-agreement", min=0.0, max=1.0),
+    max_not_decided: float | None = typer.Option(None, "--max-not-decided", min=0.0, max=1.0),
+    max_judge_errors: int = typer.Option(0, "--max-judge-errors", min=0),
+    max_drop: float = typer.Option(0.05, "--max-drop", min=0.0, max=1.0, help="Tolerated drop vs baseline."),
+    allow_partial: bool = typer.Option(False, "--allow-partial", help="A budget/time stop does not fail the gate."),
+    seed: int = typer.Option(0, "--seed"),
+    concurrency: int = CONCURRENCY,
+    local_url: str | None = LOCAL_URL,
+    local_model: str | None = LOCAL_MODEL,
+    heavy_url: str | None = HEAVY_URL,
+    heavy_model: str | None = HEAVY_MODEL,
+) -> None:
+    """Gate a release: evaluate a stratified (partly adversarial) sample; exit 1 when a gate fails."""
+    from ragtriage.testing.gate import GateConfig, evaluate_gates, load_baseline, report_json, stratified_sample
+    from ragtriage.testing.gate_output import markdown, write_junit
+
+    limit = parse_duration(time_limit) if time_limit else None
+    base = None
+    if baseline is not None:
+        try:
+            base = load_baseline(baseline)
+        except ValueError as exc:
+            _err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+    sample, notes = stratified_sample(_load(dataset), n, adversarial_share=adversarial_share, seed=seed)
+    _, evaluator = _evaluator(local_url, local_model, heavy_url, heavy_model)
+    if evaluator.local_judge is None and evaluator.heavy_judge is None:
+        notes.append("no LLM judge configured: free tiers only, undecided items are reported as not decided")
+    report = asyncio.run(_run(evaluator, sample, budget_usd, limit, concurrency))
+    report.notes += notes
+    gates = GateConfig(
+        min_pass_rate, min_detection, min_agreement, max_not_decided, max_judge_errors, allow_partial, max_drop
+    )
+    checks = evaluate_gates(report, gates, base)
+    summary = markdown(report, checks, base)
+    if markdown_path:
+        markdown_path.write_text(summary, encoding="utf-8")
+    if junit:
+        write_junit(junit, report, checks)
+    if json_path:
+        json_path.write_text(json.dumps(report_json(report, checks), indent=1), encoding="utf-8")
+    Console().print(summary, markup=False, highlight=False)
+    raise typer.Exit(0 if all(c.passed for c in checks) else 1)
+
+
+async def _run(evaluator: Any, sample: list[Any], budget: float | None, limit: float | None, concurrency: int) -> Any:
+    from ragtriage.testing.gate import run_gate
+
+    columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=_err, transient=True) as progress:
+            task = progress.add_task("eval", total=len(sample))
+            return await run_gate(
+                evaluator,
+                sample,
+                budget_usd=budget,
+                time_limit_s=limit,
+                concurrency=concurrency,
+                on_done=lambda _: progress.advance(task),
+            )
+    finally:
+        await evaluator.aclose()
+
+
+def calibrate(
+    labels: Path = typer.Option(..., "--labels", help="JSONL dataset with human labels."),
+    output: Path = typer.Option(Path("ragtriage-calibration.json"), "--output", "-o"),
+    target_precision: float = typer.Option(0.9, "--target-precision", min=0.0, max=1.0),
+    concurrency: int = CONCURRENCY,
+    local_url: str | None = LOCAL_URL,
+    local_model: str | None = LOCAL_MODEL,
+    heavy_url: str | None = HEAVY_URL,
+    heavy_model: str | None = HEAVY_MODEL,
+) -> None:
+    """Measure each tier against human labels and recommend thresholds; writes a file RAGEvaluator loads."""
+    from rich.table import Table
+
+    from ragtriage.testing.calibration import calibrate as run_calibration
+    from ragtriage.testing.calibration import collect
+
+    items = _load(labels)
+    _, evaluator = _evaluator(local_url, local_model, heavy_url, heavy_model)
+
+    async def go() -> Any:
+        try:
+            return await collect(evaluator, items, concurrency=concurrency)
+        finally:
+            await evaluator.aclose()
+
+    scores = asyncio.run(go())
+    report = run_calibration(
+        items, scores, target_precision=target_precision, current=evaluator.thresholds.faithfulness
+    )
+    data = report.to_dict()
+    output.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    table = Table("tier", "n", "decided", "accuracy", "precision", "recall", "kappa", title="agreement with labels")
+    for tier, m in data["tiers"].items():
+        table.add_row(
+            tier,
+            *(
+                ("-" if m[k] is None else str(m[k]))
+                for k in ("n", "decided", "accuracy", "precision", "recall", "kappa")
+            ),
+        )
+    console = Console()
+    console.print(table)
+    for tier, m in data["tiers"].items():
+        console.print(f"{tier} confusion (label -> prediction): {json.dumps(m['confusion'])}")
+    for note in report.notes:
+        console.print(f"- {note}", markup=False)
+    console.print(f"wrote {output}", markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``synth``, ``ci`` and ``calibrate`` to the ``ragtriage`` CLI."""
+    app.command()(synth)
+    app.command()(ci)
+    app.command()(calibrate)
