@@ -45,6 +45,7 @@ class Config:
     max_spans_per_trace: int = field(default=256, metadata=_env("RAGTRIAGE_MAX_SPANS_PER_TRACE"))
     trace_ttl_s: float = field(default=300.0, metadata=_env("RAGTRIAGE_TRACE_TTL_S"))
     max_concurrency: int = field(default=8, metadata=_env("RAGTRIAGE_MAX_CONCURRENCY"))
+    queue_url: str | None = field(default=None, metadata=_env("RAGTRIAGE_QUEUE_URL", secret=True))
     alert_rules_file: str | None = field(default=None, metadata=_env("RAGTRIAGE_ALERT_RULES_FILE"))
 
     def __post_init__(self) -> None:

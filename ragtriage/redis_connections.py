@@ -6,6 +6,9 @@ import asyncio
 import weakref
 
 import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 
 def check_redis_url(name: str, url: object) -> str:
@@ -35,6 +38,9 @@ class LoopLocalRedis:
                 socket_timeout=self._timeout,
                 socket_connect_timeout=self._timeout,
                 decode_responses=self._decode,
+                # A pooled connection can be stale after a Redis restart: retry once on a fresh one.
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
+                retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError],
             )
             self._clients[loop] = client
         return client

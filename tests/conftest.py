@@ -33,9 +33,10 @@ def heavy_server() -> Iterator[JudgeServer]:
 
 
 class RedisProcess:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
         self.port = free_port()
         self.workdir = workdir
+        self.persistent = persistent
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -84,6 +85,15 @@ class RedisProcess:
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
     server = RedisProcess(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def persistent_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server with an fsync-always append-only file: a restart keeps the stream."""
+    server = RedisProcess(tmp_path, persistent=True)
     server.start()
     yield server
     server.stop()

@@ -21,8 +21,10 @@ unreachable: bounded retries, then the write is dropped and counted.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
+import threading
 import time
 import weakref
 from collections import Counter
@@ -33,6 +35,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from ragtriage.evaluator.results import RAGEvaluationResult
@@ -198,7 +201,10 @@ class PhoenixWriter:
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
-        self._provider = TracerProvider(resource=Resource.create({PROJECT_ATTRIBUTE: project_name}))
+        self._ids = _SampleSpanIds()
+        self._provider = TracerProvider(
+            resource=Resource.create({PROJECT_ATTRIBUTE: project_name}), id_generator=self._ids
+        )
         exporter = OTLPSpanExporter(
             endpoint=f"{self.base_url}/v1/traces", headers=self._headers or None, timeout=int(max(timeout_s, 1))
         )
@@ -223,6 +229,7 @@ class PhoenixWriter:
         )
         end = time.time_ns()
         start = end - int(result.eval_latency_ms * 1e6)
+        self._ids.next_span_id = evaluator_span_id(sample)
         span = self._tracer.start_span(
             "ragtriage.evaluate",
             context=set_span_in_context(NonRecordingSpan(target)),
@@ -286,6 +293,32 @@ class PhoenixWriter:
 
     def __repr__(self) -> str:
         return f"PhoenixWriter(base_url={self.base_url!r}, project_name={self.project_name!r})"
+
+
+def evaluator_span_id(sample: RAGSample) -> int:
+    """The EVALUATOR span's id, derived from the sample id: a redelivered sample (a worker died after
+    writing but before acknowledging) re-sends the same span instead of adding a second one."""
+    digest = hashlib.blake2b(f"ragtriage-evaluator:{sample.sample_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") or 1
+
+
+class _SampleSpanIds(RandomIdGenerator):
+    """Random ids, except the span id set for the next span on this thread."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    @property
+    def next_span_id(self) -> int | None:
+        return getattr(self._local, "span_id", None)
+
+    @next_span_id.setter
+    def next_span_id(self, value: int | None) -> None:
+        self._local.span_id = value
+
+    def generate_span_id(self) -> int:
+        span_id, self._local.span_id = self.next_span_id, None
+        return span_id or super().generate_span_id()
 
 
 def base_url(endpoint: str) -> str:

@@ -32,6 +32,7 @@ from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.export.phoenix import PROJECT_ATTRIBUTE, PhoenixWriter, base_url
 from ragtriage.judges.llm import LLMJudge
 from ragtriage.span_processor.processor import EvalSpanProcessor, RAGSample, ResultWriter
+from ragtriage.streams.queue import StreamPublisher
 
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -99,6 +100,7 @@ def instrument(
     alert_rules: Sequence[Rule] | None = None,
     meter_provider: MeterProvider | None = None,
     metrics_port: int | None = None,
+    queue: str | None = None,
     **settings: Any,
 ) -> TracerProvider:
     """Evaluate every sampled RAG trace of this process in the background.
@@ -110,6 +112,8 @@ def instrument(
     alerts (see :func:`build_evaluator`); with your own ``evaluator``, configure them there.
     Metrics (``ragtriage.eval.*``) go to ``meter_provider`` (default: the global one); with
     ``metrics_port`` they are also served for Prometheus on that port (the ``prometheus`` extra).
+    With ``queue="redis://..."`` (or ``RAGTRIAGE_QUEUE_URL``) samples are not evaluated here but
+    appended to a Redis Stream for ``ragtriage worker`` processes (which judge, write back and alert).
     """
     global _installed
     if tracer_provider is not None and not isinstance(tracer_provider, TracerProvider):
@@ -120,7 +124,9 @@ def instrument(
         raise ValueError("sample_rate belongs to the evaluator when one is given: set RAGEvaluator(sample_rate=...)")
     if evaluator is not None and (alert_sinks is not None or alert_rules is not None):
         raise ValueError("alert_sinks/alert_rules belong to the evaluator when one is given: set them on RAGEvaluator")
-    config = Config.from_env(endpoint=endpoint, project_name=project_name, sample_rate=sample_rate, **settings)
+    config = Config.from_env(
+        endpoint=endpoint, project_name=project_name, sample_rate=sample_rate, queue_url=queue, **settings
+    )
 
     with _lock:
         if _installed is not None:
@@ -137,7 +143,11 @@ def instrument(
         if existing:
             _installed = _Installation(provider, existing[0])
             return provider
-        if writer is None and config.write_back:
+        handler = None
+        if config.queue_url:  # evaluation happens in `ragtriage worker`: no judges, writer or alerts here
+            handler = StreamPublisher(config.queue_url)
+            evaluator = evaluator or RAGEvaluator(sample_rate=config.sample_rate, alert_sinks=())
+        if writer is None and config.write_back and handler is None:
             writer = PhoenixWriter(
                 endpoint=config.endpoint, project_name=project_of(provider, config), api_key=config.phoenix_api_key
             )
@@ -151,6 +161,7 @@ def instrument(
             trace_ttl_s=config.trace_ttl_s,
             max_concurrency=config.max_concurrency,
             on_result=on_result,
+            handler=handler,
         )
         if evaluator.alerts is not None:
             _wire_alerts(evaluator.alerts, processor, project=str(project_of(provider, config)), config=config)

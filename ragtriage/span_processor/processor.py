@@ -322,6 +322,8 @@ class EvalSpanProcessor(SpanProcessor):
         """Counters: sampled / not sampled traces, queued and dropped samples, errors, ..."""
         with self._lock:
             counts = dict(self._counts)
+        for name, value in getattr(self._handler, "counts", {}).items():  # e.g. the queue publisher's
+            counts[f"queue_{name}"] = value
         counts["traces_in_flight"] = len(self._traces)
         counts["queue_size"] = self._queue.qsize()
         return counts
@@ -440,9 +442,7 @@ class EvalSpanProcessor(SpanProcessor):
         return result
 
     async def _close(self) -> None:
-        for resource in (self.writer, self.evaluator, getattr(self._handler, "__self__", None)):
-            if resource is self:
-                continue
+        for resource in (self.writer, self.evaluator, self._handler):
             close = getattr(resource, "aclose", None)
             if close is not None:
                 try:

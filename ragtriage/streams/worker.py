@@ -1,0 +1,200 @@
+"""``ragtriage worker``: a consumer of the sample stream that evaluates and writes back.
+
+It runs the same code as the in-process path (``EvalSpanProcessor.
+evaluate_and_write``), so a sample is judged and written back identically
+wherever it is evaluated. Write-back is idempotent (Phoenix annotations are
+upserted under the sample id), which makes at-least-once delivery safe:
+
+* an entry is acknowledged only after its write-back succeeded;
+* entries pending longer than ``claim_idle_s`` (their consumer died) are
+  taken over with ``XAUTOCLAIM``;
+* an entry delivered ``max_deliveries`` times, or one that cannot be decoded,
+  goes to the dead-letter stream with the reason, then is acknowledged;
+* Redis going away is waited out with back-off; a lost consumer group is
+  created again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections import Counter
+from collections.abc import Callable
+
+from redis.exceptions import RedisError, ResponseError
+
+from ragtriage.evaluator.results import RAGEvaluationResult
+from ragtriage.redis_connections import LoopLocalRedis, check_redis_url
+from ragtriage.span_processor.processor import EvalSpanProcessor, RAGSample, WriteBackFailed
+from ragtriage.streams.queue import DEFAULT_GROUP, DEFAULT_STREAM, FIELD, dead_letter_stream
+
+logger = logging.getLogger(__name__)
+
+
+class StreamWorker:
+    """Consumes ``stream`` in consumer group ``group`` with at most ``concurrency`` samples in flight."""
+
+    def __init__(
+        self,
+        processor: EvalSpanProcessor,
+        url: str,
+        *,
+        stream: str = DEFAULT_STREAM,
+        group: str = DEFAULT_GROUP,
+        consumer: str | None = None,
+        concurrency: int = 8,
+        claim_idle_s: float = 30.0,
+        max_deliveries: int = 3,
+        block_ms: int = 500,
+        on_result: Callable[[RAGSample, RAGEvaluationResult], None] | None = None,
+    ) -> None:
+        check_redis_url("queue", url)
+        for name, value in (("concurrency", concurrency), ("max_deliveries", max_deliveries), ("block_ms", block_ms)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(claim_idle_s, int | float) or claim_idle_s <= 0:
+            raise ValueError(f"claim_idle_s must be > 0, got {claim_idle_s!r}")
+        self.processor = processor
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.dead_letter = dead_letter_stream(stream)
+        self._concurrency = concurrency
+        self._claim_idle_ms = int(claim_idle_s * 1000)
+        self._max_deliveries = max_deliveries
+        self._block_ms = block_ms
+        self._on_result = on_result
+        self._redis = LoopLocalRedis(url, timeout_s=max(5.0, block_ms / 1000 + 2))
+        self.counts: Counter[str] = Counter()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then finish what is in flight (unfinished entries stay pending
+        and are reclaimed by another worker)."""
+        slots = asyncio.Semaphore(self._concurrency)
+        in_flight: set[asyncio.Task[None]] = set()
+        failures = 0
+        while not stop.is_set():
+            try:
+                await self._ensure_group()
+                entries = await self._reclaim(self._concurrency - len(in_flight))
+                free = self._concurrency - len(in_flight) - len(entries)
+                if free > 0 and not stop.is_set():
+                    entries += await self._read(free)
+                failures = 0
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                failures += 1
+                self.counts["redis_errors"] += 1
+                if failures == 1:
+                    logger.warning("ragtriage worker: Redis unavailable (%s); retrying", type(exc).__name__)
+                await _sleep_or_stop(stop, min(0.1 * 2**failures, 5.0))
+                continue
+            for entry_id, fields, deliveries in entries:
+                await slots.acquire()
+                task = asyncio.create_task(self._handle(entry_id, fields, deliveries, slots))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            if not entries and in_flight:
+                await asyncio.sleep(0.01)
+            elif not entries:
+                await asyncio.sleep(0)  # XREADGROUP already blocked
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)
+        await self._redis.aclose()
+
+    async def _ensure_group(self) -> None:
+        try:
+            await self._redis.client().xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            self.counts["groups_created"] += 1
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _read(self, count: int) -> list[tuple[str, dict[str, str], int]]:
+        try:
+            response = await self._redis.client().xreadgroup(
+                self.group, self.consumer, {self.stream: ">"}, count=count, block=self._block_ms
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):  # Redis lost the group (restart without persistence): recreate next turn
+                return []
+            raise
+        return [(entry_id, fields, 1) for _, messages in response or () for entry_id, fields in messages]
+
+    async def _reclaim(self, count: int) -> list[tuple[str, dict[str, str], int]]:
+        if count <= 0:
+            return []
+        client = self._redis.client()
+        try:
+            _, claimed, *_ = await client.xautoclaim(
+                self.stream, self.group, self.consumer, min_idle_time=self._claim_idle_ms, start_id="0-0", count=count
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                return []
+            raise
+        entries = []
+        for entry_id, fields in claimed:
+            if fields is None:  # deleted from the stream (MAXLEN trimmed it) while pending
+                await client.xack(self.stream, self.group, entry_id)
+                self.counts["trimmed_while_pending"] += 1
+                continue
+            pending = await client.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
+            deliveries = pending[0]["times_delivered"] if pending else 1
+            entries.append((entry_id, fields, deliveries))
+            self.counts["reclaimed"] += 1
+        return entries
+
+    async def _handle(self, entry_id: str, fields: dict[str, str], deliveries: int, slots: asyncio.Semaphore) -> None:
+        try:
+            try:
+                sample = RAGSample.from_json(fields[FIELD])
+            except (KeyError, ValueError) as exc:
+                await self._dead_letter(entry_id, fields, deliveries, f"undecodable: {exc}")
+                return
+            if deliveries > self._max_deliveries:
+                await self._dead_letter(entry_id, fields, deliveries, f"failed {deliveries - 1} times")
+                return
+            try:
+                result = await self.processor.evaluate_and_write(sample)
+            except WriteBackFailed as exc:
+                self.counts["retry_later"] += 1
+                if deliveries >= self._max_deliveries:
+                    await self._dead_letter(entry_id, fields, deliveries, f"write-back failed: {exc}")
+                return  # left pending: reclaimed after claim_idle_s, by this or another worker
+            except Exception as exc:
+                self.counts["retry_later"] += 1
+                logger.exception("ragtriage worker: evaluating %s failed", entry_id)
+                if deliveries >= self._max_deliveries:
+                    await self._dead_letter(entry_id, fields, deliveries, f"{type(exc).__name__}: {exc}")
+                return
+            await self._redis.client().xack(self.stream, self.group, entry_id)
+            self.counts["acked"] += 1
+            if self._on_result is not None:
+                self._on_result(sample, result)
+        except (RedisError, OSError, asyncio.TimeoutError):
+            self.counts["redis_errors"] += 1  # not acked: it stays pending and is redelivered
+        finally:
+            slots.release()
+
+    async def _dead_letter(self, entry_id: str, fields: dict[str, str], deliveries: int, reason: str) -> None:
+        client = self._redis.client()
+        await client.xadd(
+            self.dead_letter,
+            {
+                "entry_id": entry_id,
+                "reason": reason[:2000],
+                "deliveries": str(deliveries),
+                FIELD: fields.get(FIELD, ""),
+            },
+        )
+        await client.xack(self.stream, self.group, entry_id)
+        self.counts["dead_lettered"] += 1
+        logger.warning("ragtriage worker: %s moved to %s: %s", entry_id, self.dead_letter, reason)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
