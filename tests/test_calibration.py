@@ -70,6 +70,13 @@ def test_calibrate_matches_hand_computed(local: JudgeServer, tmp_path: Path) -> 
     assert kwargs == {"thresholds": RAGEvaluationThresholds(faithfulness=0.35), "confidence_threshold": 0.8}
     evaluator = RAGEvaluator(**kwargs)
     assert evaluator.thresholds.faithfulness == 0.35 and evaluator.confidence_threshold == 0.8
+    loaded = RAGEvaluator.from_calibration(out, sample_rate=1.0)
+    assert (loaded.thresholds.faithfulness, loaded.confidence_threshold, loaded.sample_rate) == (0.35, 0.8, 1.0)
+    from ragtriage.config import Config
+    from ragtriage.instrumentation import build_evaluator
+
+    built = build_evaluator(Config(calibration_file=str(out)), alert_sinks=())
+    assert (built.thresholds.faithfulness, built.confidence_threshold) == (0.35, 0.8)
 
 
 def test_calibrate_without_judge_recommends_nothing(tmp_path: Path) -> None:

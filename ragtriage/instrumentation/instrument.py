@@ -33,6 +33,7 @@ from ragtriage.export.phoenix import PROJECT_ATTRIBUTE, PhoenixWriter, base_url
 from ragtriage.judges.llm import LLMJudge
 from ragtriage.span_processor.processor import EvalSpanProcessor, RAGSample, ResultWriter
 from ragtriage.streams.queue import StreamPublisher
+from ragtriage.testing.calibration import load_calibration
 
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -73,11 +74,14 @@ def build_evaluator(
     tracker = CostTracker(budget_usd_per_hour=config.budget_usd_per_hour)
     if alert_rules is None and config.alert_rules_file:
         alert_rules = load_rules(config.alert_rules_file, cost_tracker=tracker)
+    calibrated: dict[str, Any] = {"confidence_threshold": config.confidence_threshold}
+    if config.calibration_file:
+        calibrated.update(load_calibration(config.calibration_file).evaluator_kwargs())
     return RAGEvaluator(
+        **calibrated,
         local_judge=local,
         heavy_judge=heavy,
         sample_rate=config.sample_rate,
-        confidence_threshold=config.confidence_threshold,
         cost_tracker=tracker,
         cache=RedisCache(config.redis_url) if config.redis_url else None,
         alert_sinks=sinks_from_env() if alert_sinks is None else alert_sinks,
