@@ -172,7 +172,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def machine() -> str:
-    return f"nproc={os.cpu_count()} python={sys.version.split()[0]} {sys.platform}"
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"nproc={os.cpu_count()} python={sys.version.split()[0]} {sys.platform}; load average {load} at start"
 
 
 def free_port() -> int:

@@ -4,7 +4,7 @@ Starts ``redis-server`` on a free loopback port (no persistence) and the scripte
 process, warms the cache with one evaluation through the judge (a ~2 KB-context sample the local
 tier passes), then times N sequential hits in one asyncio loop. Baselines in the same run, timed
 round-robin with the hits (one call of each kind in turn) so they share the machine's noise: a raw
-``redis.asyncio`` GET of the same key (same client options as ``RedisCache``), and a hit on the
+``redis.asyncio`` GET of the same key (same timeouts as ``RedisCache``), and a hit on the
 in-process ``MemoryCache``. For scale, also a floor: the same GET hand-written in RESP over one
 ``asyncio`` stream (no client library). Both servers are stopped at the end.
 

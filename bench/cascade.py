@@ -4,7 +4,9 @@
 The scripted judge (``JudgeServer(default=Reply(verdict_json(), delay_s=L))``) runs in a child
 process, so ``time.process_time()`` here counts only the client side. C workers in one asyncio
 loop issue a fixed number of evaluations of ~2 KB-context samples whose answers pass the
-deterministic tier, with ``cache=False``, so every evaluation makes one local-judge call. The
+deterministic tier, with ``cache=False``, so every evaluation makes one local-judge call. Workers
+start L/C apart (as independent requests arrive); throughput is the steady-state rate, from the
+C-th completion to the last. The
 baseline in the same run is the bare client: ``openai.AsyncOpenAI().chat.completions.create`` with
 the very request ragtriage sends (built once, up front) to the same server at the same C. Phases
 alternate baseline / ragtriage. Reported: throughput / (C/L), mean call latency (C / throughput), client
@@ -46,11 +48,12 @@ class Phase:
     c: int
     n: int
     wall_s: float
+    rate: float  # steady state: completions after the C-th, over the time they took
     cpu_s: float
     server_cpu_s: float
 
     def line(self, ideal: float) -> str:
-        rate = self.n / self.wall_s
+        rate = self.rate
         return (
             f"  {self.name:28s} C={self.c:<3d} n={self.n:<5d} {rate:6.1f}/s = {rate / ideal:5.3f} x C/L  "
             f"call {self.c / rate * 1000:5.1f} ms  client CPU {self.cpu_s / self.n * 1000:5.3f} ms/call "
@@ -59,24 +62,32 @@ class Phase:
         )
 
 
-async def run_phase(name: str, c: int, n: int, call: Callable[[int], Awaitable[None]], server: JudgeProcess) -> Phase:
+async def run_phase(
+    name: str, c: int, n: int, latency: float, call: Callable[[int], Awaitable[None]], server: JudgeProcess
+) -> Phase:
     # warm-up: open the connections, fill the pools
     await asyncio.gather(*(call(i) for i in range(2 * c)))
     issued = 0
+    done: list[float] = []
 
-    async def worker() -> None:
+    async def worker(k: int) -> None:
+        # Staggered starts (L/C apart), as independent requests arrive; started together, C workers
+        # against a constant-latency server stay in lock-step waves and queue on the client's CPU.
+        await asyncio.sleep(k * latency / c)
         nonlocal issued
         while issued < n:
             i = issued
             issued += 1
             await call(i)
+            done.append(time.perf_counter())
 
     server_cpu = server.cpu_s()
     cpu = time.process_time()
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(c)))
+    await asyncio.gather(*(worker(k) for k in range(c)))
     wall = time.perf_counter() - started
-    return Phase(name, c, n, wall, time.process_time() - cpu, server.cpu_s() - server_cpu)
+    rate = (n - c) / (done[-1] - done[c - 1])  # skips the ramp-up (the first C completions)
+    return Phase(name, c, n, wall, rate, time.process_time() - cpu, server.cpu_s() - server_cpu)
 
 
 class _InstantClient:
@@ -159,7 +170,8 @@ async def main(latency_ms: float, concurrency: list[int], seconds: float, rounds
                 async def bare(i: int, client: openai.AsyncOpenAI = client) -> None:
                     await client.chat.completions.create(**request)
 
-                results.setdefault(("bare", c), []).append(await run_phase("bare AsyncOpenAI", c, n, bare, server))
+                phase = await run_phase("bare AsyncOpenAI", c, n, latency, bare, server)
+                results.setdefault(("bare", c), []).append(phase)
                 await client.close()
 
                 judge = LLMJudge(model="bench-judge", base_url=server.url, max_concurrency=c)
@@ -171,7 +183,7 @@ async def main(latency_ms: float, concurrency: list[int], seconds: float, rounds
                     tiers.add((await evaluator.evaluate(s.question, s.answer, s.contexts)).tier)
 
                 results.setdefault(("ragtriage", c), []).append(
-                    await run_phase("ragtriage evaluate()", c, n, evaluate, server)
+                    await run_phase("ragtriage evaluate()", c, n, latency, evaluate, server)
                 )
                 assert tiers == {"local"}, tiers
                 await evaluator.aclose()
@@ -186,7 +198,7 @@ async def main(latency_ms: float, concurrency: list[int], seconds: float, rounds
                 s = samples[i % len(samples)]
                 await evaluator.evaluate(s.question, s.answer, s.contexts)
 
-            default_phase = await run_phase("ragtriage, max_concurrency=16", c, n, default_cap, server)
+            default_phase = await run_phase("ragtriage, max_concurrency=16", c, n, latency, default_cap, server)
             await evaluator.aclose()
         else:
             default_phase = None
@@ -199,9 +211,9 @@ async def main(latency_ms: float, concurrency: list[int], seconds: float, rounds
             for phase in results[(kind, c)]:
                 print(phase.line(ideal))
         pairs = list(zip(results[("bare", c)], results[("ragtriage", c)], strict=True))  # measured back to back
-        bare_rate = statistics.median(b.n / b.wall_s for b, _ in pairs)
-        rt_rate = statistics.median(r.n / r.wall_s for _, r in pairs)
-        rel = [(r.n / r.wall_s) / (b.n / b.wall_s) for b, r in pairs]
+        bare_rate = statistics.median(b.rate for b, _ in pairs)
+        rt_rate = statistics.median(r.rate for _, r in pairs)
+        rel = [r.rate / b.rate for b, r in pairs]
         bare_cpu = statistics.median(b.cpu_s / b.n for b, _ in pairs) * 1000
         rt_cpu = statistics.median(r.cpu_s / r.n for _, r in pairs) * 1000
         own = [(r.cpu_s / r.n - b.cpu_s / b.n) * 1000 for b, r in pairs]

@@ -64,11 +64,14 @@ def breakdown(samples: list[Sample]) -> list[tuple[str, float]]:
     parts: list[tuple[str, object]] = []
     build = getattr(grounding_module, "EvidenceIndex", None)
     injection = getattr(det_module, "_INJECTION", None)
+    looks_injected = getattr(det_module, "_looks_injected", None)  # the prefiltered scan, where it exists
     check_grounding = getattr(grounding_module, "check_grounding", None)
     if build is not None:
         parts.append(("EvidenceIndex.build(contexts)", lambda s: build.build(s.contexts)))
+    if looks_injected is not None:
+        parts.append(("_looks_injected(contexts)", lambda s: looks_injected(s.contexts)))
     if injection is not None:
-        parts.append(("_INJECTION.search over contexts", lambda s: [injection.search(c) for c in s.contexts]))
+        parts.append(("  _INJECTION.search, every context", lambda s: [injection.search(c) for c in s.contexts]))
     if build is not None and check_grounding is not None:
         pre = {id(s): (build.build(s.contexts), build.build((s.question,))) for s in samples}
         parts.append(("EvidenceIndex.build(question)", lambda s: build.build((s.question,))))
@@ -129,6 +132,15 @@ async def main(n_samples: int, rounds: int) -> None:
     print(f"where check's time goes (best of 3, mean per sample; check itself {check_mean_us:.0f} us):")
     for name, us in breakdown(samples):
         print(f"  {name:34s}: {us:7.1f} us  ({us / check_mean_us:5.1%})")
+    words = getattr(det_module, "_INJECTION_WORDS", None)
+    if words is not None:
+        contexts = [c.lower() for s in samples for c in s.contexts]
+        hits = Counter(w for c in contexts for w in words if w in c)
+        passing = sum(1 for c in contexts if any(w in c for w in words))
+        print(
+            f"  injection prefilter lets {passing}/{len(contexts)} contexts ({passing / len(contexts):.0%}) "
+            f"through to the regex; words that matched: {dict(hits.most_common())}"
+        )
     print(f"goal check >= 5,000/s on one core  : {'met' if check_rate >= 5000 else 'NOT met'} ({check_rate:,.0f}/s)")
 
 

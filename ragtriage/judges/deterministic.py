@@ -27,11 +27,10 @@ _INJECTION = re.compile(
     r"(?:ignore|disregard|forget)\s+(?:all\s+|any\s+)?(?:the\s+)?(?:previous|prior|above|earlier|preceding)"
     r"|(?:new|updated)\s+instructions?\s*:|you\s+are\s+now\s+(?:a|an|the)\b|system\s+prompt"
     r"|(?:output|give|assign|return|rate\s+(?:this|it|the\s+answer))\b[^.\n]{0,40}\b(?:score|rating|1\.0|10/10)"
-    r"|\"?faithfulness\"?\s*:\s*1",
-    re.IGNORECASE,
+    r"|\"?faithfulness\"?\s*:\s*1",  # lower-case only: it runs on lowered text (IGNORECASE costs ~2.7x)
 )
-#: Every alternative of _INJECTION contains one of these (lower-case) words.
-_INJECTION_WORDS = ("ignore", "disregard", "forget", "instruction", "now", "system", "score",
+#: Every alternative of _INJECTION contains one of these; most contexts contain none, and skip the regex.
+_INJECTION_WORDS = ("ignore", "disregard", "forget", "instruction", " now", "\nnow", "\tnow", "prompt", "score",
                     "rating", "1.0", "10/10", "faithfulness")  # fmt: skip
 _CONTENT_WORD = re.compile(r"[^\W\d_]{4,}")
 _QUESTION_STOP = frozenset(
@@ -166,7 +165,7 @@ def _looks_injected(contexts: Sequence[str]) -> bool:
     """The regex is the judge; a plain substring scan first skips it for the vast majority of contexts."""
     for context in contexts:
         lowered = context.lower()
-        if any(word in lowered for word in _INJECTION_WORDS) and _INJECTION.search(context):
+        if any(word in lowered for word in _INJECTION_WORDS) and _INJECTION.search(lowered):
             return True
     return False
 

@@ -12,7 +12,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?![\d])")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_NUMBER_OR_WORD = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
 _TOKEN = re.compile(r"[^\W_]+")
@@ -96,10 +97,10 @@ class EvidenceIndex:
 
     @classmethod
     def build(cls, texts: Sequence[str]) -> EvidenceIndex:
-        text = "\n".join(texts)
-        lowered = text.lower()
-        numbers = {normalize_number(n) for n in _NUMBER.findall(text)}
-        words = set(_TOKEN.findall(lowered))
+        # One regex pass for numbers and words alike: this runs on every sample's contexts.
+        tokens = set(_NUMBER_OR_WORD.findall("\n".join(texts).lower()))
+        words = {t for t in tokens if not t[0].isdigit()}
+        numbers = {normalize_number(t) for t in tokens if t[0].isdigit()}
         numbers.update(_NUMBER_WORDS[w] for w in words.intersection(_NUMBER_WORDS))
         stems = {w[:5] for w in words if len(w) >= 5}
         return cls(frozenset(numbers), frozenset(words), frozenset(stems))

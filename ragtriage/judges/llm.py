@@ -50,7 +50,7 @@ class LLMJudge:
         output_usd_per_1m: float = 0.0,
         timeout_s: float = 30.0,
         max_retries: int = 3,
-        max_concurrency: int = 16,
+        max_concurrency: int = 64,
         structured_output: StructuredOutput = "json_schema",
         temperature: float = 0.0,
         max_tokens: int = 1024,
