@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
+
+from ragtriage.testing.redis_server import RedisServer
 
 # -- corpus -------------------------------------------------------------------------------------------
 
@@ -176,69 +174,9 @@ def machine() -> str:
     return f"nproc={os.cpu_count()} python={sys.version.split()[0]} {sys.platform}; load average {load} at start"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# -- a real redis-server on loopback: the one the tests use ------------------------------------------------
 
-
-# -- a real redis-server on loopback ------------------------------------------------------------------------
-
-
-class RedisProcess:
-    """``redis-server`` on a free loopback port, no persistence; ``with RedisProcess() as r: r.url``."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self._dir = tempfile.TemporaryDirectory(prefix="ragtriage-bench-redis-")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def __enter__(self) -> RedisProcess:
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self._dir.name,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        self.__exit__()
-        raise RuntimeError("redis-server did not start")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-        self._dir.cleanup()
-
+RedisProcess = RedisServer
 
 # -- the loopback judge in a child process ------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from ragtriage.alerts.cli import example_event
 from ragtriage.alerts.rules import js_distance, population_stability
 from ragtriage.cli import app
 from ragtriage.testing import JudgeServer, Reply, verdict_json
-from tests.conftest import free_port
+from ragtriage.testing.redis_server import free_port
 from tests.receivers import Receiver, check_pagerduty_event, check_slack_payload
 
 

@@ -135,7 +135,7 @@ def test_alerts_are_wired_to_the_project_phoenix_and_dropped_samples(monkeypatch
 def test_metrics_port_serves_the_evaluations_of_instrumented_traces() -> None:
     import httpx
 
-    from tests.conftest import free_port
+    from ragtriage.testing.redis_server import free_port
 
     provider = TracerProvider()
     port = free_port()

@@ -187,7 +187,7 @@ def test_redelivery_does_not_duplicate(phoenix: PhoenixServer, project: str) -> 
 
 
 def test_phoenix_unreachable_is_counted_and_harmless(judge_server: JudgeServer) -> None:
-    from tests.conftest import free_port
+    from ragtriage.testing.redis_server import free_port
 
     provider = TracerProvider()
     dead = f"http://127.0.0.1:{free_port()}"

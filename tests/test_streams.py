@@ -25,7 +25,7 @@ from ragtriage.span_processor import RAGSample
 from ragtriage.span_processor.extraction import Document
 from ragtriage.streams import DEFAULT_GROUP, DEFAULT_STREAM, SharedAlerts, StreamWorker, dead_letter_stream
 from ragtriage.testing import JudgeServer, Reply, verdict_json
-from tests.conftest import free_port
+from ragtriage.testing.redis_server import free_port
 
 pytestmark = pytest.mark.redis
 HERE = Path(__file__).parent

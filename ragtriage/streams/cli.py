@@ -34,6 +34,8 @@ def worker(
 ) -> None:
     """Consume the sample queue: evaluate, write back to Phoenix, alert fleet-wide, acknowledge."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpx2", "httpcore", "openai"):  # one line per judge call would cost CPU and fill pipes
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     # The producers sampled already: evaluate every sample that reaches the queue.
     config = Config.from_env(endpoint=endpoint, project_name=project, sample_rate=1.0)
     evaluator = build_evaluator(config, alert_sinks=())

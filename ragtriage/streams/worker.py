@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -32,6 +33,10 @@ from ragtriage.span_processor.processor import EvalSpanProcessor, RAGSample, Wri
 from ragtriage.streams.queue import DEFAULT_GROUP, DEFAULT_STREAM, FIELD, dead_letter_stream
 
 logger = logging.getLogger(__name__)
+
+
+class _GroupMissing(Exception):
+    """The consumer group is gone (Redis restarted without persistence)."""
 
 
 class StreamWorker:
@@ -73,18 +78,32 @@ class StreamWorker:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then finish what is in flight (unfinished entries stay pending
         and are reclaimed by another worker)."""
-        slots = asyncio.Semaphore(self._concurrency)
         in_flight: set[asyncio.Task[None]] = set()
         failures = 0
+        group_ready = False
+        reclaim_every = max(0.05, min(self._claim_idle_ms / 2000, 5.0))
+        last_reclaim = 0.0
         while not stop.is_set():
+            if len(in_flight) >= self._concurrency:  # every slot busy: wait for one, no polling
+                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            free = self._concurrency - len(in_flight)
             try:
-                await self._ensure_group()
-                entries = await self._reclaim(self._concurrency - len(in_flight))
-                free = self._concurrency - len(in_flight) - len(entries)
-                if free > 0 and not stop.is_set():
-                    entries += await self._read(free)
+                if not group_ready:
+                    await self._ensure_group()
+                    group_ready = True
+                entries: list[tuple[str, dict[str, str], int]] = []
+                if time.monotonic() - last_reclaim >= reclaim_every:
+                    last_reclaim = time.monotonic()
+                    entries = await self._reclaim(free)
+                if len(entries) < free:
+                    entries += await self._read(free - len(entries))
                 failures = 0
+            except _GroupMissing:  # Redis restarted without the group: create it again
+                group_ready = False
+                continue
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                group_ready = False
                 failures += 1
                 self.counts["redis_errors"] += 1
                 if failures == 1:
@@ -92,14 +111,9 @@ class StreamWorker:
                 await _sleep_or_stop(stop, min(0.1 * 2**failures, 5.0))
                 continue
             for entry_id, fields, deliveries in entries:
-                await slots.acquire()
-                task = asyncio.create_task(self._handle(entry_id, fields, deliveries, slots))
+                task = asyncio.create_task(self._handle(entry_id, fields, deliveries))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
-            if not entries and in_flight:
-                await asyncio.sleep(0.01)
-            elif not entries:
-                await asyncio.sleep(0)  # XREADGROUP already blocked
         if in_flight:
             await asyncio.gather(*in_flight, return_exceptions=True)
         await self._redis.aclose()
@@ -118,8 +132,8 @@ class StreamWorker:
                 self.group, self.consumer, {self.stream: ">"}, count=count, block=self._block_ms
             )
         except ResponseError as exc:
-            if "NOGROUP" in str(exc):  # Redis lost the group (restart without persistence): recreate next turn
-                return []
+            if "NOGROUP" in str(exc):
+                raise _GroupMissing from None
             raise
         return [(entry_id, fields, 1) for _, messages in response or () for entry_id, fields in messages]
 
@@ -133,7 +147,7 @@ class StreamWorker:
             )
         except ResponseError as exc:
             if "NOGROUP" in str(exc):
-                return []
+                raise _GroupMissing from None
             raise
         entries = []
         for entry_id, fields in claimed:
@@ -147,7 +161,7 @@ class StreamWorker:
             self.counts["reclaimed"] += 1
         return entries
 
-    async def _handle(self, entry_id: str, fields: dict[str, str], deliveries: int, slots: asyncio.Semaphore) -> None:
+    async def _handle(self, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
         try:
             try:
                 sample = RAGSample.from_json(fields[FIELD])
@@ -176,8 +190,6 @@ class StreamWorker:
                 self._on_result(sample, result)
         except (RedisError, OSError, asyncio.TimeoutError):
             self.counts["redis_errors"] += 1  # not acked: it stays pending and is redelivered
-        finally:
-            slots.release()
 
     async def _dead_letter(self, entry_id: str, fields: dict[str, str], deliveries: int, reason: str) -> None:
         client = self._redis.client()
