@@ -27,7 +27,15 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
-from ragtriage.span_processor.extraction import OWN_SPAN, Document, extract
+from ragtriage.span_processor.extraction import (
+    FALLBACK_ANSWER,
+    FALLBACK_CONTEXTS,
+    FALLBACK_QUESTION,
+    KIND,
+    OWN_SPAN,
+    Document,
+    extract,
+)
 
 logger = logging.getLogger(__name__)
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY
@@ -118,13 +126,29 @@ class ResultWriter(Protocol):
 
 
 class _TraceBuffer:
-    """The facts of one in-flight trace; (priority, text) so the best source wins."""
+    """One in-flight trace: references to its spans' (immutable, ended) attribute dicts, nothing copied."""
 
-    __slots__ = ("answer", "documents", "expires", "question", "spans")
+    __slots__ = ("expires", "rag", "spans")
 
     def __init__(self, expires: float) -> None:
         self.expires = expires
-        self.spans = 0
+        self.rag = False
+        self.spans: list[tuple[Mapping[str, Any], int, bool]] = []
+
+
+@dataclass(slots=True)
+class _CompletedTrace:
+    trace_id: int
+    root_span_id: int
+    spans: list[tuple[Mapping[str, Any], int, bool]]
+
+
+class _Facts:
+    """The best question/answer seen so far, by source priority, and the documents."""
+
+    __slots__ = ("answer", "documents", "question")
+
+    def __init__(self) -> None:
         self.question: tuple[int, str] | None = None
         self.answer: tuple[int, str] | None = None
         self.documents: list[Document] = []
@@ -135,6 +159,20 @@ class _TraceBuffer:
         current = getattr(self, slot)
         if current is None or priority <= current[0]:
             setattr(self, slot, (priority, text))
+
+    def add(self, attributes: Mapping[str, Any], span_id: int, is_root: bool) -> None:
+        facts = extract(attributes, span_id)
+        if facts is None:
+            return
+        explicit = FALLBACK_QUESTION in attributes or FALLBACK_ANSWER in attributes
+        priority = 0 if explicit else (1 if is_root else 2)
+        self.offer("question", priority, facts.question)
+        self.offer("answer", priority, facts.answer)
+        self.offer("question", 3, facts.llm_question)
+        self.offer("answer", 3, facts.llm_answer)
+        room = _MAX_DOCUMENTS_PER_TRACE - len(self.documents)
+        if facts.documents and room > 0:
+            self.documents.extend(facts.documents[:room])
 
 
 class EvalSpanProcessor(SpanProcessor):
@@ -189,7 +227,7 @@ class EvalSpanProcessor(SpanProcessor):
     def _init_state(self) -> None:
         self._lock = threading.Lock()
         self._traces: OrderedDict[int, _TraceBuffer] = OrderedDict()
-        self._queue: queue.Queue[RAGSample] = queue.Queue(self._max_queue_size)
+        self._queue: queue.Queue[_CompletedTrace] = queue.Queue(self._max_queue_size)
         self._pending = 0
         self._idle = threading.Condition(threading.Lock())
         self._counts: Counter[str] = Counter()
@@ -241,46 +279,41 @@ class EvalSpanProcessor(SpanProcessor):
             if OWN_SPAN in attributes:
                 return
             is_root = _is_local_root(span)
-            buffer.spans += 1
-            if buffer.spans <= self._max_spans:
-                self._collect(buffer, attributes, ctx.span_id, is_root)
+            if len(buffer.spans) < self._max_spans or is_root:  # the root (question, answer) always counts
+                # A reference, not a copy: an ended span's attributes no longer change. Extraction
+                # happens on the background thread; here only two dict lookups.
+                buffer.spans.append((attributes, ctx.span_id, is_root))
+                if attributes.get(KIND) == "RETRIEVER" or FALLBACK_CONTEXTS in attributes:
+                    buffer.rag = True
             else:
                 self._count("spans_dropped_trace_full")
             if is_root:
                 with self._lock:
                     self._traces.pop(ctx.trace_id, None)
-                self._complete(buffer, ctx.trace_id, ctx.span_id)
+                if buffer.rag:
+                    self._enqueue(_CompletedTrace(ctx.trace_id, ctx.span_id, buffer.spans))
+                else:
+                    self._count("traces_not_rag")
         except Exception:
             self._internal_error()
 
-    def _collect(self, buffer: _TraceBuffer, attributes: Any, span_id: int, is_root: bool) -> None:
-        facts = extract(attributes, span_id)
-        if facts is None:
-            return
-        explicit = "ragtriage.question" in attributes or "ragtriage.answer" in attributes
-        priority = 0 if explicit else (1 if is_root else 2)
-        buffer.offer("question", priority, facts.question)
-        buffer.offer("answer", priority, facts.answer)
-        buffer.offer("question", 3, facts.llm_question)
-        buffer.offer("answer", 3, facts.llm_answer)
-        room = _MAX_DOCUMENTS_PER_TRACE - len(buffer.documents)
-        if facts.documents and room > 0:
-            buffer.documents.extend(facts.documents[:room])
-
-    def _complete(self, buffer: _TraceBuffer, trace_id: int, root_span_id: int) -> None:
-        if not buffer.documents:
+    def _assemble(self, trace: _CompletedTrace) -> RAGSample | None:
+        """Extract question, contexts and answer from a completed trace (background thread)."""
+        facts = _Facts()
+        for attributes, span_id, is_root in trace.spans:
+            facts.add(attributes, span_id, is_root)
+        if not facts.documents:
             self._count("traces_not_rag")
-            return
-        if buffer.question is None or buffer.answer is None:
+            return None
+        if facts.question is None or facts.answer is None:
             self._count("traces_incomplete")
-            return
-        sample = RAGSample(trace_id, root_span_id, buffer.question[1], buffer.answer[1], buffer.documents)
-        self._enqueue(sample)
+            return None
+        return RAGSample(trace.trace_id, trace.root_span_id, facts.question[1], facts.answer[1], facts.documents)
 
-    def _enqueue(self, sample: RAGSample) -> None:
+    def _enqueue(self, trace: _CompletedTrace) -> None:
         with self._idle:
             try:
-                self._queue.put_nowait(sample)
+                self._queue.put_nowait(trace)
             except queue.Full:
                 self._counts["samples_dropped_queue_full"] += 1
                 return
@@ -288,7 +321,8 @@ class EvalSpanProcessor(SpanProcessor):
             self._counts["samples_queued"] += 1
         if self._thread is None:
             self._start_worker()
-        elif self._waiting:
+        elif self._waiting:  # one wake-up per idle period, not one syscall per sample
+            self._waiting = False
             self._wakeup()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -384,7 +418,7 @@ class EvalSpanProcessor(SpanProcessor):
             while True:
                 self._waiting = True
                 try:
-                    sample = self._queue.get_nowait()
+                    trace = self._queue.get_nowait()
                 except queue.Empty:
                     if self._stopping:
                         break
@@ -396,7 +430,7 @@ class EvalSpanProcessor(SpanProcessor):
                     continue
                 self._waiting = False
                 await slots.acquire()
-                task = loop.create_task(self._process(sample, slots))
+                task = loop.create_task(self._process(trace, slots))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             if tasks:
@@ -404,9 +438,11 @@ class EvalSpanProcessor(SpanProcessor):
         finally:
             otel_context.detach(token)
 
-    async def _process(self, sample: RAGSample, slots: asyncio.Semaphore) -> None:
+    async def _process(self, trace: _CompletedTrace, slots: asyncio.Semaphore) -> None:
         try:
-            await self._handler(sample)
+            sample = self._assemble(trace)
+            if sample is not None:
+                await self._handler(sample)
         except WriteBackFailed:
             pass  # counted where it happened
         except Exception:
