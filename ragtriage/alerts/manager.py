@@ -74,6 +74,7 @@ class AlertManager:
         self._lock = threading.Lock()
         self._last_evaluated = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last: dict[tuple[int, str], asyncio.Task[None]] = {}
         self._listeners: list[Callable[[AlertEvent], None]] = []
         self.counts: Counter[str] = Counter()
 
@@ -187,9 +188,18 @@ class AlertManager:
                 logger.exception("ragtriage: alert listener failed")
         loop = asyncio.get_running_loop()
         for sink in self.sinks:
-            task = loop.create_task(self.deliver(sink, event))
+            # Per sink and rule, in order: a resolve must never overtake its trigger (PagerDuty would
+            # then keep the incident open). Different sinks and rules still go in parallel.
+            key = (id(sink), event.dedupe_key)
+            task = loop.create_task(self._deliver_after(self._last.get(key), sink, event))
+            self._last[key] = task
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def _deliver_after(self, previous: asyncio.Task[None] | None, sink: AlertSink, event: AlertEvent) -> None:
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])
+        await self.deliver(sink, event)
 
     async def deliver(self, sink: AlertSink, event: AlertEvent) -> bool:
         """Send with a timeout and bounded, jittered retries; ``False`` (counted, logged) if it never worked."""

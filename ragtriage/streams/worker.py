@@ -73,6 +73,7 @@ class StreamWorker:
         self._block_ms = block_ms
         self._on_result = on_result
         self._redis = LoopLocalRedis(url, timeout_s=max(5.0, block_ms / 1000 + 2))
+        self._active: set[str] = set()
         self.counts: Counter[str] = Counter()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -82,16 +83,24 @@ class StreamWorker:
         failures = 0
         group_ready = False
         reclaim_every = max(0.05, min(self._claim_idle_ms / 2000, 5.0))
-        last_reclaim = 0.0
+        heartbeat_every = self._claim_idle_ms / 3000
+        last_reclaim = last_heartbeat = 0.0
         while not stop.is_set():
             if len(in_flight) >= self._concurrency:  # every slot busy: wait for one, no polling
-                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(in_flight, timeout=heartbeat_every, return_when=asyncio.FIRST_COMPLETED)
+                if len(in_flight) >= self._concurrency:
+                    with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+                        last_heartbeat = time.monotonic()
+                        await self._heartbeat()
                 continue
             free = self._concurrency - len(in_flight)
             try:
                 if not group_ready:
                     await self._ensure_group()
                     group_ready = True
+                if self._active and time.monotonic() - last_heartbeat >= heartbeat_every:
+                    last_heartbeat = time.monotonic()
+                    await self._heartbeat()
                 entries: list[tuple[str, dict[str, str], int]] = []
                 if time.monotonic() - last_reclaim >= reclaim_every:
                     last_reclaim = time.monotonic()
@@ -111,12 +120,20 @@ class StreamWorker:
                 await _sleep_or_stop(stop, min(0.1 * 2**failures, 5.0))
                 continue
             for entry_id, fields, deliveries in entries:
+                self._active.add(entry_id)
                 task = asyncio.create_task(self._handle(entry_id, fields, deliveries))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
         if in_flight:
             await asyncio.gather(*in_flight, return_exceptions=True)
         await self._redis.aclose()
+
+    async def _heartbeat(self) -> None:
+        """Reset the idle time of entries still being evaluated here, so no other worker takes them over
+        while this one is alive (XCLAIM to ourselves, JUSTID: the delivery count is not raised)."""
+        await self._redis.client().xclaim(
+            self.stream, self.group, self.consumer, min_idle_time=0, message_ids=list(self._active), justid=True
+        )
 
     async def _ensure_group(self) -> None:
         try:
@@ -151,6 +168,8 @@ class StreamWorker:
             raise
         entries = []
         for entry_id, fields in claimed:
+            if entry_id in self._active:  # ours and still running (its heartbeat came late)
+                continue
             if fields is None:  # deleted from the stream (MAXLEN trimmed it) while pending
                 await client.xack(self.stream, self.group, entry_id)
                 self.counts["trimmed_while_pending"] += 1
@@ -162,6 +181,12 @@ class StreamWorker:
         return entries
 
     async def _handle(self, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
+        try:
+            await self._process_entry(entry_id, fields, deliveries)
+        finally:
+            self._active.discard(entry_id)
+
+    async def _process_entry(self, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
         try:
             try:
                 sample = RAGSample.from_json(fields[FIELD])
