@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from ragtriage.alerts.rules import (
+    SHARE_KINDS,
     MetricRule,
     Rule,
-    ShareRule,
     TierDriftRule,
     budget_rule,
     default_rules,
     dropped_samples_rule,
+    share_rule,
 )
 from ragtriage.evaluator.cost import CostTracker
 from ragtriage.evaluator.results import RAGEvaluationThresholds
@@ -44,12 +45,6 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-_SHARES: dict[str, tuple[str, Callable[[Any], bool], float]] = {
-    "fail_share": ("share of fail verdicts", lambda o: o.verdict == "fail", 0.3),
-    "heavy_share": ("share of evaluations decided by the heavy judge", lambda o: o.tier == "heavy", 0.3),
-    "judge_errors": ("share of evaluations that ended in judge_error", lambda o: o.status == "judge_error", 0.1),
-}
 
 
 class RulesFileError(ValueError):
@@ -123,11 +118,9 @@ def _rule(
             threshold = spec.get("threshold", getattr(thresholds or RAGEvaluationThresholds(), str(metric), None))
             settings.setdefault("name", f"{metric}_low")
             return MetricRule(metric=metric, threshold=threshold, quantile=spec.get("quantile"), **settings)
-        if kind in _SHARES:
+        if kind in SHARE_KINDS:
             _only(spec, known | {"limit"}, where)
-            what, predicate, limit = _SHARES[kind]
-            settings.setdefault("name", f"{kind}_high")
-            return ShareRule(limit=spec.get("limit", limit), what=what, predicate=predicate, **settings)
+            return share_rule(kind, limit=spec.get("limit"), **settings)
         if kind == "drift":
             _only(spec, known | {"js_limit", "psi_limit", "metric"}, where)
             settings.setdefault("name", "tier_distribution_drift")

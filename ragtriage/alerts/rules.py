@@ -12,7 +12,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from ragtriage.evaluator.cost import CostTracker
 from ragtriage.evaluator.results import TIERS, RAGEvaluationResult, RAGEvaluationThresholds
@@ -228,6 +228,51 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+@dataclass(frozen=True, slots=True)
+class ShareKind:
+    """A built-in share-above-a-limit rule: what it counts and what to do about it."""
+
+    name: str
+    what: str
+    predicate: Callable[[Observation], bool]
+    limit: float
+    recommendation: str
+
+
+SHARE_KINDS: dict[str, ShareKind] = {
+    "fail_share": ShareKind(
+        "fail_share_high",
+        "share of fail verdicts",
+        lambda o: o.verdict == "fail",
+        0.30,
+        "many answers fail: open the failing traces in Phoenix (filter eval_verdict = fail)",
+    ),
+    "heavy_share": ShareKind(
+        "heavy_share_high",
+        "share of evaluations decided by the heavy judge",
+        lambda o: o.tier == "heavy",
+        0.30,
+        "the local judge is unsure more often: check the local judge model or lower confidence_threshold; "
+        "see the Eval Vector Distribution dashboard",
+    ),
+    "judge_errors": ShareKind(
+        "judge_error_rate_high",
+        "share of evaluations that ended in judge_error",
+        lambda o: o.status == "judge_error",
+        0.10,
+        "judges are failing: check the vLLM server and OpenAI status, timeouts and rate limits",
+    ),
+}
+
+
+def share_rule(kind: str, *, limit: float | None = None, **settings: Any) -> ShareRule:
+    """One of :data:`SHARE_KINDS` as a rule; ``settings`` override name, window, cooldown, recommendation."""
+    spec = SHARE_KINDS[kind]
+    settings.setdefault("name", spec.name)
+    settings.setdefault("recommendation", spec.recommendation)
+    return ShareRule(what=spec.what, predicate=spec.predicate, limit=spec.limit if limit is None else limit, **settings)
+
+
 def default_rules(
     thresholds: RAGEvaluationThresholds | None = None,
     *,
@@ -253,34 +298,9 @@ def default_rules(
         )
         for metric, attr in _METRIC_THRESHOLDS.items()
     ]
+    limits = {"fail_share": fail_share_limit, "heavy_share": heavy_share_limit, "judge_errors": judge_error_limit}
+    rules += [share_rule(kind, limit=limit, **common) for kind, limit in limits.items()]
     rules += [
-        ShareRule(
-            name="fail_share_high",
-            what="share of fail verdicts",
-            limit=fail_share_limit,
-            predicate=lambda o: o.verdict == "fail",
-            recommendation="many answers fail: open the failing traces in Phoenix (filter eval_verdict = fail)",
-            **common,
-        ),
-        ShareRule(
-            name="heavy_share_high",
-            what="share of evaluations decided by the heavy judge",
-            limit=heavy_share_limit,
-            predicate=lambda o: o.tier == "heavy",
-            recommendation=(
-                "the local judge is unsure more often: check the local judge model or lower confidence_threshold; "
-                "see the Eval Vector Distribution dashboard"
-            ),
-            **common,
-        ),
-        ShareRule(
-            name="judge_error_rate_high",
-            what="share of evaluations that ended in judge_error",
-            limit=judge_error_limit,
-            predicate=lambda o: o.status == "judge_error",
-            recommendation="judges are failing: check the vLLM server and OpenAI status, timeouts and rate limits",
-            **common,
-        ),
         TierDriftRule(
             name="tier_distribution_drift",
             js_limit=drift_js_limit,
