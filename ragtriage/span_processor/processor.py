@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -237,7 +238,8 @@ class EvalSpanProcessor(SpanProcessor):
         self._waiting = False
         self._stopping = False
         self._shutdown = False
-        self._last_error_log = 0.0
+        self._last_error_log = -math.inf
+        self._last_writeback_log = -math.inf
 
     def _at_fork_reinit(self) -> None:
         """In a forked child: fresh locks, queue and worker; the parent's in-flight traces are not ours."""
@@ -473,7 +475,13 @@ class EvalSpanProcessor(SpanProcessor):
                 await self.writer.write(sample, result)
             except Exception as exc:
                 self._count("writeback_failed")
-                logger.warning("ragtriage: write-back failed for %s: %s", sample.sample_id, exc)
+                now = time.monotonic()
+                if now - self._last_writeback_log > 60:  # Phoenix down: one line a minute, not one per sample
+                    self._last_writeback_log = now
+                    failed = self.stats.get("writeback_failed", 0)
+                    logger.warning(
+                        "ragtriage: write-back failed (%d so far), e.g. for %s: %s", failed, sample.sample_id, exc
+                    )
                 raise WriteBackFailed(str(exc)) from exc
         return result
 
