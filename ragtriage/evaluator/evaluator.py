@@ -291,7 +291,10 @@ class RAGEvaluator:
         run.context_chars = sum(len(c) for c in contexts)
         base = {"sampled": True, "sample_key": sample_key, "question": question}
 
-        key = cache_key(question, answer, contexts, self._fingerprint) if self.cache is not None else None
+        # Only LLM verdicts are cached (the free tiers are cheaper than a cache lookup), so without an LLM
+        # judge the cache is not consulted at all.
+        cacheable = self.cache is not None and (self.local_judge is not None or self.heavy_judge is not None)
+        key = cache_key(question, answer, contexts, self._fingerprint) if cacheable else None
         if key is not None:
             cached = await self._cache_get(key)
             if cached is not None:
