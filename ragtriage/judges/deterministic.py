@@ -165,7 +165,7 @@ def _looks_injected(contexts: Sequence[str]) -> bool:
     """The regex is the judge; a plain substring scan first skips it for the vast majority of contexts."""
     for context in contexts:
         lowered = context.lower()
-        if any(word in lowered for word in _INJECTION_WORDS) and _INJECTION.search(lowered):
+        if any(map(lowered.__contains__, _INJECTION_WORDS)) and _INJECTION.search(lowered):
             return True
     return False
 
