@@ -176,7 +176,7 @@ class RAGEvaluator:
     @classmethod
     def from_calibration(cls, path: str | os.PathLike[str], **kwargs: Any) -> RAGEvaluator:
         """An evaluator with the thresholds ``ragtriage calibrate`` recommended; ``kwargs`` win over the file."""
-        from ragtriage.testing.calibration import load_calibration
+        from ragtriage.evaluator.calibration import load_calibration
 
         calibrated = load_calibration(path).evaluator_kwargs(kwargs.get("thresholds"))
         return cls(**{**calibrated, **{k: v for k, v in kwargs.items() if k != "thresholds"}})

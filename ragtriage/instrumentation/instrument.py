@@ -26,6 +26,7 @@ from ragtriage.config import Config
 from ragtriage.dashboards.metrics import EvalMetrics, enable_metrics
 from ragtriage.dashboards.prometheus import MetricsServer, serve_metrics
 from ragtriage.evaluator.cache import RedisCache
+from ragtriage.evaluator.calibration import load_calibration
 from ragtriage.evaluator.cost import CostTracker
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
@@ -33,7 +34,6 @@ from ragtriage.export.phoenix import PROJECT_ATTRIBUTE, PhoenixWriter, base_url
 from ragtriage.judges.llm import LLMJudge
 from ragtriage.span_processor.processor import EvalSpanProcessor, RAGSample, ResultWriter
 from ragtriage.streams.queue import StreamPublisher
-from ragtriage.testing.calibration import load_calibration
 
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()

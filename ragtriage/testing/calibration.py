@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-from ragtriage.evaluator import RAGEvaluationThresholds, RAGEvaluator
+from ragtriage.evaluator import RAGEvaluator
+from ragtriage.evaluator.calibration import Calibration, load_calibration
 from ragtriage.judges.base import Judge, JudgeError
 from ragtriage.testing.datasets import Item
 
@@ -192,40 +191,4 @@ def calibrate(
     return CalibrationReport(target_precision, tiers, faith, conf, notes)
 
 
-@dataclass(frozen=True, slots=True)
-class Calibration:
-    """A loaded calibration file: ``RAGEvaluator(**calibration.evaluator_kwargs(), ...)``."""
-
-    faithfulness: float | None
-    confidence_threshold: float | None
-    source: str
-
-    def evaluator_kwargs(self, base: RAGEvaluationThresholds | None = None) -> dict[str, Any]:
-        """``thresholds=`` (``base`` with the calibrated faithfulness) and ``confidence_threshold=``, each only
-        when the file recommends it."""
-        kwargs: dict[str, Any] = {}
-        if self.faithfulness is not None:
-            kwargs["thresholds"] = _replace(base or RAGEvaluationThresholds(), faithfulness=self.faithfulness)
-        if self.confidence_threshold is not None:
-            kwargs["confidence_threshold"] = self.confidence_threshold
-        return kwargs
-
-
-def _replace(t: RAGEvaluationThresholds, **changes: float) -> RAGEvaluationThresholds:
-    from dataclasses import replace
-
-    return replace(t, **changes)
-
-
-def load_calibration(path: str | Path) -> Calibration:
-    """Read a file written by ``ragtriage calibrate``; errors name the file and the bad field."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        rec = data["recommended"]
-        faith, conf = rec["thresholds"].get("faithfulness"), rec["confidence_threshold"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{path}: not a ragtriage calibration file ({type(exc).__name__}: {exc})") from exc
-    for name, value in (("faithfulness", faith), ("confidence_threshold", conf)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1):
-            raise ValueError(f"{path}: recommended {name} must be a number in [0, 1], got {value!r}")
-    return Calibration(faith, conf, str(path))
+__all__ = ["Calibration", "CalibrationReport", "calibrate", "load_calibration"]
