@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ragtriage import CostTracker, LLMJudge, RAGEvaluator
+from ragtriage import CostTracker
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 
 Q = "What is the capital of France?"
@@ -32,38 +32,6 @@ def heavy_reply(supported: int = 2, total: int = 2, **scores: float) -> Reply:
 
 def local_reply(**scores: float) -> Reply:
     return Reply(verdict_json(documents=DOCS, **scores), prompt_tokens=800, completion_tokens=80)
-
-
-@pytest.fixture
-async def make(judge_server: JudgeServer, heavy_server: JudgeServer):
-    built: list[RAGEvaluator] = []
-
-    def build(*, local: bool = True, heavy: bool = True, **kwargs: object) -> RAGEvaluator:
-        evaluator = RAGEvaluator(
-            sample_rate=1.0,
-            local_judge=LLMJudge(
-                model="llama-3.1-8b", base_url=judge_server.url, structured_output="vllm", max_retries=0, timeout_s=5
-            )
-            if local
-            else None,
-            heavy_judge=LLMJudge(
-                model="gpt-4o-mini",
-                base_url=heavy_server.url,
-                input_usd_per_1m=0.15,
-                output_usd_per_1m=0.6,
-                max_retries=0,
-                timeout_s=5,
-            )
-            if heavy
-            else None,
-            **kwargs,  # type: ignore[arg-type]
-        )
-        built.append(evaluator)
-        return evaluator
-
-    yield build
-    for evaluator in built:
-        await evaluator.aclose()
 
 
 async def test_confident_local_decides(make, judge_server: JudgeServer, heavy_server: JudgeServer) -> None:

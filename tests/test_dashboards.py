@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -15,7 +15,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from typer.testing import CliRunner
 
-from ragtriage import EvalSpanProcessor, LLMJudge, RAGEvaluationResult, RAGEvaluator
+from ragtriage import EvalSpanProcessor, RAGEvaluationResult, RAGEvaluator
 from ragtriage.cli import app
 from ragtriage.dashboards import enable_metrics, serve_metrics
 from ragtriage.dashboards.grafana import grafana_dashboard
@@ -37,36 +37,7 @@ HEAVY = Reply(
     completion_tokens=100,
 )
 
-Build = Callable[..., RAGEvaluator]
-
-
-@pytest.fixture
-async def make(judge_server: JudgeServer, heavy_server: JudgeServer) -> AsyncIterator[Build]:
-    built: list[RAGEvaluator] = []
-
-    def build(*, heavy: bool = True) -> RAGEvaluator:
-        evaluator = RAGEvaluator(
-            sample_rate=1.0,
-            local_judge=LLMJudge(
-                model="llama", base_url=judge_server.url, structured_output="vllm", max_retries=1, timeout_s=5
-            ),
-            heavy_judge=LLMJudge(
-                model="gpt-4o-mini",
-                base_url=heavy_server.url,
-                input_usd_per_1m=0.15,
-                output_usd_per_1m=0.6,
-                max_retries=0,
-                timeout_s=5,
-            )
-            if heavy
-            else None,
-        )
-        built.append(evaluator)
-        return evaluator
-
-    yield build
-    for evaluator in built:
-        await evaluator.aclose()
+Build = Callable[..., RAGEvaluator]  # the `make` fixture of conftest.py
 
 
 async def run_mix(
@@ -117,7 +88,7 @@ def value(found: dict[str, tuple[Any, list[Any]]], name: str, **attributes: str)
 async def test_metrics_of_real_evaluations(make: Build, judge_server: JudgeServer, heavy_server: JudgeServer) -> None:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
-    evaluator = make()
+    evaluator = make(local_retries=1)
     metrics = enable_metrics(evaluator, meter_provider=provider)
     assert enable_metrics(evaluator, meter_provider=provider) is metrics  # idempotent: nothing counted twice
     results = await run_mix(evaluator, judge_server, heavy_server)
@@ -179,7 +150,7 @@ def rag_trace(provider: TracerProvider, i: int) -> None:
 async def test_dropped_samples_come_from_the_processor(make: Build, judge_server: JudgeServer) -> None:
     release = threading.Event()
     judge_server.default = Reply(verdict_json(documents=DOCS, confidence=0.95), block=release)
-    evaluator = make(heavy=False)
+    evaluator = make(heavy=False, local_retries=1)
     processor = EvalSpanProcessor(evaluator, max_queue_size=1, max_concurrency=1)
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(processor)
@@ -206,7 +177,7 @@ def series_names(exposition: str) -> set[str]:
 async def test_prometheus_endpoint_shows_the_series(
     make: Build, judge_server: JudgeServer, heavy_server: JudgeServer
 ) -> None:
-    evaluator = make()
+    evaluator = make(local_retries=1)
     processor = EvalSpanProcessor(evaluator)  # kept alive: metrics hold it weakly
     server = serve_metrics(0, addr="127.0.0.1")
     try:
