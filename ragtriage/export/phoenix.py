@@ -147,7 +147,10 @@ def _explain(result: RAGEvaluationResult) -> str:
     return "; ".join(parts)[:_EXPLANATION_CHARS]
 
 
-def evaluator_span_attributes(sample: RAGSample, result: RAGEvaluationResult) -> dict[str, Any]:
+def evaluator_span_attributes(
+    sample: RAGSample, result: RAGEvaluationResult, annotations: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The EVALUATOR span's attributes; ``annotations`` are the rows of :func:`span_annotations`."""
     attributes: dict[str, Any] = {
         "openinference.span.kind": "EVALUATOR",
         OWN_SPAN: True,
@@ -165,7 +168,7 @@ def evaluator_span_attributes(sample: RAGSample, result: RAGEvaluationResult) ->
     }
     if result.error:
         attributes["ragtriage.error"] = result.error[:_EXPLANATION_CHARS]
-    for i, row in enumerate(span_annotations(sample, result)):
+    for i, row in enumerate(annotations):
         prefix = f"annotations.{i}.annotation."
         attributes[prefix + "name"] = row["name"]
         attributes[prefix + "annotator_kind"] = row["annotator_kind"]
@@ -213,14 +216,15 @@ class PhoenixWriter:
         self.counts: Counter[str] = Counter()
 
     async def write(self, sample: RAGSample, result: RAGEvaluationResult) -> None:
-        await asyncio.to_thread(self._emit_span, sample, result)
-        await self._post("/v1/span_annotations", span_annotations(sample, result))
+        annotations = span_annotations(sample, result)
+        await asyncio.to_thread(self._emit_span, sample, result, annotations)
+        await self._post("/v1/span_annotations", annotations)
         documents = document_annotations(sample, result)
         if documents:
             await self._post("/v1/document_annotations", documents)
         self.counts["writes"] += 1
 
-    def _emit_span(self, sample: RAGSample, result: RAGEvaluationResult) -> None:
+    def _emit_span(self, sample: RAGSample, result: RAGEvaluationResult, annotations: list[dict[str, Any]]) -> None:
         target = SpanContext(
             trace_id=sample.trace_id,
             span_id=sample.root_span_id,
@@ -234,7 +238,7 @@ class PhoenixWriter:
             "ragtriage.evaluate",
             context=set_span_in_context(NonRecordingSpan(target)),
             links=[Link(target, {"ragtriage.link": "evaluated"})],
-            attributes=evaluator_span_attributes(sample, result),
+            attributes=evaluator_span_attributes(sample, result, annotations),
             start_time=start,
         )
         span.end(end_time=end)
