@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -148,6 +149,8 @@ class RAGEvaluator:
         self._bound = sample_bound(self._sample_rate)
         self._history: deque[RAGEvaluationResult] = deque(maxlen=history_size)
         self._lock = threading.Lock()
+        ref = weakref.ref(self)  # a fork while another thread held the lock must not deadlock the child
+        os.register_at_fork(after_in_child=lambda: (e := ref()) and setattr(e, "_lock", threading.Lock()))
         self._counts: Counter[str] = Counter()
         self._observers: list[Callable[[RAGEvaluationResult], None]] = []
         self.alerts: AlertManager | None = None

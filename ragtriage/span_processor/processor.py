@@ -247,7 +247,6 @@ class EvalSpanProcessor(SpanProcessor):
         shutdown = self._shutdown
         self._init_state()
         self._shutdown = shutdown
-        self.evaluator._lock = threading.Lock()
 
     # -- SDK contract: called on the app's threads ----------------------------------------------------
 
