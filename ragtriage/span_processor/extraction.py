@@ -29,6 +29,12 @@ OWN_SPAN = "ragtriage.evaluation"
 
 MAX_DOCUMENTS = 64
 _QUESTION_KEYS = ("question", "query", "input", "user_input", "prompt")
+#: ``retrieval.documents.{i}.document.{content,score,id}``, formatted once instead of per span
+_DOCUMENT_KEYS = tuple(
+    tuple(f"{DOCS}.{i}.{name}" for name in (DocumentAttributes.DOCUMENT_CONTENT, DocumentAttributes.DOCUMENT_SCORE,
+                                            DocumentAttributes.DOCUMENT_ID))
+    for i in range(MAX_DOCUMENTS)
+)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -78,10 +84,10 @@ def extract(attributes: Mapping[str, Any], span_id: int) -> SpanFacts | None:
     kind = attributes.get(KIND)
     found = False
 
-    question = _text(attributes.get(FALLBACK_QUESTION))
-    answer = _text(attributes.get(FALLBACK_ANSWER))
-    contexts = attributes.get(FALLBACK_CONTEXTS)
-    if question is not None or answer is not None or contexts is not None:
+    if FALLBACK_QUESTION in attributes or FALLBACK_ANSWER in attributes or FALLBACK_CONTEXTS in attributes:
+        question = _text(attributes.get(FALLBACK_QUESTION))
+        answer = _text(attributes.get(FALLBACK_ANSWER))
+        contexts = attributes.get(FALLBACK_CONTEXTS)
         facts.question, facts.answer = question, answer
         if isinstance(contexts, list | tuple):
             facts.documents = [
@@ -92,13 +98,12 @@ def extract(attributes: Mapping[str, Any], span_id: int) -> SpanFacts | None:
         found = True
 
     if kind == "RETRIEVER" and not facts.documents:
-        for i in range(MAX_DOCUMENTS):
-            prefix = f"{DOCS}.{i}."
-            content = _text(attributes.get(prefix + DocumentAttributes.DOCUMENT_CONTENT))
+        for i, (content_key, score_key, id_key) in enumerate(_DOCUMENT_KEYS):
+            content = _text(attributes.get(content_key))
             if content is None:
                 break
-            score = attributes.get(prefix + DocumentAttributes.DOCUMENT_SCORE)
-            doc_id = attributes.get(prefix + DocumentAttributes.DOCUMENT_ID)
+            score = attributes.get(score_key)
+            doc_id = attributes.get(id_key)
             facts.documents.append(
                 Document(
                     content,

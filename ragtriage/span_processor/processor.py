@@ -1,7 +1,7 @@
 """EvalSpanProcessor: picks RAG traces out of the app's spans and evaluates them in the background.
 
 The app's threads only ever do O(1) work here: a dict lookup, a few attribute
-reads, a ``put_nowait`` on a bounded queue. Judging, caching and write-back
+reads, an append to a bounded queue. Judging, caching and write-back
 happen on one background thread with its own asyncio loop. Nothing raises into
 the app; everything that is dropped is counted.
 """
@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import math
 import os
-import queue
 import threading
 import time
 import weakref
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
+from ragtriage.evaluator.sampling import sample_bound
 from ragtriage.span_processor.extraction import (
     FALLBACK_ANSWER,
     FALLBACK_CONTEXTS,
@@ -43,6 +44,7 @@ _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY
 _MAX_DOCUMENTS_PER_TRACE = 256
 #: How often an idle worker looks at the queue; force_flush() and shutdown() wake it at once.
 _POLL_S = 0.05
+_LOW_64_BITS = (1 << 64) - 1
 
 
 @dataclass(slots=True)
@@ -117,7 +119,10 @@ class WriteBackFailed(Exception):
 
 
 SampleHandler = Callable[[RAGSample], Awaitable[None]]
-"""What the background worker does with a completed sample (default: evaluate and write back)."""
+"""What the background worker does with a completed sample (default: evaluate and write back).
+
+A handler that also has ``async handle_batch(samples)`` is given all the samples of one poll at
+once instead (one task per poll, not per sample); it returns when all of them are done."""
 
 
 class ResultWriter(Protocol):
@@ -223,6 +228,7 @@ class EvalSpanProcessor(SpanProcessor):
         self._max_concurrency = max_concurrency
         self._on_result = on_result
         self._handler: SampleHandler = handler or self.evaluate_and_write
+        self._bound = sample_bound(evaluator.sample_rate)  # the evaluator's rule, inlined for the hot path
         self._init_state()
         ref = weakref.WeakMethod(self._at_fork_reinit)
         os.register_at_fork(after_in_child=lambda: (m := ref()) and m())
@@ -230,10 +236,15 @@ class EvalSpanProcessor(SpanProcessor):
     def _init_state(self) -> None:
         self._lock = threading.Lock()
         self._traces: OrderedDict[int, _TraceBuffer] = OrderedDict()
-        self._queue: queue.Queue[_CompletedTrace] = queue.Queue(self._max_queue_size)
-        self._pending = 0
+        # deque.append/popleft are atomic: the app's threads append without a lock; the bound is checked
+        # first, so under concurrent appends it can be passed by at most one sample per app thread.
+        self._queue: deque[_CompletedTrace] = deque()
+        self._in_flight = 0  # taken off the queue, not finished; changed under _idle by the worker only
         self._idle = threading.Condition(threading.Lock())
         self._counts: Counter[str] = Counter()
+        # The two counters every (sampled) trace bumps, lock-free: next() on itertools.count is one C call.
+        self._not_sampled = itertools.count()
+        self._queued = itertools.count()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -252,11 +263,12 @@ class EvalSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
         try:
-            if self._shutdown or not _is_local_root(span):
-                return
-            ctx = span.get_span_context()
-            if ctx is None or not self.evaluator.should_sample(ctx.trace_id):
-                self._count("traces_not_sampled")
+            parent = span.parent
+            if (parent is not None and not parent.is_remote) or self._shutdown:
+                return  # not a local root: its trace was decided when the root started
+            trace_id = span.get_span_context().trace_id
+            if trace_id & _LOW_64_BITS >= self._bound:  # RAGEvaluator.should_sample's rule, without two calls
+                next(self._not_sampled)
                 return
             now = time.monotonic()
             with self._lock:
@@ -264,7 +276,7 @@ class EvalSpanProcessor(SpanProcessor):
                 if len(self._traces) >= self._max_traces:
                     self._counts["traces_dropped_buffer_full"] += 1
                     return
-                self._traces[ctx.trace_id] = _TraceBuffer(now + self._ttl)
+                self._traces[trace_id] = _TraceBuffer(now + self._ttl)
                 self._counts["traces_sampled"] += 1
         except Exception:
             self._internal_error()
@@ -313,14 +325,11 @@ class EvalSpanProcessor(SpanProcessor):
         return RAGSample(trace.trace_id, trace.root_span_id, facts.question[1], facts.answer[1], facts.documents)
 
     def _enqueue(self, trace: _CompletedTrace) -> None:
-        with self._idle:
-            try:
-                self._queue.put_nowait(trace)
-            except queue.Full:
-                self._counts["samples_dropped_queue_full"] += 1
-                return
-            self._pending += 1
-            self._counts["samples_queued"] += 1
+        if len(self._queue) >= self._max_queue_size:
+            self._count("samples_dropped_queue_full")
+            return
+        self._queue.append(trace)
+        next(self._queued)
         if self._thread is None:
             self._start_worker()
         # No wake-up here: the worker polls every _POLL_S. A wake-up per sample costs the app a syscall
@@ -331,7 +340,7 @@ class EvalSpanProcessor(SpanProcessor):
         deadline = time.monotonic() + timeout_millis / 1000
         self._wakeup()
         with self._idle:
-            while self._pending:
+            while self._queue or self._in_flight:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -357,10 +366,14 @@ class EvalSpanProcessor(SpanProcessor):
         """Counters: sampled / not sampled traces, queued and dropped samples, errors, ..."""
         with self._lock:
             counts = dict(self._counts)
+        for name, tally in (("traces_not_sampled", self._not_sampled), ("samples_queued", self._queued)):
+            if value := _tally(tally):
+                counts[name] = value
+        prefix = getattr(self._handler, "stats_prefix", "handler_")
         for name, value in getattr(self._handler, "counts", {}).items():  # e.g. the queue publisher's
-            counts[f"queue_{name}"] = value
+            counts[prefix + name] = value
         counts["traces_in_flight"] = len(self._traces)
-        counts["queue_size"] = self._queue.qsize()
+        counts["queue_size"] = len(self._queue)
         return counts
 
     def _count(self, name: str, n: int = 1) -> None:
@@ -411,33 +424,39 @@ class EvalSpanProcessor(SpanProcessor):
 
     async def _main(self, loop: asyncio.AbstractEventLoop) -> None:
         token = otel_context.attach(otel_context.set_value(_SUPPRESS_KEY, True))
-        self._wake = asyncio.Event()
+        self._wake = wake = asyncio.Event()
         self._loop = loop
-        slots = asyncio.Semaphore(self._max_concurrency)
+        handle_batch = getattr(self._handler, "handle_batch", None)
         tasks: set[asyncio.Task[None]] = set()
         try:
             while True:
-                try:
-                    trace = self._queue.get_nowait()
-                except queue.Empty:
-                    if self._stopping:
+                with self._idle:  # take what fits under max_concurrency; in_flight counts it from here on
+                    take = min(len(self._queue), self._max_concurrency - self._in_flight)
+                    traces = [self._queue.popleft() for _ in range(take)]
+                    self._in_flight += take
+                if not traces:
+                    if self._stopping and not self._queue:
                         break
                     with self._lock:
                         self._expire(time.monotonic())
                     with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), _POLL_S)
-                    self._wake.clear()
+                        await asyncio.wait_for(wake.wait(), _POLL_S)
+                    wake.clear()
                     continue
-                await slots.acquire()
-                task = loop.create_task(self._process(trace, slots))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                if handle_batch is not None:  # one hand-over for the whole poll: no task per sample
+                    coroutines = [self._process_batch(handle_batch, traces)]
+                else:
+                    coroutines = [self._process(trace) for trace in traces]
+                for coroutine in coroutines:
+                    task = loop.create_task(coroutine)
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             otel_context.detach(token)
 
-    async def _process(self, trace: _CompletedTrace, slots: asyncio.Semaphore) -> None:
+    async def _process(self, trace: _CompletedTrace) -> None:
         try:
             sample = self._assemble(trace)
             if sample is not None:
@@ -447,10 +466,26 @@ class EvalSpanProcessor(SpanProcessor):
         except Exception:
             self._internal_error()
         finally:
-            slots.release()
-            with self._idle:
-                self._pending -= 1
-                self._idle.notify_all()
+            self._done(1)
+
+    async def _process_batch(
+        self, handle_batch: Callable[[list[RAGSample]], Awaitable[None]], traces: list[_CompletedTrace]
+    ) -> None:
+        try:
+            samples = [sample for trace in traces if (sample := self._assemble(trace)) is not None]
+            if samples:
+                await handle_batch(samples)
+        except Exception:
+            self._internal_error()
+        finally:
+            self._done(len(traces))
+
+    def _done(self, n: int) -> None:
+        with self._idle:
+            self._in_flight -= n
+            self._idle.notify_all()
+        if self._wake is not None:
+            self._wake.set()  # room under max_concurrency again (we are on the worker's loop)
 
     async def evaluate_and_write(self, sample: RAGSample) -> RAGEvaluationResult:
         """The default handler: evaluate in this process, report, write back.
@@ -501,6 +536,11 @@ def _attribute_dict(span: ReadableSpan) -> Mapping[str, Any]:
     """
     raw = getattr(getattr(span, "_attributes", None), "_dict", None)
     return raw if isinstance(raw, dict) else dict(span.attributes or {})
+
+
+def _tally(counter: itertools.count[int]) -> int:
+    """How often ``next()`` was called on a fresh ``itertools.count()`` (read from its repr, ``count(N)``)."""
+    return int(repr(counter)[6:-1])
 
 
 def _is_local_root(span: ReadableSpan) -> bool:
