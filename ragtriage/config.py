@@ -48,6 +48,7 @@ class Config:
     queue_url: str | None = field(default=None, metadata=_env("RAGTRIAGE_QUEUE_URL", secret=True))
     calibration_file: str | None = field(default=None, metadata=_env("RAGTRIAGE_CALIBRATION_FILE"))
     alert_rules_file: str | None = field(default=None, metadata=_env("RAGTRIAGE_ALERT_RULES_FILE"))
+    evaluate_in: str = field(default="thread", metadata=_env("RAGTRIAGE_EVALUATE_IN", choices=("thread", "process")))
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -82,6 +83,15 @@ class Config:
                 continue
             values[name] = value
         return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The set fields as environment variables: what a child process's ``from_env()`` reads back."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                env[f.metadata["env"]] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -125,6 +135,8 @@ def _problem(name: str, value: Any, type_: Any, meta: Any) -> str | None:
             return f"must be in [0, 1], got {value!r}"
     elif not isinstance(value, str) or not value:
         return f"must be a non-empty string, got {value!r}"
+    elif meta.get("choices") and value not in meta["choices"]:
+        return f"must be one of {', '.join(map(repr, meta['choices']))}, got {value!r}"
     if (name.endswith("_url") or name == "endpoint") and not str(value).startswith(
         ("http://", "https://", "redis://", "rediss://", "unix://")
     ):

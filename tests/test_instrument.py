@@ -85,6 +85,9 @@ def test_bad_environment_warns_and_uses_the_default(monkeypatch: pytest.MonkeyPa
         ({"max_queue_size": 0}, ValueError, "max_queue_size"),
         ({"no_such_setting": 1}, TypeError, "no_such_setting"),
         ({"evaluator": RAGEvaluator(), "sample_rate": 0.5}, ValueError, "sample_rate"),
+        ({"evaluate_in": "sideways"}, ValueError, "evaluate_in"),
+        ({"evaluate_in": "process", "on_result": print}, ValueError, "on_result"),
+        ({"evaluate_in": "process", "evaluator": RAGEvaluator()}, ValueError, "evaluator"),
     ],
 )
 def test_bad_arguments_raise_at_once(kwargs: dict, error: type[Exception], named: str) -> None:

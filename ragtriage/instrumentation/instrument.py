@@ -7,10 +7,12 @@ environment fallbacks, returns the TracerProvider it used.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -32,6 +34,7 @@ from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.export.phoenix import PROJECT_ATTRIBUTE, PhoenixWriter, base_url
 from ragtriage.judges.llm import LLMJudge
+from ragtriage.span_processor.child_process import ProcessHandler
 from ragtriage.span_processor.processor import EvalSpanProcessor, RAGSample, ResultWriter
 from ragtriage.streams.queue import StreamPublisher
 
@@ -118,6 +121,9 @@ def instrument(
     ``metrics_port`` they are also served for Prometheus on that port (the ``prometheus`` extra).
     With ``queue="redis://..."`` (or ``RAGTRIAGE_QUEUE_URL``) samples are not evaluated here but
     appended to a Redis Stream for ``ragtriage worker`` processes (which judge, write back and alert).
+    With ``evaluate_in="process"`` (or ``RAGTRIAGE_EVALUATE_IN=process``) they are judged, written back
+    and alerted on by a child process built from the same settings, so evaluation never competes with
+    the app for the GIL; ``metrics_port`` is then served by that child.
     """
     global _installed
     if tracer_provider is not None and not isinstance(tracer_provider, TracerProvider):
@@ -131,6 +137,21 @@ def instrument(
     config = Config.from_env(
         endpoint=endpoint, project_name=project_name, sample_rate=sample_rate, queue_url=queue, **settings
     )
+    if config.evaluate_in == "process" and not config.queue_url:
+        in_process_only = {
+            "evaluator": evaluator,
+            "writer": writer,
+            "on_result": on_result,
+            "alert_sinks": alert_sinks,
+            "alert_rules": alert_rules,
+            "meter_provider": meter_provider,
+        }
+        given = [name for name, value in in_process_only.items() if value is not None]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} cannot cross into the evaluator process (evaluate_in='process'): configure "
+                "it through settings and RAGTRIAGE_* variables, or use evaluate_in='thread'"
+            )
 
     with _lock:
         if _installed is not None:
@@ -147,10 +168,13 @@ def instrument(
         if existing:
             _installed = _Installation(provider, existing[0])
             return provider
-        handler = None
+        handler: StreamPublisher | ProcessHandler | None = None
         if config.queue_url:  # evaluation happens in `ragtriage worker`: no judges, writer or alerts here
             handler = StreamPublisher(config.queue_url)
             evaluator = evaluator or RAGEvaluator(sample_rate=config.sample_rate, alert_sinks=())
+        elif config.evaluate_in == "process":  # ... or in a child process that builds them from `config`
+            handler = _evaluator_process(config, project_of(provider, config), metrics_port)
+            evaluator, metrics_port = RAGEvaluator(sample_rate=config.sample_rate, alert_sinks=()), None
         if writer is None and config.write_back and handler is None:
             writer = PhoenixWriter(
                 endpoint=config.endpoint, project_name=project_of(provider, config), api_key=config.phoenix_api_key
@@ -163,7 +187,8 @@ def instrument(
             max_traces_in_flight=config.max_traces_in_flight,
             max_spans_per_trace=config.max_spans_per_trace,
             trace_ttl_s=config.trace_ttl_s,
-            max_concurrency=config.max_concurrency,
+            # a child evaluates max_concurrency at once; the parent only waits for its replies
+            max_concurrency=config.max_queue_size if isinstance(handler, ProcessHandler) else config.max_concurrency,
             on_result=on_result,
             handler=handler,
         )
@@ -180,6 +205,15 @@ def instrument(
         if auto_instrument:
             _installed.instrumentors = _auto_instrument(provider)
         return provider
+
+
+def _evaluator_process(config: Config, project: str, metrics_port: int | None) -> ProcessHandler:
+    """The handler that evaluates in ``python -m ragtriage.instrumentation.evaluator_process``."""
+    command = [sys.executable, "-m", "ragtriage.instrumentation.evaluator_process"]
+    if metrics_port is not None:
+        command += ["--metrics-port", str(metrics_port)]
+    env = {**os.environ, **replace(config, project_name=project).to_env()}
+    return ProcessHandler(command, env=env)
 
 
 def uninstrument() -> None:

@@ -38,6 +38,8 @@ class StreamPublisher:
     so a dead Redis does not cost a timeout per sample.
     """
 
+    stats_prefix = "queue_"
+
     def __init__(
         self,
         url: str,

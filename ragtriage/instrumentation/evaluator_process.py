@@ -1,0 +1,124 @@
+"""The child process of ``instrument(evaluate_in="process")``.
+
+Reads ``<seq> <sample JSON>`` lines on stdin, evaluates and writes back each
+sample exactly as the in-process path does (``EvalSpanProcessor.
+evaluate_and_write``), and answers ``<seq> <status>`` on stdout. Configuration
+comes from the environment the parent set (``Config.to_env``). On EOF it
+finishes what it holds and exits.
+
+    python -m ragtriage.instrumentation.evaluator_process [--metrics-port N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from typing import BinaryIO
+
+from opentelemetry import context as otel_context
+
+from ragtriage.config import Config
+from ragtriage.export.phoenix import PhoenixWriter, base_url
+from ragtriage.instrumentation.instrument import build_evaluator
+from ragtriage.span_processor.child_process import MAX_LINE_BYTES
+from ragtriage.span_processor.processor import EvalSpanProcessor, RAGSample, WriteBackFailed
+
+logger = logging.getLogger("ragtriage.evaluator_process")
+#: Replies are sent in batches: one wake-up of the app process's background thread per batch, not per sample.
+REPLY_DELAY_S = 0.02
+
+
+def build_processor(config: Config) -> EvalSpanProcessor:
+    """Evaluator, alerts and writer as :func:`ragtriage.instrument` builds them; the parent sampled already."""
+    evaluator = build_evaluator(config)
+    if evaluator.alerts is not None:
+        evaluator.alerts.project = config.project_name
+        evaluator.alerts.phoenix_url = base_url(config.endpoint)
+    writer = (
+        PhoenixWriter(endpoint=config.endpoint, project_name=config.project_name, api_key=config.phoenix_api_key)
+        if config.write_back
+        else None
+    )
+    return EvalSpanProcessor(evaluator, writer=writer)  # never attached: its evaluate_and_write is the shared path
+
+
+async def serve(processor: EvalSpanProcessor, concurrency: int, replies: BinaryIO) -> None:
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader(limit=MAX_LINE_BYTES)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin.buffer)
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, replies)
+    stdout = asyncio.StreamWriter(transport, protocol, None, loop)
+    slots = asyncio.Semaphore(concurrency)
+    tasks: set[asyncio.Task[None]] = set()
+    outbox: list[bytes] = []
+
+    async def one(seq: bytes, payload: bytes) -> None:
+        try:
+            await processor.evaluate_and_write(RAGSample.from_json(payload.decode("utf-8", "surrogatepass")))
+            status = "ok"
+        except ValueError as exc:
+            logger.warning("malformed sample %s: %s", seq.decode("ascii", "replace"), exc)
+            status = "malformed"
+        except WriteBackFailed:
+            status = "write_back_failed"  # counted and logged (rate-limited) by the processor
+        except Exception:
+            logger.exception("evaluation failed")
+            status = "error"
+        finally:
+            slots.release()
+        if not outbox:
+            loop.call_later(REPLY_DELAY_S, send)
+        outbox.append(seq + b" " + status.encode() + b"\n")
+
+    def send() -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):  # the parent is gone
+            stdout.write(b"".join(outbox))
+        outbox.clear()
+
+    token = otel_context.attach(otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True))
+    try:
+        while line := await stdin.readline():
+            seq, _, payload = line.rstrip(b"\n").partition(b" ")
+            await slots.acquire()
+            task = loop.create_task(one(seq, payload))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks)
+        send()
+        with contextlib.suppress(ConnectionError):
+            await stdout.drain()
+    finally:
+        otel_context.detach(token)
+        await processor.evaluator.aclose()
+        if processor.writer is not None:
+            await processor.writer.aclose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ragtriage.instrumentation.evaluator_process")
+    parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
+    args = parser.parse_args(argv)
+    # Replies get the pipe that was stdout; stdout itself now goes to stderr, so a stray print() in
+    # some library cannot garble the reply stream.
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    logging.basicConfig(level=logging.WARNING, format="ragtriage evaluator process: %(levelname)s %(message)s")
+    config = Config.from_env(sample_rate=1.0)
+    processor = build_processor(config)
+    if args.metrics_port is not None:
+        from ragtriage.dashboards import enable_metrics, serve_metrics
+
+        enable_metrics(
+            processor.evaluator, processor=processor, meter_provider=serve_metrics(args.metrics_port).meter_provider
+        )
+    asyncio.run(serve(processor, config.max_concurrency, replies))
+
+
+if __name__ == "__main__":
+    main()
