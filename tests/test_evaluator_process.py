@@ -136,28 +136,41 @@ def test_handler_arguments_are_checked(kwargs: dict, error: type[Exception], nam
         ProcessHandler(**kwargs)
 
 
-def test_a_forked_app_process_gets_its_own_child(provider: TracerProvider, judge_server: JudgeServer, tmp_path) -> None:
-    processor, handler = child_processor(provider, judge_server)
+def test_a_forked_app_process_gets_its_own_child(
+    provider: TracerProvider, judge_server: JudgeServer, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    processor, handler = child_processor(provider, judge_server, shutdown_timeout_s=20)
     rag_request(provider)
     assert processor.force_flush(60_000) and processor.stats["child_ok"] == 1
     parents_child = handler.pid
     out = tmp_path / "fork.json"
+    hold_read, hold_write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the forked app process
+    if pid == 0:  # the forked app process: evaluates its own trace, then stays alive until told to go
         code = 1
         try:
+            os.close(hold_write)
             rag_request(provider)
             ok = processor.force_flush(60_000)
             out.write_text(json.dumps({"ok": ok, "stats": processor.stats, "child": handler.pid}))
-            processor.shutdown()
+            os.read(hold_read, 1)
             code = 0
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
+    os.close(hold_read)
+    try:
+        wait_until(out.exists)
+        wait_until(lambda: out.read_text().endswith("}"))
+        forked = json.loads(out.read_text())
+        assert forked["ok"] and forked["stats"]["child_ok"] == 1 and forked["stats"]["child_starts"] == 1
+        assert forked["child"] not in (None, parents_child)
+        assert handler.pid == parents_child and processor.stats["child_ok"] == 1  # the parent's side is untouched
+        # The forked process is still alive; had it kept its copy of the pipe, the parent's child would never
+        # see EOF and would be killed after shutdown_timeout_s.
+        with caplog.at_level("WARNING", logger="ragtriage"):
+            processor.shutdown()
+        assert handler.pid is None and "killing it" not in caplog.text
+    finally:
+        os.close(hold_write)
+        _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    forked = json.loads(out.read_text())
-    assert forked["ok"] and forked["stats"]["child_ok"] == 1 and forked["stats"]["child_starts"] == 1
-    assert forked["child"] not in (None, parents_child)
-    assert handler.pid == parents_child and processor.stats["child_ok"] == 1  # the parent's side is untouched
-    processor.shutdown()
-    assert handler.pid is None
