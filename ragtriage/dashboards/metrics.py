@@ -41,6 +41,9 @@ _DROP_REASONS = {
     "samples_dropped_queue_full": "queue_full",
     "traces_dropped_buffer_full": "buffer_full",
     "traces_expired": "trace_expired",
+    "queue_dropped": "queue_unreachable",  # instrument(queue=...): Redis down
+    "child_dropped": "evaluator_process_down",  # evaluate_in="process": the child could not be (re)started
+    "child_lost": "evaluator_process_died",  # ... or died holding these samples
 }
 _NO_TIER = "none"
 
