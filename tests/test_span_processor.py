@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -146,6 +147,44 @@ def test_traces_without_retrieval_or_answer_are_ignored_and_counted(provider: Tr
     assert processor.force_flush(5_000)
     assert writer.items == []
     assert processor.stats["traces_not_rag"] == 1 and processor.stats["traces_incomplete"] == 1
+
+
+def test_two_local_roots_of_one_trace_become_two_samples(provider: TracerProvider) -> None:
+    """The service is called twice within one distributed trace, the calls overlapping: each call is judged on
+    its own question, contexts and answer, never on a mix of the two."""
+    processor, writer = attach(provider)
+    tracer = provider.get_tracer("app")
+    remote = trace.set_span_in_context(
+        trace.NonRecordingSpan(
+            trace.SpanContext(0xABC, 0x123, is_remote=True, trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
+        )
+    )
+    calls = {"first": ("Who wrote Hamlet?", "Shakespeare wrote Hamlet.", "Hamlet is a play by Shakespeare."),
+             "second": ("What is the capital of France?", ANSWER, DOCS[0])}  # fmt: skip
+    roots = {
+        name: tracer.start_span(name, context=remote, attributes={"openinference.span.kind": "CHAIN",
+                                                                  "input.value": question})
+        for name, (question, _, _) in calls.items()
+    }  # fmt: skip
+    for name in ("second", "first"):  # interleaved: each retrieval ends while both calls are open
+        retriever = tracer.start_span(
+            "retrieve",
+            context=trace.set_span_in_context(roots[name]),
+            attributes={"openinference.span.kind": "RETRIEVER",
+                        "retrieval.documents.0.document.content": calls[name][2]},
+        )  # fmt: skip
+        retriever.end()
+    for name in ("first", "second"):
+        roots[name].set_attribute("output.value", calls[name][1])
+        roots[name].end()
+        if name == "first":
+            assert processor.force_flush(1_000) and writer.items == []  # the second call is still running
+    assert processor.force_flush(10_000)
+    judged = {sample.root_span_id: sample for sample, _ in writer.items}
+    assert len(judged) == 2 and processor.stats["traces_sampled"] == 1
+    for name, (question, answer, context) in calls.items():
+        sample = judged[roots[name].get_span_context().span_id]
+        assert (sample.question, sample.answer, sample.contexts) == (question, answer, [context])
 
 
 def test_sampling_is_per_trace_and_follows_trace_id_ratio(provider: TracerProvider) -> None:

@@ -133,7 +133,6 @@ class ProcessHandler:
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     env=self._env,
-                    limit=1024 * 1024,
                 )
             except OSError as exc:
                 logger.warning("ragtriage: could not start the evaluator process %s: %s", self._command, exc)

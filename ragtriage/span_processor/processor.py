@@ -133,22 +133,29 @@ class ResultWriter(Protocol):
     async def aclose(self) -> None: ...
 
 
-class _TraceBuffer:
-    """One in-flight trace: references to its spans' (immutable, ended) attribute dicts, nothing copied."""
+#: One ended span as buffered: its (immutable) attribute dict, span id, parent span id, whether a local root.
+_BufferedSpan = tuple[Mapping[str, Any], int, int, bool]
 
-    __slots__ = ("expires", "rag", "spans")
+
+class _TraceBuffer:
+    """One in-flight trace: references to its spans' (immutable, ended) attribute dicts, nothing copied.
+
+    A trace can have several local roots in one process (the service was called twice within it); the
+    buffer is complete when the last of them ends, and each root becomes its own sample."""
+
+    __slots__ = ("expires", "open_roots", "rag", "spans")
 
     def __init__(self, expires: float) -> None:
         self.expires = expires
+        self.open_roots = 1
         self.rag = False
-        self.spans: list[tuple[Mapping[str, Any], int, bool]] = []
+        self.spans: list[_BufferedSpan] = []
 
 
 @dataclass(slots=True)
 class _CompletedTrace:
     trace_id: int
-    root_span_id: int
-    spans: list[tuple[Mapping[str, Any], int, bool]]
+    spans: list[_BufferedSpan]
 
 
 class _Facts:
@@ -273,6 +280,10 @@ class EvalSpanProcessor(SpanProcessor):
             now = time.monotonic()
             with self._lock:
                 self._expire(now)
+                buffer = self._traces.get(trace_id)
+                if buffer is not None:  # another local root of a trace already in flight here
+                    buffer.open_roots += 1
+                    return
                 if len(self._traces) >= self._max_traces:
                     self._counts["traces_dropped_buffer_full"] += 1
                     return
@@ -292,37 +303,64 @@ class EvalSpanProcessor(SpanProcessor):
             attributes = _attribute_dict(span)
             if OWN_SPAN in attributes:
                 return
-            is_root = _is_local_root(span)
+            parent = span.parent
+            is_root = parent is None or parent.is_remote
             if len(buffer.spans) < self._max_spans or is_root:  # the root (question, answer) always counts
                 # A reference, not a copy: an ended span's attributes no longer change. Extraction
                 # happens on the background thread; here only two dict lookups.
-                buffer.spans.append((attributes, ctx.span_id, is_root))
+                buffer.spans.append((attributes, ctx.span_id, 0 if is_root else parent.span_id, is_root))
                 if attributes.get(KIND) == "RETRIEVER" or FALLBACK_CONTEXTS in attributes:
                     buffer.rag = True
             else:
                 self._count("spans_dropped_trace_full")
             if is_root:
                 with self._lock:
+                    buffer.open_roots -= 1
+                    if buffer.open_roots > 0:
+                        return  # the trace's other local root is still running
                     self._traces.pop(ctx.trace_id, None)
                 if buffer.rag:
-                    self._enqueue(_CompletedTrace(ctx.trace_id, ctx.span_id, buffer.spans))
+                    self._enqueue(_CompletedTrace(ctx.trace_id, buffer.spans))
                 else:
                     self._count("traces_not_rag")
         except Exception:
             self._internal_error()
 
-    def _assemble(self, trace: _CompletedTrace) -> RAGSample | None:
-        """Extract question, contexts and answer from a completed trace (background thread)."""
-        facts = _Facts()
-        for attributes, span_id, is_root in trace.spans:
-            facts.add(attributes, span_id, is_root)
-        if not facts.documents:
-            self._count("traces_not_rag")
-            return None
-        if facts.question is None or facts.answer is None:
-            self._count("traces_incomplete")
-            return None
-        return RAGSample(trace.trace_id, trace.root_span_id, facts.question[1], facts.answer[1], facts.documents)
+    def _assemble(self, trace: _CompletedTrace) -> list[RAGSample]:
+        """Extract question, contexts and answer per local root of a completed trace (background thread)."""
+        samples = []
+        for root_span_id, spans in self._by_local_root(trace.spans):
+            facts = _Facts()
+            for attributes, span_id, _, is_root in spans:
+                facts.add(attributes, span_id, is_root)
+            if not facts.documents:
+                self._count("traces_not_rag")
+            elif facts.question is None or facts.answer is None:
+                self._count("traces_incomplete")
+            else:
+                samples.append(
+                    RAGSample(trace.trace_id, root_span_id, facts.question[1], facts.answer[1], facts.documents)
+                )
+        return samples
+
+    def _by_local_root(self, spans: list[_BufferedSpan]) -> list[tuple[int, list[_BufferedSpan]]]:
+        """Split a trace's spans by the local root they descend from (almost always just one root)."""
+        roots = [span_id for _, span_id, _, is_root in spans if is_root]
+        if len(roots) == 1:
+            return [(roots[0], spans)]
+        groups: dict[int, list[_BufferedSpan]] = {root: [] for root in roots}
+        parent_of = {span_id: parent_id for _, span_id, parent_id, is_root in spans if not is_root}
+        for span in spans:
+            node: int | None = span[1]
+            for _ in range(len(spans) + 1):  # a parent chain is never longer than the buffer
+                if node in groups:
+                    groups[node].append(span)
+                    break
+                node = parent_of.get(node)  # type: ignore[arg-type]
+                if node is None:  # its parent was not buffered (dropped, or still open): whose is it?
+                    self._count("spans_unattributed")
+                    break
+        return list(groups.items())
 
     def _enqueue(self, trace: _CompletedTrace) -> None:
         if len(self._queue) >= self._max_queue_size:
@@ -458,8 +496,7 @@ class EvalSpanProcessor(SpanProcessor):
 
     async def _process(self, trace: _CompletedTrace) -> None:
         try:
-            sample = self._assemble(trace)
-            if sample is not None:
+            for sample in self._assemble(trace):
                 await self._handler(sample)
         except WriteBackFailed:
             pass  # counted where it happened
@@ -472,7 +509,7 @@ class EvalSpanProcessor(SpanProcessor):
         self, handle_batch: Callable[[list[RAGSample]], Awaitable[None]], traces: list[_CompletedTrace]
     ) -> None:
         try:
-            samples = [sample for trace in traces if (sample := self._assemble(trace)) is not None]
+            samples = [sample for trace in traces for sample in self._assemble(trace)]
             if samples:
                 await handle_batch(samples)
         except Exception:
@@ -541,8 +578,3 @@ def _attribute_dict(span: ReadableSpan) -> Mapping[str, Any]:
 def _tally(counter: itertools.count[int]) -> int:
     """How often ``next()`` was called on a fresh ``itertools.count()`` (read from its repr, ``count(N)``)."""
     return int(repr(counter)[6:-1])
-
-
-def _is_local_root(span: ReadableSpan) -> bool:
-    parent = span.parent
-    return parent is None or parent.is_remote
