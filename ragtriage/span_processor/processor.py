@@ -519,10 +519,11 @@ class EvalSpanProcessor(SpanProcessor):
 
     def _done(self, n: int) -> None:
         with self._idle:
+            was_full = self._in_flight >= self._max_concurrency
             self._in_flight -= n
             self._idle.notify_all()
-        if self._wake is not None:
-            self._wake.set()  # room under max_concurrency again (we are on the worker's loop)
+        if was_full and self._queue and self._wake is not None:
+            self._wake.set()  # samples wait for the room just made (we are on the worker's loop)
 
     async def evaluate_and_write(self, sample: RAGSample) -> RAGEvaluationResult:
         """The default handler: evaluate in this process, report, write back.
