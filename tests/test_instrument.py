@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 import ragtriage
 from ragtriage import Config, EvalSpanProcessor, RAGEvaluator
 from ragtriage.instrumentation.instrument import installed_processor
+from tests.test_span_processor import rag_request
 
 
 @pytest.fixture(autouse=True)
@@ -73,6 +74,26 @@ def test_bad_environment_warns_and_uses_the_default(monkeypatch: pytest.MonkeyPa
         config = Config.from_env()
     assert config.sample_rate == 0.1 and config.max_queue_size == 2048
     assert "RAGTRIAGE_SAMPLE_RATE" in caplog.text and "RAGTRIAGE_MAX_QUEUE_SIZE" in caplog.text
+
+
+def test_evaluate_in_process_from_the_environment_never_stops_an_app_that_passes_objects(
+    monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    monkeypatch.setenv("RAGTRIAGE_EVALUATE_IN", "process")
+    results: list[object] = []
+    provider = TracerProvider()
+    try:
+        with caplog.at_level(logging.WARNING):
+            ragtriage.instrument(tracer_provider=provider, sample_rate=1.0, write_back=False, auto_instrument=False,
+                                 on_result=lambda sample, result: results.append(result))  # fmt: skip
+        assert "RAGTRIAGE_EVALUATE_IN=process ignored: on_result" in caplog.text
+        rag_request(provider)
+        processor = installed_processor()
+        assert processor is not None and processor.force_flush(10_000)
+        assert len(results) == 1 and not any(key.startswith("child_") for key in processor.stats)
+    finally:
+        ragtriage.uninstrument()
+        provider.shutdown()
 
 
 @pytest.mark.parametrize(

@@ -55,6 +55,7 @@ def run_demo(*, keep_running: bool, use_phoenix: bool, console: Console) -> int:
             write_back=use_phoenix,
             auto_instrument=False,
             set_global=False,
+            evaluate_in="thread",  # the summary below reads the results in this process
             on_result=lambda sample, result: results.append((sample, result)),
         )
         processor = installed_processor()

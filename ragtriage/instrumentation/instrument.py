@@ -147,11 +147,18 @@ def instrument(
             "meter_provider": meter_provider,
         }
         given = [name for name, value in in_process_only.items() if value is not None]
-        if given:
+        if given and settings.get("evaluate_in") is not None:
             raise ValueError(
                 f"{', '.join(given)} cannot cross into the evaluator process (evaluate_in='process'): configure "
                 "it through settings and RAGTRIAGE_* variables, or use evaluate_in='thread'"
             )
+        if given:  # the environment asked for it, the code cannot have it: the app must still start
+            logger.warning(
+                "ragtriage: RAGTRIAGE_EVALUATE_IN=process ignored: %s cannot cross into a child process; "
+                "evaluating on a background thread",
+                ", ".join(given),
+            )
+            config = replace(config, evaluate_in="thread")
 
     with _lock:
         if _installed is not None:
