@@ -174,3 +174,13 @@ def test_a_forked_app_process_gets_its_own_child(
         os.close(hold_write)
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_broken_rules_file_fails_instrument_not_every_child(tmp_path) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text("this is = = not toml")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        ragtriage.instrument(
+            tracer_provider=TracerProvider(), evaluate_in="process", alert_rules_file=str(rules), auto_instrument=False
+        )
+    assert installed_processor() is None

@@ -215,7 +215,14 @@ def instrument(
 
 
 def _evaluator_process(config: Config, project: str, metrics_port: int | None) -> ProcessHandler:
-    """The handler that evaluates in ``python -m ragtriage.instrumentation.evaluator_process``."""
+    """The handler that evaluates in ``python -m ragtriage.instrumentation.evaluator_process``.
+
+    The files the child will read are read here first, so a broken one fails ``instrument()`` at once,
+    as it does with the thread, instead of crashing every child the handler starts."""
+    if config.alert_rules_file:
+        load_rules(config.alert_rules_file)
+    if config.calibration_file:
+        load_calibration(config.calibration_file)
     command = [sys.executable, "-m", "ragtriage.instrumentation.evaluator_process"]
     if metrics_port is not None:
         command += ["--metrics-port", str(metrics_port)]
