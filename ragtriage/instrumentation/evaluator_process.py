@@ -29,7 +29,7 @@ from ragtriage.span_processor.processor import EvalSpanProcessor, RAGSample, Wri
 
 logger = logging.getLogger("ragtriage.evaluator_process")
 #: Replies are sent in batches: one wake-up of the app process's background thread per batch, not per sample.
-REPLY_DELAY_S = 0.02
+REPLY_DELAY_S = 0.05
 
 
 def build_processor(config: Config) -> EvalSpanProcessor:
