@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 
-_TRACE_ID_LIMIT = (1 << 64) - 1
+#: The low 64 bits of a trace id, the part ``TraceIdRatioBased`` compares with its bound.
+TRACE_ID_MASK = (1 << 64) - 1
 
 
 def sample_bound(rate: float) -> int:
     """The 64-bit bound below which a key is sampled (``TraceIdRatioBased``'s rule)."""
-    return round(rate * (_TRACE_ID_LIMIT + 1))
+    return round(rate * (TRACE_ID_MASK + 1))
 
 
 def key_to_int(key: str | bytes | int) -> int:
@@ -18,7 +19,7 @@ def key_to_int(key: str | bytes | int) -> int:
     if isinstance(key, bool):
         raise TypeError("sample key must be str, bytes or int, not bool")
     if isinstance(key, int):
-        return key & _TRACE_ID_LIMIT
+        return key & TRACE_ID_MASK
     if isinstance(key, str):
         key = key.encode("utf-8", "surrogatepass")
     if not isinstance(key, bytes):

@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
-from ragtriage.evaluator.sampling import sample_bound
+from ragtriage.evaluator.sampling import TRACE_ID_MASK, sample_bound
 from ragtriage.span_processor.extraction import (
     FALLBACK_ANSWER,
     FALLBACK_CONTEXTS,
@@ -44,7 +44,6 @@ _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY
 _MAX_DOCUMENTS_PER_TRACE = 256
 #: How often an idle worker looks at the queue; force_flush() and shutdown() wake it at once.
 _POLL_S = 0.05
-_LOW_64_BITS = (1 << 64) - 1
 
 
 @dataclass(slots=True)
@@ -274,7 +273,7 @@ class EvalSpanProcessor(SpanProcessor):
             if (parent is not None and not parent.is_remote) or self._shutdown:
                 return  # not a local root: its trace was decided when the root started
             trace_id = span.get_span_context().trace_id
-            if trace_id & _LOW_64_BITS >= self._bound:  # RAGEvaluator.should_sample's rule, without two calls
+            if trace_id & TRACE_ID_MASK >= self._bound:  # RAGEvaluator.should_sample's rule, without two calls
                 next(self._not_sampled)
                 return
             now = time.monotonic()
