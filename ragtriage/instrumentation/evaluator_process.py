@@ -22,8 +22,7 @@ from typing import BinaryIO
 from opentelemetry import context as otel_context
 
 from ragtriage.config import Config
-from ragtriage.export.phoenix import PhoenixWriter, base_url
-from ragtriage.instrumentation.instrument import build_evaluator
+from ragtriage.instrumentation.instrument import build_evaluator, name_alerts, phoenix_writer
 from ragtriage.span_processor.child_process import MAX_LINE_BYTES
 from ragtriage.span_processor.processor import EvalSpanProcessor, RAGSample, WriteBackFailed
 
@@ -36,14 +35,9 @@ def build_processor(config: Config) -> EvalSpanProcessor:
     """Evaluator, alerts and writer as :func:`ragtriage.instrument` builds them; the parent sampled already."""
     evaluator = build_evaluator(config)
     if evaluator.alerts is not None:
-        evaluator.alerts.project = config.project_name
-        evaluator.alerts.phoenix_url = base_url(config.endpoint)
-    writer = (
-        PhoenixWriter(endpoint=config.endpoint, project_name=config.project_name, api_key=config.phoenix_api_key)
-        if config.write_back
-        else None
-    )
-    return EvalSpanProcessor(evaluator, writer=writer)  # never attached: its evaluate_and_write is the shared path
+        name_alerts(evaluator.alerts, project=config.project_name, config=config)
+    # never attached to a provider: its evaluate_and_write is the path shared with the thread
+    return EvalSpanProcessor(evaluator, writer=phoenix_writer(config))
 
 
 async def serve(processor: EvalSpanProcessor, concurrency: int, replies: BinaryIO) -> None:

@@ -182,10 +182,8 @@ def instrument(
         elif config.evaluate_in == "process":  # ... or in a child process that builds them from `config`
             handler = _evaluator_process(config, project_of(provider, config), metrics_port)
             evaluator, metrics_port = RAGEvaluator(sample_rate=config.sample_rate, alert_sinks=()), None
-        if writer is None and config.write_back and handler is None:
-            writer = PhoenixWriter(
-                endpoint=config.endpoint, project_name=project_of(provider, config), api_key=config.phoenix_api_key
-            )
+        if writer is None and handler is None:
+            writer = phoenix_writer(config, project_of(provider, config))
         evaluator = evaluator or build_evaluator(config, alert_sinks=alert_sinks, alert_rules=alert_rules)
         processor = EvalSpanProcessor(
             evaluator,
@@ -262,10 +260,24 @@ def project_of(provider: TracerProvider, config: Config) -> str:
     return str(provider.resource.attributes.get(PROJECT_ATTRIBUTE, config.project_name))
 
 
-def _wire_alerts(alerts: AlertManager, processor: EvalSpanProcessor, *, project: str, config: Config) -> None:
-    """Name the project and Phoenix in alerts, and watch the processor's dropped samples."""
+def phoenix_writer(config: Config, project: str | None = None) -> PhoenixWriter | None:
+    """The write-back the configuration asks for (``None`` with ``write_back`` off)."""
+    if not config.write_back:
+        return None
+    return PhoenixWriter(
+        endpoint=config.endpoint, project_name=project or config.project_name, api_key=config.phoenix_api_key
+    )
+
+
+def name_alerts(alerts: AlertManager, *, project: str, config: Config) -> None:
+    """Alerts say which project they are about and link to its Phoenix."""
     alerts.project = project
     alerts.phoenix_url = base_url(config.endpoint)
+
+
+def _wire_alerts(alerts: AlertManager, processor: EvalSpanProcessor, *, project: str, config: Config) -> None:
+    """Name the project and Phoenix in alerts, and watch the processor's dropped samples."""
+    name_alerts(alerts, project=project, config=config)
 
     def drop_counters() -> tuple[int, int]:
         stats = processor.stats

@@ -10,8 +10,8 @@ import typer
 
 from ragtriage.alerts import AlertManager, default_rules, load_rules, sinks_from_env
 from ragtriage.config import Config
-from ragtriage.export.phoenix import PhoenixWriter, base_url
-from ragtriage.instrumentation.instrument import build_evaluator
+from ragtriage.export.phoenix import base_url
+from ragtriage.instrumentation.instrument import build_evaluator, phoenix_writer
 from ragtriage.span_processor.processor import EvalSpanProcessor
 from ragtriage.streams.queue import DEFAULT_GROUP, DEFAULT_STREAM
 from ragtriage.streams.shared_alerts import SharedAlerts
@@ -47,11 +47,7 @@ def worker(
     alerts = AlertManager(rules, sinks_from_env(), project=config.project_name, phoenix_url=base_url(config.endpoint))
     shared = SharedAlerts(alerts, queue)
     evaluator.add_observer(shared.observe)
-    writer = (
-        PhoenixWriter(endpoint=config.endpoint, project_name=config.project_name, api_key=config.phoenix_api_key)
-        if config.write_back
-        else None
-    )
+    writer = phoenix_writer(config)
     processor = EvalSpanProcessor(evaluator, writer=writer)  # never attached: its evaluate_and_write is the shared path
     if metrics_port is not None:
         from ragtriage.dashboards import enable_metrics, serve_metrics
