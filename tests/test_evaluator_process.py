@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -22,15 +21,9 @@ from ragtriage.testing.phoenix import PhoenixServer
 from tests.test_phoenix import annotations, app_provider
 from tests.test_phoenix import rag_request as phoenix_rag_request
 from tests.test_span_processor import rag_request
+from tests.test_streams import wait_until
 
 CHILD = [sys.executable, "-m", "ragtriage.instrumentation.evaluator_process"]
-
-
-def wait_until(condition, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -93,7 +86,7 @@ def test_a_killed_child_loses_only_what_it_held_and_a_new_one_takes_over(
     try:
         for _ in range(3):
             rag_request(provider)  # returns at once although the child's judge is stuck
-        wait_until(lambda: judge_server.in_flight == 3)
+        wait_until(lambda: judge_server.in_flight == 3, 30, "3 judge calls in flight")
         assert processor.force_flush(200) is False
         first = handler.pid
         assert first is not None
@@ -159,8 +152,8 @@ def test_a_forked_app_process_gets_its_own_child(
             os._exit(code)
     os.close(hold_read)
     try:
-        wait_until(out.exists)
-        wait_until(lambda: out.read_text().endswith("}"))
+        wait_until(out.exists, 30, "the forked process's report")
+        wait_until(lambda: out.read_text().endswith("}"), 30, "the whole report")
         forked = json.loads(out.read_text())
         assert forked["ok"] and forked["stats"]["child_ok"] == 1 and forked["stats"]["child_starts"] == 1
         assert forked["child"] not in (None, parents_child)
