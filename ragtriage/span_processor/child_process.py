@@ -90,8 +90,12 @@ class ProcessHandler:
     @property
     def pid(self) -> int | None:
         """The running child's process id, if there is one."""
+        child = self._live_child()
+        return None if child is None else child.pid
+
+    def _live_child(self) -> asyncio.subprocess.Process | None:
         child = self._child
-        return child.pid if child is not None and child.returncode is None else None
+        return child if child is not None and child.returncode is None else None
 
     async def __call__(self, sample: RAGSample) -> None:
         await self.handle_batch([sample])
@@ -117,13 +121,13 @@ class ProcessHandler:
         await batch.done
 
     async def _running_child(self) -> asyncio.subprocess.Process | None:
-        if self._child is not None and self._child.returncode is None:
-            return self._child
+        if (child := self._live_child()) is not None:
+            return child
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
-            if self._child is not None and self._child.returncode is None:
-                return self._child
+            if (child := self._live_child()) is not None:
+                return child  # another batch started it while this one waited
             if time.monotonic() < self._next_start:
                 return None
             self._next_start = time.monotonic() + self._restart_after
