@@ -1,9 +1,10 @@
 """EvalSpanProcessor: app-thread cost per RAG trace, and memory under 1M spans with leaked roots.
 
-    python bench/span_processor.py
+    python bench/span_processor.py                                  # ~8 minutes on 2 cores
+    python bench/span_processor.py --configs b0,b,bp --rounds 150 --no-memory   # the 0.1 goal, tighter
 
-(~4 minutes on 2 cores: the two memory children run in parallel. `--quick` shrinks both parts for a smoke run;
-`--memory-child {baseline,eval}` is internal.)
+(The two memory children run in parallel. `--quick` shrinks both parts for a smoke run; `--memory-child
+{baseline,eval}` is internal.)
 
 Part 1 - app-thread cost. TracerProviders, each with a BatchSpanProcessor over a no-op SpanExporter:
 (a) that alone, the baseline; (b0) + EvalSpanProcessor at sample_rate 0.1 with a no-op handler (the
@@ -11,12 +12,14 @@ processor's own cost); (b, bp) + evaluation at 0.1 with the embedded default (fr
 background thread (b) or in a child process, as instrument(evaluate_in="process") does (bp); (c, cp) at
 1.0 with a local LLM judge that never answers (a hung judge: the queue fills and later samples are
 dropped); (d, dp) at 0.1 with a live local LLM judge (a loopback JudgeServer in its own process that
-answers at once). Each timed batch is N consecutive 3-span OpenInference RAG traces (CHAIN root,
-RETRIEVER, LLM) on this, the app's, thread. Every round times each configuration once, in shuffled
-order; each is compared with the same round's baseline, and the median ratio over the rounds is
-reported with its interquartile range (this VM drifts a lot between rounds). Three measures: wall
-time of the app thread, the app thread's own CPU time, and this process's CPU time (all threads)
-until the configuration's background work is done. Goals: added <= 10% at 0.1, <= 25% at 1.0 with a
+answers at once). The app is a loop of 3-span OpenInference RAG traces (CHAIN root, RETRIEVER, LLM)
+on this, the app's, thread; each timed window (--window seconds) follows an untimed warm-up longer
+than the processor's poll, so the background work that lands in the window is its own traffic's.
+Every round times each configuration once, in shuffled order; each is compared with the same round's
+baseline, and the median ratio over the rounds is reported with a 95% bootstrap confidence interval
+(this VM drifts a lot between rounds). Three measures: wall time of the app thread, the app thread's
+own CPU time, and this process's CPU time (all threads) until the configuration's background work is
+done. Goals: added <= 10% at 0.1, <= 25% at 1.0 with a
 hung judge.
 
 Part 2 - memory. In a fresh child interpreter per configuration (so one's freed memory does not
@@ -56,6 +59,8 @@ DOCS = ["Paris is the capital and largest city of France.", "Lyon is in France."
 CHILD = [sys.executable, "-m", "ragtriage.instrumentation.evaluator_process"]
 BASE = "a  baseline (BSP + no-op exporter)"
 METRICS = ("wall", "app CPU", "process CPU")
+#: Untimed traffic before each timed window: longer than the span processor's 0.2 s poll.
+WARM_UP_S = 0.25
 
 
 class NoopExporter(SpanExporter):
@@ -94,7 +99,17 @@ def rag_request(tracer) -> None:
 # -- part 1 -------------------------------------------------------------------------------------------
 
 
-def part1(n: int, rounds: int) -> None:
+def median_ci(values: list[float], rng: random.Random, resamples: int = 2000) -> tuple[float, float]:
+    """95% bootstrap confidence interval of the median: how far this run's median could be from the truth."""
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
+
+
+def pct(ratio: float) -> float:
+    return 100 * (ratio - 1)
+
+
+def part1(window_s: float, rounds: int, only: set[str] | None) -> None:
     gate = threading.Event()  # never set until the end: the judge hangs
     hung_judge = JudgeServer(default=Reply(verdict_json(), block=gate)).start()  # in-process; hung, so idle
     live_judge = JudgeProcess(0.0).__enter__()  # answers at once, in its own process
@@ -134,6 +149,8 @@ def part1(n: int, rounds: int) -> None:
         "d  live LLM judge, 0.1, thread": in_thread(0.1, live_judge.url),
         "dp live LLM judge, 0.1, process": in_child(0.1, live_judge.url),
     }  # fmt: skip
+    if only is not None:
+        procs = {name: proc for name, proc in procs.items() if name == BASE or name.split()[0] in only}
     tracers = {name: provider(proc).get_tracer("app") for name, proc in procs.items()}
 
     # warm up (and start the children); for (c) enough traces to fill 8 in flight + 2048 queued, for (cp)
@@ -145,42 +162,54 @@ def part1(n: int, rounds: int) -> None:
     print(f"after warm-up: hung judge in flight={hung_judge.in_flight}", flush=True)
 
     # Paired rounds: each round times every configuration once, in shuffled order, and divides by that
-    # round's baseline; the median of those ratios is robust to this VM's drift between rounds. After each
-    # timed batch (untimed) the configuration's background work is drained, so it never lands in the next
-    # configuration's batch; what was still queued at the end of a batch (at most one 50 ms poll) is thereby
-    # left out of "wall" and "app CPU", but counted in "process CPU".
+    # round's baseline; the median of those ratios is robust to this VM's drift between rounds. A timed window
+    # is preceded by an untimed warm-up longer than the worker's poll (0.2 s), so the window is in steady
+    # state: the background work that lands in it is, on average, what its own traces cause (the window is a
+    # whole number of polls long, so the count of polls inside it does not jump between rounds). After each
+    # window (untimed) the configuration's background work is drained, so it never lands in the next
+    # configuration's window; "process CPU" covers warm-up, window and drain, per trace.
     series: dict[str, dict[str, list[float]]] = {m: {k: [] for k in procs} for m in METRICS}
     order = list(procs)
     rng = random.Random(1)
     perf, thread_time, process_time = time.perf_counter, time.thread_time, time.process_time
+
+    def run_for(tracer, seconds: float) -> int:
+        deadline, count = perf() + seconds, 0
+        while perf() < deadline:
+            for _ in range(20):
+                rag_request(tracer)
+            count += 20
+        return count
+
     for _ in range(rounds):
         rng.shuffle(order)
         for name in order:
             tracer, proc = tracers[name], procs[name]
             gc.collect()
-            p0, a0, t0 = process_time(), thread_time(), perf()
-            for _ in range(n):
-                rag_request(tracer)
+            p0 = process_time()
+            warm = run_for(tracer, WARM_UP_S)
+            a0, t0 = thread_time(), perf()
+            n = run_for(tracer, window_s)
             series["wall"][name].append((perf() - t0) / n * 1e6)
             series["app CPU"][name].append((thread_time() - a0) / n * 1e6)
             if proc is not None and not name.startswith("c"):  # (c, cp) hold hung evaluations: no drain
                 proc.force_flush(120_000)
-            series["process CPU"][name].append((process_time() - p0) / n * 1e6)
+            series["process CPU"][name].append((process_time() - p0) / (warm + n) * 1e6)
 
-    print(f"\nPART 1: per 3-span RAG trace, {rounds} paired rounds x {n} traces per configuration.")
+    print(f"\nPART 1: per 3-span RAG trace, {rounds} paired rounds of a {window_s:g} s window per configuration.")
     print("  wall = app thread's elapsed time; app CPU = the app thread's own CPU time (its on_start/on_end")
     print("  work, not time waiting for the GIL); process CPU = all threads of this process, until the")
     print("  configuration's background work is done (a child evaluator's CPU is not in it).")
-    print("  Added cost vs the baseline: median of per-round ratios (interquartile range).")
+    print("  Added cost vs the baseline: median of per-round ratios [its 95% confidence interval, bootstrap].")
     print(f"  {'':36s}" + "".join(f"{m:>31s}" for m in METRICS))
     for name in procs:
         line = f"  {name:36s}"
         for metric in METRICS:
             values, base = series[metric][name], series[metric][BASE]
-            q1, median, q3 = (
-                100 * (q - 1) for q in statistics.quantiles([v / b for v, b in zip(values, base, strict=True)])
-            )
-            added = "" if name == BASE else f" {median:+6.1f}% ({q1:+4.0f}..{q3:+4.0f})"
+            ratios = [v / b for v, b in zip(values, base, strict=True)]
+            low, high = median_ci(ratios, rng)
+            added = f" {pct(statistics.median(ratios)):+6.1f}% [{pct(low):+4.0f}..{pct(high):+4.0f}]"
+            added = "" if name == BASE else added
             line += f" {statistics.median(values):7.1f} us{added:20s}"
         print(line)
     print("  goals: added <= +10% at rate 0.1 (b, bp), <= +25% at 1.0 with a hung judge (c, cp)")
@@ -295,18 +324,19 @@ def main() -> None:
     ap.add_argument("--memory-child", choices=["baseline", "eval"])
     ap.add_argument("--traces", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=30, help="paired rounds in part 1 (noise shrinks as 1/sqrt)")
+    ap.add_argument("--window", type=float, default=0.6, help="seconds per timed window in part 1 (whole polls)")
+    ap.add_argument("--configs", help="part 1 only for these, e.g. b0,b,bp (the baseline always runs)")
+    ap.add_argument("--no-memory", action="store_true", help="skip part 2")
     args = ap.parse_args()
     if args.memory_child:
         memory_child(args.memory_child, args.traces)
         return
     print(f"python {sys.version.split()[0]}, nproc {os.cpu_count()}", flush=True)
     t0 = time.time()
-    if args.quick:
-        part1(n=1000, rounds=5)
-        part2(traces=5_000)
-    else:
-        part1(n=2000, rounds=args.rounds)
-        part2(traces=args.traces)
+    only = set(args.configs.split(",")) if args.configs else None
+    part1(window_s=0.2 if args.quick else args.window, rounds=5 if args.quick else args.rounds, only=only)
+    if not args.no_memory:
+        part2(traces=5_000 if args.quick else args.traces)
     print(f"\ntotal {time.time() - t0:.0f} s")
 
 

@@ -27,8 +27,10 @@ from ragtriage.span_processor.child_process import MAX_LINE_BYTES
 from ragtriage.span_processor.processor import EvalSpanProcessor, RAGSample, WriteBackFailed
 
 logger = logging.getLogger("ragtriage.evaluator_process")
-#: Replies are sent in batches: one wake-up of the app process's background thread per batch, not per sample.
-REPLY_DELAY_S = 0.05
+#: Replies are sent in batches: one wake-up of the app process's background thread per batch, not per sample
+#: (a wake-up takes the GIL from the app's thread). 200 ms, like the parent's poll: a sample's slot is held
+#: that much longer, and force_flush() in the app waits up to that much longer.
+REPLY_DELAY_S = 0.2
 
 
 def build_processor(config: Config) -> EvalSpanProcessor:
