@@ -49,6 +49,8 @@ class Config:
     calibration_file: str | None = field(default=None, metadata=_env("RAGTRIAGE_CALIBRATION_FILE"))
     alert_rules_file: str | None = field(default=None, metadata=_env("RAGTRIAGE_ALERT_RULES_FILE"))
     evaluate_in: str = field(default="thread", metadata=_env("RAGTRIAGE_EVALUATE_IN", choices=("thread", "process")))
+    #: The interpreter of the evaluator process (default: ``sys.executable``, which under uWSGI is not Python).
+    evaluator_python: str | None = field(default=None, metadata=_env("RAGTRIAGE_EVALUATOR_PYTHON"))
 
     def __post_init__(self) -> None:
         for f in fields(self):

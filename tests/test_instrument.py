@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -11,7 +14,9 @@ from opentelemetry.sdk.trace import TracerProvider
 import ragtriage
 from ragtriage import Config, EvalSpanProcessor, RAGEvaluator
 from ragtriage.instrumentation.instrument import installed_processor
+from tests.receivers import Receiver
 from tests.test_span_processor import rag_request
+from tests.test_streams import wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -180,3 +185,75 @@ def test_metrics_port_serves_the_evaluations_of_instrumented_traces() -> None:
     ragtriage.uninstrument()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/metrics")
+
+
+@pytest.mark.parametrize("evaluate_in", ["thread", "process"])
+def test_a_rules_files_dropped_rule_alerts_on_traces_the_app_dropped(
+    evaluate_in: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("RAGTRIAGE_SLACK_WEBHOOK_URL", "RAGTRIAGE_PAGERDUTY_ROUTING_KEY", "RAGTRIAGE_SMTP_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    rules = tmp_path / "rules.toml"
+    # (a budget rule too: building an evaluator process checks the file with stand-ins for both counters)
+    rules.write_text('[[rule]]\ntype = "dropped"\nlimit = 0.5\nmin_samples = 5\n\n[[rule]]\ntype = "budget"\n')
+    provider = TracerProvider()
+    with Receiver() as webhook:
+        monkeypatch.setenv("RAGTRIAGE_ALERT_WEBHOOK_URL", webhook.url)  # reaches an evaluator process too
+        ragtriage.instrument(
+            tracer_provider=provider,
+            sample_rate=1.0,
+            write_back=False,
+            auto_instrument=False,
+            max_queue_size=1,
+            alert_rules_file=str(rules),
+            evaluate_in=evaluate_in,
+        )
+        processor = installed_processor()
+        assert processor is not None
+        rag_request(provider)
+        assert processor.force_flush(60_000)  # evaluated: the rule's first look, nothing dropped yet
+        time.sleep(1.1)  # rules are looked at again with a result at least a second later
+        for _ in range(20):  # within one poll of the queue: one or two are taken, the rest dropped
+            rag_request(provider)
+        dropped = processor.stats["samples_dropped_queue_full"]
+        assert dropped >= 10
+        assert processor.force_flush(60_000)
+        wait_until(lambda: webhook.received)
+        ragtriage.uninstrument()
+    [event] = webhook.received
+    assert (event["rule"], event["state"]) == ("dropped_samples_high", "firing")
+    assert 0.5 < event["value"] <= 1.0  # dropped / offered since the first look (a poll may split the burst)
+
+
+def test_the_evaluator_process_runs_on_the_configured_interpreter(tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    python = tmp_path / "python"  # what uWSGI users point at: a real Python, here one that leaves a mark
+    python.write_text(f'#!/bin/sh\necho "$@" > {marker}\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    provider = TracerProvider()
+    ragtriage.instrument(tracer_provider=provider, sample_rate=1.0, write_back=False, auto_instrument=False,
+                         evaluate_in="process", evaluator_python=str(python))  # fmt: skip
+    processor = installed_processor()
+    assert processor is not None
+    rag_request(provider)
+    assert processor.force_flush(60_000)
+    assert processor.stats["child_ok"] == 1
+    assert marker.read_text().split() == ["-m", "ragtriage.instrumentation.evaluator_process"]
+
+
+def test_an_interpreter_that_cannot_run_is_an_error_when_asked_for_and_a_fallback_when_set_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    with pytest.raises(ValueError, match="evaluator_python"):
+        ragtriage.instrument(tracer_provider=TracerProvider(), evaluate_in="process", evaluator_python="/no/python")
+    assert installed_processor() is None
+    monkeypatch.setenv("RAGTRIAGE_EVALUATE_IN", "process")
+    monkeypatch.setenv("RAGTRIAGE_EVALUATOR_PYTHON", "/no/python")
+    provider = TracerProvider()
+    with caplog.at_level(logging.WARNING):
+        ragtriage.instrument(tracer_provider=provider, sample_rate=1.0, write_back=False, auto_instrument=False)
+    assert "RAGTRIAGE_EVALUATE_IN=process ignored" in caplog.text and "/no/python" in caplog.text
+    rag_request(provider)
+    processor = installed_processor()
+    assert processor is not None and processor.force_flush(10_000)
+    assert processor.stats["evaluations_ok"] == 1 and not any(key.startswith("child_") for key in processor.stats)

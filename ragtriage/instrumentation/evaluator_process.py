@@ -1,6 +1,7 @@
 """The child process of ``instrument(evaluate_in="process")``.
 
-Reads ``<seq> <sample JSON>`` lines on stdin, evaluates and writes back each
+Reads ``<seq> <sample JSON>`` lines on stdin (and ``drops <dropped> <offered>``,
+the app process's totals for the dropped-samples alert), evaluates and writes back each
 sample exactly as the in-process path does (``EvalSpanProcessor.
 evaluate_and_write``), and answers ``<seq> <status>`` on stdout. Configuration
 comes from the environment the parent set (``Config.to_env``). On EOF it
@@ -22,7 +23,13 @@ from typing import BinaryIO
 from opentelemetry import context as otel_context
 
 from ragtriage.config import Config
-from ragtriage.instrumentation.instrument import build_evaluator, name_alerts, phoenix_writer
+from ragtriage.instrumentation.instrument import (
+    DropCounter,
+    build_evaluator,
+    name_alerts,
+    phoenix_writer,
+    watch_drops,
+)
 from ragtriage.span_processor.child_process import MAX_LINE_BYTES
 from ragtriage.span_processor.processor import EvalSpanProcessor, RAGSample, WriteBackFailed
 
@@ -33,16 +40,19 @@ logger = logging.getLogger("ragtriage.evaluator_process")
 REPLY_DELAY_S = 0.2
 
 
-def build_processor(config: Config) -> EvalSpanProcessor:
-    """Evaluator, alerts and writer as :func:`ragtriage.instrument` builds them; the parent sampled already."""
-    evaluator = build_evaluator(config)
+def build_processor(config: Config, drops: DropCounter) -> EvalSpanProcessor:
+    """Evaluator, alerts and writer as :func:`ragtriage.instrument` builds them; the parent sampled already.
+
+    The dropped-samples alert reads ``drops``, which :func:`serve` keeps at the app process's totals."""
+    evaluator = build_evaluator(config, drop_counter=drops)
     if evaluator.alerts is not None:
         name_alerts(evaluator.alerts, project=config.project_name, config=config)
+        watch_drops(evaluator.alerts, drops)
     # never attached to a provider: its evaluate_and_write is the path shared with the thread
     return EvalSpanProcessor(evaluator, writer=phoenix_writer(config))
 
 
-async def serve(processor: EvalSpanProcessor, concurrency: int, replies: BinaryIO) -> None:
+async def serve(processor: EvalSpanProcessor, concurrency: int, replies: BinaryIO, drops: DropCounter) -> None:
     loop = asyncio.get_running_loop()
     stdin = asyncio.StreamReader(limit=MAX_LINE_BYTES)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin.buffer)
@@ -79,6 +89,11 @@ async def serve(processor: EvalSpanProcessor, concurrency: int, replies: BinaryI
     try:
         while line := await stdin.readline():
             seq, _, payload = line.rstrip(b"\n").partition(b" ")
+            if seq == b"drops":
+                with contextlib.suppress(ValueError):
+                    dropped, offered = map(int, payload.split())
+                    drops.totals = (dropped, offered)
+                continue
             await slots.acquire()
             task = loop.create_task(one(seq, payload))
             tasks.add(task)
@@ -106,14 +121,15 @@ def main(argv: list[str] | None = None) -> None:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     logging.basicConfig(level=logging.WARNING, format="ragtriage evaluator process: %(levelname)s %(message)s")
     config = Config.from_env(sample_rate=1.0)
-    processor = build_processor(config)
+    drops = DropCounter()
+    processor = build_processor(config, drops)
     if args.metrics_port is not None:
         from ragtriage.dashboards import enable_metrics, serve_metrics
 
         enable_metrics(
             processor.evaluator, processor=processor, meter_provider=serve_metrics(args.metrics_port).meter_provider
         )
-    asyncio.run(serve(processor, config.max_concurrency, replies))
+    asyncio.run(serve(processor, config.max_concurrency, replies, drops))
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import Any
@@ -54,13 +55,47 @@ class _Installation:
 _installed: _Installation | None = None
 
 
+class DropCounter:
+    """``(dropped, offered)`` RAG traces, read by the dropped-samples alert.
+
+    The span processor is built after the evaluator whose rules read this, so it is bound later
+    (``processor``); an evaluator process has no processor of its own and is sent the app process's
+    totals instead (``totals``)."""
+
+    def __init__(self) -> None:
+        self.processor: EvalSpanProcessor | None = None
+        self.totals = (0, 0)
+
+    def __call__(self) -> tuple[int, int]:
+        return self.totals if self.processor is None else drop_totals(self.processor.stats)
+
+
+def drop_totals(stats: Mapping[str, int]) -> tuple[int, int]:
+    """Traces dropped before evaluation (queue full; with an evaluator process also while none was running,
+    or lost when it died) and traces offered, from :attr:`EvalSpanProcessor.stats`."""
+    full = stats.get("samples_dropped_queue_full", 0)
+    dropped = full + stats.get("child_dropped", 0) + stats.get("child_lost", 0)
+    return dropped, full + stats.get("samples_queued", 0)
+
+
+def watch_drops(alerts: AlertManager, drops: Callable[[], tuple[int, int]]) -> None:
+    """Add the built-in dropped-samples rule, unless the rules already watch ``drops``."""
+    if not any(r.name == "dropped_samples_high" or getattr(r, "read", None) is drops for r in alerts.rules):
+        alerts.add_rule(dropped_samples_rule(drops))
+
+
 def build_evaluator(
-    config: Config, *, alert_sinks: Sequence[AlertSink] | None = None, alert_rules: Sequence[Rule] | None = None
+    config: Config,
+    *,
+    alert_sinks: Sequence[AlertSink] | None = None,
+    alert_rules: Sequence[Rule] | None = None,
+    drop_counter: Callable[[], tuple[int, int]] | None = None,
 ) -> RAGEvaluator:
     """The evaluator the configuration describes; with no judge URL or key, the free tiers alone.
 
     Alerts go to ``alert_sinks`` (default: the sinks the environment configures, and the log);
     rules come from ``alert_rules``, else ``RAGTRIAGE_ALERT_RULES_FILE``, else the built-in ones.
+    A rules file's ``dropped`` rule reads ``drop_counter`` (without one, it is an error).
     """
     local = (
         LLMJudge(model=config.local_judge_model, base_url=config.local_judge_url) if config.local_judge_url else None
@@ -76,7 +111,7 @@ def build_evaluator(
         )
     tracker = CostTracker(budget_usd_per_hour=config.budget_usd_per_hour)
     if alert_rules is None and config.alert_rules_file:
-        alert_rules = load_rules(config.alert_rules_file, cost_tracker=tracker)
+        alert_rules = load_rules(config.alert_rules_file, cost_tracker=tracker, drop_counters=drop_counter)
     calibrated: dict[str, Any] = {"confidence_threshold": config.confidence_threshold}
     if config.calibration_file:
         calibrated.update(load_calibration(config.calibration_file).evaluator_kwargs())
@@ -159,6 +194,15 @@ def instrument(
                 ", ".join(given),
             )
             config = replace(config, evaluate_in="thread")
+    if config.evaluate_in == "process" and not config.queue_url and not _runnable(_python(config)):
+        problem = (
+            f"the evaluator process's interpreter {_python(config)!r} cannot be run: set evaluator_python "
+            "(RAGTRIAGE_EVALUATOR_PYTHON) to a Python with ragtriage installed"
+        )
+        if settings.get("evaluate_in") is not None or settings.get("evaluator_python") is not None:
+            raise ValueError(problem)
+        logger.warning("ragtriage: RAGTRIAGE_EVALUATE_IN=process ignored: %s; evaluating on a thread", problem)
+        config = replace(config, evaluate_in="thread")
 
     with _lock:
         if _installed is not None:
@@ -176,15 +220,18 @@ def instrument(
             _installed = _Installation(provider, existing[0])
             return provider
         handler: StreamPublisher | ProcessHandler | None = None
+        drops = DropCounter()
         if config.queue_url:  # evaluation happens in `ragtriage worker`: no judges, writer or alerts here
             handler = StreamPublisher(config.queue_url)
             evaluator = evaluator or RAGEvaluator(sample_rate=config.sample_rate, alert_sinks=())
         elif config.evaluate_in == "process":  # ... or in a child process that builds them from `config`
-            handler = _evaluator_process(config, project_of(provider, config), metrics_port)
+            handler = _evaluator_process(config, project_of(provider, config), metrics_port, drops)
             evaluator, metrics_port = RAGEvaluator(sample_rate=config.sample_rate, alert_sinks=()), None
         if writer is None and handler is None:
             writer = phoenix_writer(config, project_of(provider, config))
-        evaluator = evaluator or build_evaluator(config, alert_sinks=alert_sinks, alert_rules=alert_rules)
+        evaluator = evaluator or build_evaluator(
+            config, alert_sinks=alert_sinks, alert_rules=alert_rules, drop_counter=drops
+        )
         processor = EvalSpanProcessor(
             evaluator,
             writer=writer,
@@ -197,8 +244,10 @@ def instrument(
             on_result=on_result,
             handler=handler,
         )
+        drops.processor = processor
         if evaluator.alerts is not None:
-            _wire_alerts(evaluator.alerts, processor, project=str(project_of(provider, config)), config=config)
+            name_alerts(evaluator.alerts, project=project_of(provider, config), config=config)
+            watch_drops(evaluator.alerts, drops)
         server = serve_metrics(metrics_port) if metrics_port is not None else None
         metrics = enable_metrics(
             evaluator, processor=processor, meter_provider=server.meter_provider if server else meter_provider
@@ -212,20 +261,30 @@ def instrument(
         return provider
 
 
-def _evaluator_process(config: Config, project: str, metrics_port: int | None) -> ProcessHandler:
+def _evaluator_process(
+    config: Config, project: str, metrics_port: int | None, drops: Callable[[], tuple[int, int]]
+) -> ProcessHandler:
     """The handler that evaluates in ``python -m ragtriage.instrumentation.evaluator_process``.
 
     The files the child will read are read here first, so a broken one fails ``instrument()`` at once,
     as it does with the thread, instead of crashing every child the handler starts."""
     if config.alert_rules_file:
-        load_rules(config.alert_rules_file)
+        load_rules(config.alert_rules_file, cost_tracker=CostTracker(), drop_counters=drops)
     if config.calibration_file:
         load_calibration(config.calibration_file)
-    command = [sys.executable, "-m", "ragtriage.instrumentation.evaluator_process"]
+    command = [_python(config), "-m", "ragtriage.instrumentation.evaluator_process"]
     if metrics_port is not None:
         command += ["--metrics-port", str(metrics_port)]
     env = {**os.environ, **replace(config, project_name=project).to_env()}
-    return ProcessHandler(command, env=env)
+    return ProcessHandler(command, env=env, drops=drops)
+
+
+def _python(config: Config) -> str:
+    return config.evaluator_python or sys.executable
+
+
+def _runnable(path: str) -> bool:
+    return bool(path) and shutil.which(path) is not None
 
 
 def uninstrument() -> None:
@@ -273,19 +332,6 @@ def name_alerts(alerts: AlertManager, *, project: str, config: Config) -> None:
     """Alerts say which project they are about and link to its Phoenix."""
     alerts.project = project
     alerts.phoenix_url = base_url(config.endpoint)
-
-
-def _wire_alerts(alerts: AlertManager, processor: EvalSpanProcessor, *, project: str, config: Config) -> None:
-    """Name the project and Phoenix in alerts, and watch the processor's dropped samples."""
-    name_alerts(alerts, project=project, config=config)
-
-    def drop_counters() -> tuple[int, int]:
-        stats = processor.stats
-        dropped = stats.get("samples_dropped_queue_full", 0)
-        return dropped, dropped + stats.get("samples_queued", 0)
-
-    if not any(r.name == "dropped_samples_high" for r in alerts.rules):
-        alerts.add_rule(dropped_samples_rule(drop_counters))
 
 
 def _global_sdk_provider() -> TracerProvider | None:

@@ -8,6 +8,9 @@ writer from the environment and runs the same ``evaluate_and_write`` as the
 in-process path. Here, per sample, the app's process only pays for encoding
 one JSON line and reading one short reply.
 
+Each write starts with ``drops <dropped> <offered>``: the app process's totals of RAG traces
+dropped before evaluation, for the child's dropped-samples alert.
+
 If the child dies, the samples it held are counted as ``lost`` and the next
 sample starts a new child (at most one start per ``restart_after_s``; samples
 arriving in between are counted as ``dropped``). On EOF on its stdin (this
@@ -25,7 +28,7 @@ import os
 import time
 import weakref
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ragtriage.span_processor.processor import RAGSample
@@ -56,13 +59,17 @@ class ProcessHandler:
         env: Mapping[str, str] | None = None,
         restart_after_s: float = 5.0,
         shutdown_timeout_s: float = 30.0,
+        drops: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
         if isinstance(command, str) or not command or not all(isinstance(c, str) for c in command):
             raise TypeError("command must be a non-empty sequence of strings")
         for name, value in (("restart_after_s", restart_after_s), ("shutdown_timeout_s", shutdown_timeout_s)):
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if drops is not None and not callable(drops):
+            raise TypeError("drops must be a callable returning (dropped, offered) totals")
         self._command = list(command)
+        self._drops = drops
         self._env = dict(env) if env is not None else None
         self._restart_after = float(restart_after_s)
         self._shutdown_timeout = float(shutdown_timeout_s)
@@ -108,7 +115,7 @@ class ProcessHandler:
             self.counts["dropped"] += len(samples)
             return
         batch = _Batch(len(samples), asyncio.get_running_loop().create_future())
-        lines = []
+        lines = [] if self._drops is None else [b"drops %d %d\n" % self._drops()]
         for sample in samples:
             seq = next(self._seq)
             self._waiting[seq] = batch
