@@ -14,6 +14,7 @@ from ragtriage import RAGEvaluationThresholds, RAGEvaluator
 from ragtriage.cli import app
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 from ragtriage.testing.calibration import load_calibration
+from tests.test_gate import CLAIMS
 
 LABELS = Path(__file__).parent / "data" / "calibration_labels.jsonl"
 # (faithfulness, confidence) the scripted local judge gives each item, keyed by the id in its question.
@@ -97,3 +98,18 @@ def test_load_calibration_rejects_bad_files(tmp_path: Path) -> None:
     bad.write_text("[]")
     with pytest.raises(ValueError, match="not a ragtriage calibration file"):
         load_calibration(bad)
+
+
+def test_calibrate_budget_stop_covers_only_what_was_judged_and_says_so(tmp_path: Path) -> None:
+    # heavy only: 1000 + 100 tokens at $0.15/$0.60 per 1M = $0.00021 per call; $0.0005 buys two calls
+    reply = Reply(verdict_json(faithfulness=1.0, claims=CLAIMS), prompt_tokens=1000, completion_tokens=100)
+    out = tmp_path / "cal.json"
+    with JudgeServer(default=reply) as heavy:
+        args = ["--heavy-judge-url", heavy.url, "--budget-usd", "0.0005", "--concurrency", "1"]
+        result = CliRunner().invoke(app, ["calibrate", "--labels", str(LABELS), "-o", str(out), *args])
+        assert len(heavy.requests) == 2
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["tiers"]["heavy"]["n"] == 2 and data["tiers"]["deterministic"]["n"] == 8
+    assert "the budget stopped the heavy tier after 2 of 8 items" in " ".join(data["notes"])
+    assert "after 2 of 8 items" in result.output

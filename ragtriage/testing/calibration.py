@@ -81,24 +81,40 @@ def predict(score: float, threshold: float) -> Prediction:
 
 
 async def collect(
-    evaluator: RAGEvaluator, items: Sequence[Item], *, concurrency: int = 4
-) -> dict[str, list[TierScore]]:
-    """Each configured tier's judgement of every item (judges at ``evaluator.thresholds.faithfulness``)."""
+    evaluator: RAGEvaluator, items: Sequence[Item], *, concurrency: int = 4, budget_usd: float | None = None
+) -> dict[str, list[TierScore | None]]:
+    """Each configured tier's judgement of every item (judges at ``evaluator.thresholds.faithfulness``).
+
+    With ``budget_usd``, a judge call starts only while the spend so far plus the calls in flight at the
+    costliest price seen stays within it (as ``ragtriage ci`` does); an item no judge call was started for
+    is ``None`` in that tier's list: not judged, which is not the same as undecided."""
+    if budget_usd is not None and (isinstance(budget_usd, bool) or budget_usd < 0):
+        raise ValueError(f"budget_usd must be a number >= 0, got {budget_usd!r}")
     threshold = evaluator.thresholds.faithfulness
-    out: dict[str, list[TierScore]] = {"deterministic": []}
+    out: dict[str, list[TierScore | None]] = {"deterministic": []}
     for item in items:
         report = evaluator.deterministic.check(item.question, item.answer, item.contexts)
         pred: Prediction = "hallucinated" if report.decided_fail else "undecided"
         out["deterministic"].append(TierScore(pred, report.grounding.score))
     gate = asyncio.Semaphore(concurrency)
+    spend = {"spent": 0.0, "max_cost": 0.0, "in_flight": 0}
 
-    async def one(judge: Judge, item: Item, heavy: bool) -> TierScore:
+    async def one(judge: Judge, item: Item, heavy: bool) -> TierScore | None:
         async with gate:
+            if budget_usd is not None and spend["spent"] + (spend["in_flight"] + 1) * spend["max_cost"] > budget_usd:
+                return None
+            spend["in_flight"] += 1
             try:
                 v = await judge.judge(item.question, item.answer, item.contexts, verify_claims=heavy)
-            except JudgeError:
-                return TierScore("undecided")
-        return TierScore(predict(v.faithfulness, threshold), v.faithfulness, v.output.confidence)
+                cost = v.usage.cost_usd
+                score = TierScore(predict(v.faithfulness, threshold), v.faithfulness, v.output.confidence)
+            except JudgeError as exc:
+                cost, score = exc.usage.cost_usd, TierScore("undecided")  # failed calls cost money too
+            finally:
+                spend["in_flight"] -= 1
+        spend["spent"] += cost
+        spend["max_cost"] = max(spend["max_cost"], cost)
+        return score
 
     for tier, judge in (("local", evaluator.local_judge), ("heavy", evaluator.heavy_judge)):
         if judge is not None:
@@ -164,25 +180,38 @@ class CalibrationReport:
 
 
 def calibrate(
-    items: Sequence[Item], scores: dict[str, list[TierScore]], *, target_precision: float = 0.9, current: float = 0.7
+    items: Sequence[Item],
+    scores: dict[str, list[TierScore | None]],
+    *,
+    target_precision: float = 0.9,
+    current: float = 0.7,
 ) -> CalibrationReport:
-    """Per-tier agreement plus recommendations; ``current`` is the faithfulness threshold the scores were cut at."""
-    tiers = {t: tier_stats(t, items, s) for t, s in scores.items()}
+    """Per-tier agreement plus recommendations; ``current`` is the faithfulness threshold the scores were cut at.
+
+    A tier's numbers cover the items it judged (``None`` = not judged: a budget stop), and say so."""
     notes: list[str] = []
+    judged: dict[str, tuple[list[Item], list[TierScore]]] = {}
+    for tier, tier_scores in scores.items():
+        pairs = [(i, s) for i, s in zip(items, tier_scores, strict=True) if s is not None]
+        judged[tier] = ([i for i, _ in pairs], [s for _, s in pairs])
+        if len(pairs) < len(items):
+            notes.append(
+                f"the budget stopped the {tier} tier after {len(pairs)} of {len(items)} items: "
+                "its numbers and recommendations cover those only"
+            )
+    tiers = {t: tier_stats(t, *judged[t]) for t in scores}
     source = "local" if "local" in scores else "heavy" if "heavy" in scores else None
     faith = conf = None
     if source is None:
         notes.append("no LLM judge configured: only the deterministic tier was measured, nothing to recommend")
     else:
-        faith, p, r = recommend_threshold(items, scores[source], target_precision)
+        faith, p, r = recommend_threshold(*judged[source], target_precision)
         if faith is None:
             notes.append(f"no faithfulness threshold of the {source} tier reaches precision {target_precision:.0%}")
         else:
             notes.append(f"faithfulness < {faith} from the {source} tier: precision {p:.1%}, recall {r:.1%}")
         if "local" in scores:
-            conf, cp = recommend_confidence(
-                items, scores["local"], faith if faith is not None else current, target_precision
-            )
+            conf, cp = recommend_confidence(*judged["local"], faith if faith is not None else current, target_precision)
             notes.append(
                 f"local verdicts with confidence >= {conf} agree with the labels {cp:.1%} of the time"
                 if cp is not None

@@ -184,6 +184,9 @@ def calibrate(
     labels: Path = typer.Option(..., "--labels", help="JSONL dataset with human labels."),
     output: Path = typer.Option(Path("ragtriage-calibration.json"), "--output", "-o"),
     target_precision: float = typer.Option(0.9, "--target-precision", min=0.0, max=1.0),
+    budget_usd: float | None = typer.Option(
+        None, "--budget-usd", min=0.0, help="Stop starting judge calls before spending more; the report says so."
+    ),
     concurrency: int = CONCURRENCY,
     local_url: str | None = LOCAL_URL,
     local_model: str | None = LOCAL_MODEL,
@@ -201,7 +204,7 @@ def calibrate(
 
     async def go() -> Any:
         try:
-            return await collect(evaluator, items, concurrency=concurrency)
+            return await collect(evaluator, items, concurrency=concurrency, budget_usd=budget_usd)
         finally:
             await evaluator.aclose()
 
