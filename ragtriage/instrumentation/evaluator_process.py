@@ -44,7 +44,7 @@ def build_processor(config: Config, drops: DropCounter) -> EvalSpanProcessor:
     """Evaluator, alerts and writer as :func:`ragtriage.instrument` builds them; the parent sampled already.
 
     The dropped-samples alert reads ``drops``, which :func:`serve` keeps at the app process's totals."""
-    evaluator = build_evaluator(config, drop_counter=drops)
+    evaluator = build_evaluator(config, drop_counters=drops)
     if evaluator.alerts is not None:
         name_alerts(evaluator.alerts, project=config.project_name, config=config)
         watch_drops(evaluator.alerts, drops)

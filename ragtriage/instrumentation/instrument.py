@@ -89,13 +89,13 @@ def build_evaluator(
     *,
     alert_sinks: Sequence[AlertSink] | None = None,
     alert_rules: Sequence[Rule] | None = None,
-    drop_counter: Callable[[], tuple[int, int]] | None = None,
+    drop_counters: Callable[[], tuple[int, int]] | None = None,
 ) -> RAGEvaluator:
     """The evaluator the configuration describes; with no judge URL or key, the free tiers alone.
 
     Alerts go to ``alert_sinks`` (default: the sinks the environment configures, and the log);
     rules come from ``alert_rules``, else ``RAGTRIAGE_ALERT_RULES_FILE``, else the built-in ones.
-    A rules file's ``dropped`` rule reads ``drop_counter`` (without one, it is an error).
+    A rules file's ``dropped`` rule reads ``drop_counters`` (without one, it is an error).
     """
     local = (
         LLMJudge(model=config.local_judge_model, base_url=config.local_judge_url) if config.local_judge_url else None
@@ -111,7 +111,7 @@ def build_evaluator(
         )
     tracker = CostTracker(budget_usd_per_hour=config.budget_usd_per_hour)
     if alert_rules is None and config.alert_rules_file:
-        alert_rules = load_rules(config.alert_rules_file, cost_tracker=tracker, drop_counters=drop_counter)
+        alert_rules = load_rules(config.alert_rules_file, cost_tracker=tracker, drop_counters=drop_counters)
     calibrated: dict[str, Any] = {"confidence_threshold": config.confidence_threshold}
     if config.calibration_file:
         calibrated.update(load_calibration(config.calibration_file).evaluator_kwargs())
@@ -230,7 +230,7 @@ def instrument(
         if writer is None and handler is None:
             writer = phoenix_writer(config, project_of(provider, config))
         evaluator = evaluator or build_evaluator(
-            config, alert_sinks=alert_sinks, alert_rules=alert_rules, drop_counter=drops
+            config, alert_sinks=alert_sinks, alert_rules=alert_rules, drop_counters=drops
         )
         processor = EvalSpanProcessor(
             evaluator,
