@@ -182,27 +182,26 @@ def instrument(
             "meter_provider": meter_provider,
         }
         given = [name for name, value in in_process_only.items() if value is not None]
-        if given and settings.get("evaluate_in") is not None:
-            raise ValueError(
+        asked = settings.get("evaluate_in") is not None
+        problem = None
+        if given:
+            problem = (
                 f"{', '.join(given)} cannot cross into the evaluator process (evaluate_in='process'): configure "
                 "it through settings and RAGTRIAGE_* variables, or use evaluate_in='thread'"
             )
-        if given:  # the environment asked for it, the code cannot have it: the app must still start
+        elif not _runnable(_python(config)):
+            problem = (
+                f"the evaluator process's interpreter {_python(config)!r} cannot be run: set evaluator_python "
+                "(RAGTRIAGE_EVALUATOR_PYTHON) to a Python with ragtriage installed"
+            )
+            asked = asked or settings.get("evaluator_python") is not None
+        if problem is not None and asked:
+            raise ValueError(problem)
+        if problem is not None:  # only the environment asked for it, the code cannot have it: the app must start
             logger.warning(
-                "ragtriage: RAGTRIAGE_EVALUATE_IN=process ignored: %s cannot cross into a child process; "
-                "evaluating on a background thread",
-                ", ".join(given),
+                "ragtriage: RAGTRIAGE_EVALUATE_IN=process ignored: %s; evaluating on a background thread", problem
             )
             config = replace(config, evaluate_in="thread")
-    if config.evaluate_in == "process" and not config.queue_url and not _runnable(_python(config)):
-        problem = (
-            f"the evaluator process's interpreter {_python(config)!r} cannot be run: set evaluator_python "
-            "(RAGTRIAGE_EVALUATOR_PYTHON) to a Python with ragtriage installed"
-        )
-        if settings.get("evaluate_in") is not None or settings.get("evaluator_python") is not None:
-            raise ValueError(problem)
-        logger.warning("ragtriage: RAGTRIAGE_EVALUATE_IN=process ignored: %s; evaluating on a thread", problem)
-        config = replace(config, evaluate_in="thread")
 
     with _lock:
         if _installed is not None:
