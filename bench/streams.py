@@ -45,8 +45,7 @@ import redis
 from _support import JudgeProcess, RedisProcess, machine, make_samples, percentile
 
 from ragtriage import EvalSpanProcessor, LLMJudge, RAGEvaluator
-from ragtriage.span_processor import RAGSample
-from ragtriage.span_processor.extraction import Document
+from ragtriage.sample import Document, RAGSample
 from ragtriage.streams import StreamWorker
 from ragtriage.streams.queue import DEFAULT_GROUP, FIELD
 

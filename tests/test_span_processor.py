@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
 
 from ragtriage import EvalSpanProcessor, LLMJudge, RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
-from ragtriage.span_processor import RAGSample
+from ragtriage.sample import RAGSample
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 
 QUESTION = "What is the capital of France?"

@@ -21,8 +21,7 @@ from ragtriage import EvalSpanProcessor, RAGEvaluationResult, RAGEvaluator
 from ragtriage.alerts import AlertEvent, AlertManager, ShareRule
 from ragtriage.export import PhoenixWriter
 from ragtriage.instrumentation import installed_processor
-from ragtriage.span_processor import RAGSample
-from ragtriage.span_processor.extraction import Document
+from ragtriage.sample import Document, RAGSample
 from ragtriage.streams import DEFAULT_GROUP, DEFAULT_STREAM, SharedAlerts, StreamWorker, dead_letter_stream
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 from ragtriage.testing.redis_server import free_port

@@ -21,7 +21,7 @@ from ragtriage.demo.app import DemoApp, load_corpus
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.export.phoenix import base_url
 from ragtriage.instrumentation import installed_processor
-from ragtriage.span_processor import RAGSample
+from ragtriage.sample import RAGSample
 
 PROJECT = "ragtriage-demo"
 

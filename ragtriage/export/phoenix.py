@@ -39,8 +39,8 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from ragtriage.evaluator.results import RAGEvaluationResult
+from ragtriage.sample import RAGSample
 from ragtriage.span_processor.extraction import OWN_SPAN
-from ragtriage.span_processor.processor import RAGSample
 
 logger = logging.getLogger(__name__)
 

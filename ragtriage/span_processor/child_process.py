@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ragtriage.span_processor.processor import RAGSample
+from ragtriage.sample import RAGSample
 
 logger = logging.getLogger(__name__)
 

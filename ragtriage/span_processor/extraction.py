@@ -16,6 +16,8 @@ from typing import Any
 
 from openinference.semconv.trace import DocumentAttributes, MessageAttributes, SpanAttributes
 
+from ragtriage.sample import Document
+
 KIND = SpanAttributes.OPENINFERENCE_SPAN_KIND
 INPUT = SpanAttributes.INPUT_VALUE
 INPUT_MIME = SpanAttributes.INPUT_MIME_TYPE
@@ -35,15 +37,6 @@ _DOCUMENT_KEYS = tuple(
                                             DocumentAttributes.DOCUMENT_ID))
     for i in range(MAX_DOCUMENTS)
 )  # fmt: skip
-
-
-@dataclass(slots=True)
-class Document:
-    content: str
-    id: str | None = None
-    score: float | None = None
-    span_id: int = 0
-    position: int = 0
 
 
 @dataclass(slots=True)

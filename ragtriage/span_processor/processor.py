@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import math
 import os
@@ -20,7 +19,7 @@ import time
 import weakref
 from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
@@ -29,90 +28,16 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.evaluator.sampling import TRACE_ID_MASK, sample_bound
-from ragtriage.span_processor.extraction import (
-    FALLBACK_ANSWER,
-    FALLBACK_CONTEXTS,
-    FALLBACK_QUESTION,
-    KIND,
-    OWN_SPAN,
-    Document,
-    extract,
-)
+from ragtriage.sample import RAGSample
+from ragtriage.span_processor._assembly import BufferedSpan, assemble
+from ragtriage.span_processor.extraction import FALLBACK_CONTEXTS, KIND, OWN_SPAN
 
 logger = logging.getLogger(__name__)
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY
-_MAX_DOCUMENTS_PER_TRACE = 256
 #: How often an idle worker looks at the queue; force_flush() and shutdown() wake it at once. Every
 #: look takes the GIL from the app's thread; at 200 ms instead of 50 ms the worker's CPU per sample at
 #: sample rate 0.1 fell by a fifth (bench/span_processor.py), and a sample waits at most 0.2 s longer.
 _POLL_S = 0.2
-
-
-@dataclass(slots=True)
-class RAGSample:
-    """One completed RAG trace, ready to evaluate."""
-
-    trace_id: int
-    root_span_id: int
-    question: str
-    answer: str
-    documents: list[Document]
-    ended_at: float = field(default_factory=time.time)
-
-    @property
-    def contexts(self) -> list[str]:
-        return [d.content for d in self.documents]
-
-    @property
-    def sample_id(self) -> str:
-        return f"{self.trace_id:032x}-{self.root_span_id:016x}"
-
-    def to_json(self) -> str:
-        """The wire format of the Redis Stream queue (ids as hex, like OTLP JSON)."""
-        return json.dumps(
-            {
-                "v": 1,
-                "trace_id": f"{self.trace_id:032x}",
-                "root_span_id": f"{self.root_span_id:016x}",
-                "question": self.question,
-                "answer": self.answer,
-                "ended_at": self.ended_at,
-                "documents": [
-                    {"content": d.content, "id": d.id, "score": d.score, "span_id": f"{d.span_id:016x}",
-                     "position": d.position}
-                    for d in self.documents
-                ],
-            },
-            ensure_ascii=False,
-        )  # fmt: skip
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> RAGSample:
-        """Inverse of :meth:`to_json`; raises ``ValueError`` on anything malformed (a poison entry)."""
-        try:
-            data = json.loads(text)
-            if data.get("v") != 1:
-                raise ValueError(f"unknown sample format version {data.get('v')!r}")
-            documents = [
-                Document(str(d["content"]), d.get("id"), d.get("score"), int(d["span_id"], 16), int(d["position"]))
-                for d in data["documents"]
-            ]
-            return cls(
-                int(data["trace_id"], 16),
-                int(data["root_span_id"], 16),
-                _string(data["question"]),
-                _string(data["answer"]),
-                documents,
-                float(data["ended_at"]),
-            )
-        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"malformed sample: {type(exc).__name__}: {exc}") from None
-
-
-def _string(value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value
 
 
 class WriteBackFailed(Exception):
@@ -134,10 +59,6 @@ class ResultWriter(Protocol):
     async def aclose(self) -> None: ...
 
 
-#: One ended span as buffered: its (immutable) attribute dict, span id, parent span id, whether a local root.
-_BufferedSpan = tuple[Mapping[str, Any], int, int, bool]
-
-
 class _TraceBuffer:
     """One in-flight trace: references to its spans' (immutable, ended) attribute dicts, nothing copied.
 
@@ -150,45 +71,13 @@ class _TraceBuffer:
         self.expires = expires
         self.open_roots = 1
         self.rag = False
-        self.spans: list[_BufferedSpan] = []
+        self.spans: list[BufferedSpan] = []
 
 
 @dataclass(slots=True)
 class _CompletedTrace:
     trace_id: int
-    spans: list[_BufferedSpan]
-
-
-class _Facts:
-    """The best question/answer seen so far, by source priority, and the documents."""
-
-    __slots__ = ("answer", "documents", "question")
-
-    def __init__(self) -> None:
-        self.question: tuple[int, str] | None = None
-        self.answer: tuple[int, str] | None = None
-        self.documents: list[Document] = []
-
-    def offer(self, slot: str, priority: int, text: str | None) -> None:
-        if text is None:
-            return
-        current = getattr(self, slot)
-        if current is None or priority <= current[0]:
-            setattr(self, slot, (priority, text))
-
-    def add(self, attributes: Mapping[str, Any], span_id: int, is_root: bool) -> None:
-        facts = extract(attributes, span_id)
-        if facts is None:
-            return
-        explicit = FALLBACK_QUESTION in attributes or FALLBACK_ANSWER in attributes
-        priority = 0 if explicit else (1 if is_root else 2)
-        self.offer("question", priority, facts.question)
-        self.offer("answer", priority, facts.answer)
-        self.offer("question", 3, facts.llm_question)
-        self.offer("answer", 3, facts.llm_answer)
-        room = _MAX_DOCUMENTS_PER_TRACE - len(self.documents)
-        if facts.documents and room > 0:
-            self.documents.extend(facts.documents[:room])
+    spans: list[BufferedSpan]
 
 
 class EvalSpanProcessor(SpanProcessor):
@@ -330,40 +219,11 @@ class EvalSpanProcessor(SpanProcessor):
             self._internal_error()
 
     def _assemble(self, trace: _CompletedTrace) -> list[RAGSample]:
-        """Extract question, contexts and answer per local root of a completed trace (background thread)."""
-        samples = []
-        for root_span_id, spans in self._by_local_root(trace.spans):
-            facts = _Facts()
-            for attributes, span_id, _, is_root in spans:
-                facts.add(attributes, span_id, is_root)
-            if not facts.documents:
-                self._count("traces_not_rag")
-            elif facts.question is None or facts.answer is None:
-                self._count("traces_incomplete")
-            else:
-                samples.append(
-                    RAGSample(trace.trace_id, root_span_id, facts.question[1], facts.answer[1], facts.documents)
-                )
+        """Question, contexts and answer per local root of a completed trace (background thread)."""
+        samples, skipped = assemble(trace.trace_id, trace.spans)
+        for reason, n in skipped.items():
+            self._count(reason, n)
         return samples
-
-    def _by_local_root(self, spans: list[_BufferedSpan]) -> list[tuple[int, list[_BufferedSpan]]]:
-        """Split a trace's spans by the local root they descend from (almost always just one root)."""
-        roots = [span_id for _, span_id, _, is_root in spans if is_root]
-        if len(roots) == 1:
-            return [(roots[0], spans)]
-        groups: dict[int, list[_BufferedSpan]] = {root: [] for root in roots}
-        parent_of = {span_id: parent_id for _, span_id, parent_id, is_root in spans if not is_root}
-        for span in spans:
-            node: int | None = span[1]
-            for _ in range(len(spans) + 1):  # a parent chain is never longer than the buffer
-                if node in groups:
-                    groups[node].append(span)
-                    break
-                node = parent_of.get(node)  # type: ignore[arg-type]
-                if node is None:  # its parent was not buffered (dropped, or still open): whose is it?
-                    self._count("spans_unattributed")
-                    break
-        return list(groups.items())
 
     def _enqueue(self, trace: _CompletedTrace) -> None:
         if len(self._queue) >= self._max_queue_size:

@@ -17,7 +17,7 @@ from collections import Counter
 from redis.exceptions import RedisError
 
 from ragtriage.redis_connections import LoopLocalRedis, check_redis_url
-from ragtriage.span_processor.processor import RAGSample
+from ragtriage.sample import RAGSample
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,89 @@
+"""The unit of work: one RAG sample (question, answer, the documents the answer was given), and its wire codec.
+
+Every entry point hands samples to the evaluation pipeline in this shape; the Redis Stream
+and the evaluator process's pipe carry them as :meth:`RAGSample.to_json` lines.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Document:
+    """One retrieved document as the app used it: its text, and the id and score the retriever gave."""
+
+    content: str
+    id: str | None = None
+    score: float | None = None
+    span_id: int = 0
+    position: int = 0
+
+
+@dataclass(slots=True)
+class RAGSample:
+    """One completed RAG trace, ready to evaluate."""
+
+    trace_id: int
+    root_span_id: int
+    question: str
+    answer: str
+    documents: list[Document]
+    ended_at: float = field(default_factory=time.time)
+
+    @property
+    def contexts(self) -> list[str]:
+        return [d.content for d in self.documents]
+
+    @property
+    def sample_id(self) -> str:
+        return f"{self.trace_id:032x}-{self.root_span_id:016x}"
+
+    def to_json(self) -> str:
+        """The wire format of the Redis Stream queue (ids as hex, like OTLP JSON)."""
+        return json.dumps(
+            {
+                "v": 1,
+                "trace_id": f"{self.trace_id:032x}",
+                "root_span_id": f"{self.root_span_id:016x}",
+                "question": self.question,
+                "answer": self.answer,
+                "ended_at": self.ended_at,
+                "documents": [
+                    {"content": d.content, "id": d.id, "score": d.score, "span_id": f"{d.span_id:016x}",
+                     "position": d.position}
+                    for d in self.documents
+                ],
+            },
+            ensure_ascii=False,
+        )  # fmt: skip
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RAGSample:
+        """Inverse of :meth:`to_json`; raises ``ValueError`` on anything malformed (a poison entry)."""
+        try:
+            data = json.loads(text)
+            if data.get("v") != 1:
+                raise ValueError(f"unknown sample format version {data.get('v')!r}")
+            documents = [
+                Document(str(d["content"]), d.get("id"), d.get("score"), int(d["span_id"], 16), int(d["position"]))
+                for d in data["documents"]
+            ]
+            return cls(
+                int(data["trace_id"], 16),
+                int(data["root_span_id"], 16),
+                _string(data["question"]),
+                _string(data["answer"]),
+                documents,
+                float(data["ended_at"]),
+            )
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"malformed sample: {type(exc).__name__}: {exc}") from None
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
