@@ -1,9 +1,13 @@
 """The deterministic tier: checks that need no network and take microseconds.
 
-It decides only what it can prove: an empty answer, a refusal although the
-contexts cover the question, a missing or dangling citation the user's rule
-demands, and a number in the answer that no context (or the question) has.
-Everything else it reports as signals and leaves to the LLM tiers.
+It decides only what it can prove, and only ``fail``: an empty answer, a refusal
+although the contexts cover the question, a missing or dangling citation the
+user's rule demands, a number or name that no context (nor the question) states
+in any spelling, a date that changes one part of a context's date, a context
+statement with its negation flipped, and the wrong pick of a choice question
+the contexts' dates settle. Each failure's note names the fact to check.
+Everything else (derived values, other spellings, rare words) it reports as
+signals and leaves to the LLM tiers: only a judge can say an answer is right.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ragtriage.judges.grounding import EvidenceIndex, GroundingReport, check_grounding
+from ragtriage.judges._contradictions import negation_flip, phrase_text, wrong_choice
+from ragtriage.judges._normalize import fold
+from ragtriage.judges.grounding import SMALL_NUMBER, EvidenceIndex, GroundingReport, check_grounding
 
 _REFUSAL = re.compile(
     r"\b(?:i\s+(?:do\s+not|don['’]t)\s+know|i\s+am\s+not\s+sure|i['’]m\s+not\s+sure"
@@ -42,8 +48,7 @@ _QUESTION_STOP = frozenset(
 
 #: A refusal is only certain when the contexts hold at least this share of the question's content words.
 ANSWERABLE_OVERLAP = 0.6
-#: Integers up to this are often paraphrased ("two films"); a missing one is a signal, not proof.
-SMALL_NUMBER = 10
+__all__ = ["ANSWERABLE_OVERLAP", "SMALL_NUMBER", "DeterministicChecker", "DeterministicReport"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,15 +102,16 @@ class DeterministicChecker:
     def fingerprint(self) -> str:
         """Part of the cache key: a different rule set must not reuse old verdicts."""
         pattern = self.citation_pattern.pattern if self.citation_pattern else ""
-        return f"det1:{self.min_answer_chars}:{self.unsupported_entities_to_fail}:{pattern}"
+        return f"det2:{self.min_answer_chars}:{self.unsupported_entities_to_fail}:{pattern}"
 
     def check(self, question: str, answer: str, contexts: Sequence[str]) -> DeterministicReport:
         failures: list[str] = []
         signals: list[str] = []
-        stripped = answer.strip()
+        stripped = fold(answer.strip())
         evidence = EvidenceIndex.build(contexts)
-        grounding = check_grounding(stripped, evidence, EvidenceIndex.build((question,)))
-        injection = _looks_injected(contexts)
+        asked = EvidenceIndex(fold(question))
+        grounding = check_grounding(stripped, evidence, asked)
+        injection = _looks_injected(evidence.lowered)
         if injection:
             signals.append("a retrieved context contains instruction-like text (possible prompt injection)")
 
@@ -118,7 +124,7 @@ class DeterministicChecker:
 
         refusal = bool(_REFUSAL.search(stripped)) and len(stripped) < 300
         if refusal:
-            overlap = _question_coverage(question, evidence)
+            overlap = _question_coverage(asked.text, evidence)
             if overlap is not None and overlap >= ANSWERABLE_OVERLAP:
                 failures.append(
                     f"answer declines to answer although the contexts cover {overlap:.0%} of the question's terms"
@@ -129,11 +135,13 @@ class DeterministicChecker:
         if self.citation_pattern is not None:
             failures.extend(self._citation_failures(stripped, len(contexts)))
 
-        hard_numbers = [n for n in grounding.unsupported_numbers if not _is_small_int(n)]
-        if hard_numbers:
-            failures.append("answer states " + _quote(hard_numbers) + ", found in no context")
+        if grounding.hard_numbers:
+            failures.append("answer states " + _quote(grounding.hard_numbers) + ", found in no context")
         elif grounding.unsupported_numbers:
             signals.append("answer states " + _quote(grounding.unsupported_numbers) + ", found in no context")
+        failures.extend(grounding.date_conflicts)
+        signals.extend(grounding.derived)
+        signals.extend(grounding.variants)
         entities = grounding.unsupported_entities
         if entities and self.unsupported_entities_to_fail and len(entities) >= self.unsupported_entities_to_fail:
             failures.append("answer names " + _quote(entities) + ", found in no context")
@@ -141,6 +149,12 @@ class DeterministicChecker:
             signals.append("answer names " + _quote(entities) + ", found in no context")
         if grounding.unsupported_words:
             signals.append("answer uses " + _quote(grounding.unsupported_words) + ", found in no context")
+        if not failures and not refusal:
+            contradiction = wrong_choice(asked.text, stripped, evidence.text) or negation_flip(
+                stripped.lower(), phrase_text(evidence.lowered)
+            )
+            if contradiction:
+                failures.append(contradiction)
         return DeterministicReport(tuple(failures), tuple(signals), grounding, refusal=refusal, injection=injection)
 
     def _citation_failures(self, answer: str, n_contexts: int) -> list[str]:
@@ -161,12 +175,15 @@ class DeterministicChecker:
         return f"DeterministicChecker({self.fingerprint})"
 
 
-def _looks_injected(contexts: Sequence[str]) -> bool:
-    """The regex is the judge; a plain substring scan first skips it for the vast majority of contexts."""
-    for context in contexts:
-        lowered = context.lower()
-        if any(map(lowered.__contains__, _INJECTION_WORDS)) and _INJECTION.search(lowered):
-            return True
+def _looks_injected(lowered: str) -> bool:
+    """The regex is the judge; a plain substring scan of the lowered contexts first skips it for the vast
+    majority, and where a prefilter word is found only the text around it is searched."""
+    for word in _INJECTION_WORDS:
+        at = lowered.find(word)
+        while at >= 0:
+            if _INJECTION.search(lowered, max(0, at - 60), at + 80):
+                return True
+            at = lowered.find(word, at + 1)
     return False
 
 
@@ -174,12 +191,8 @@ def _question_coverage(question: str, evidence: EvidenceIndex) -> float | None:
     terms = {w for w in _CONTENT_WORD.findall(question.lower()) if w not in _QUESTION_STOP}
     if not terms:
         return None
-    found = sum(1 for t in terms if t[:5] in evidence.stems or t in evidence.words)
+    found = sum(1 for t in terms if evidence.has_prefix(t[:5]) or evidence.has(t))
     return found / len(terms)
-
-
-def _is_small_int(raw: str) -> bool:
-    return raw.isdigit() and int(raw) <= SMALL_NUMBER
 
 
 def _quote(items: Sequence[str], limit: int = 5) -> str:

@@ -3,63 +3,44 @@
 Numbers, dates, named entities and rare content words are what hallucinations
 are made of, and whether a term occurs in a text is checkable in microseconds.
 The check is one-sided: a term that is found proves nothing, a term that is
-found nowhere (not in the contexts, not in the question) is evidence.
+found nowhere (not in the contexts, not in the question) is evidence, but only
+after every other way of writing it was looked for: accents, number words,
+date formats, plurals, demonyms, abbreviations, hyphenation, transliteration,
+and values that follow from the contexts' own (a unit conversion, a sum).
+
+The contexts are indexed once as one padded string of lower-case tokens, so a
+lookup is a substring search in C; the slower readings (all number phrases, all
+dates, capitalised words) are built only when an answer term is not found.
 """
 
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_NUMBER_OR_WORD = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+")
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
-_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
+from ragtriage.judges._dates import MONTHS, Ymd, agrees, conflict, find_dates, show
+from ragtriage.judges._normalize import fold, skeleton, variant_kind
+from ragtriage.judges._numbers import Quantity, derivation, digit_values, quantities
+
+#: Integers up to this are often paraphrased ("two films"); a missing one is a signal, not proof.
+SMALL_NUMBER = 10
+
+_KEEP_WORD = bytes(c if 48 <= c <= 57 or 97 <= c <= 122 else 32 for c in range(256))
+_KEEP_NUMBER = bytes(c if 48 <= c <= 57 or c in b".," else 32 for c in range(256))
 _TOKEN = re.compile(r"[^\W_]+")
-#: ASCII punctuation except the separators inside numbers ("1,500", "3.5"), mapped to spaces.
-_ASCII_SEPARATORS = str.maketrans({c: " " for c in string.punctuation if c not in ".,"})
+_DIGIT_RUN = re.compile(r"\d+(?:[.,]\d+)*")
+_HAS_DIGIT = re.compile(r"\d")
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|\n)\s*[\"'(\[]*([^\W\d_]+)")
-
-_NUMBER_WORDS = {
-    "zero": "0",
-    "one": "1",
-    "two": "2",
-    "three": "3",
-    "four": "4",
-    "five": "5",
-    "six": "6",
-    "seven": "7",
-    "eight": "8",
-    "nine": "9",
-    "ten": "10",
-    "eleven": "11",
-    "twelve": "12",
-    "thirteen": "13",
-    "fourteen": "14",
-    "fifteen": "15",
-    "sixteen": "16",
-    "seventeen": "17",
-    "eighteen": "18",
-    "nineteen": "19",
-    "twenty": "20",
-    "thirty": "30",
-    "forty": "40",
-    "fifty": "50",
-    "hundred": "100",
-    "thousand": "1000",
-    "first": "1",
-    "second": "2",
-    "third": "3",
-    "fourth": "4",
-    "fifth": "5",
-    "once": "1",
-    "twice": "2",
-    "single": "1",
-    "double": "2",
-    "half": "2",
-}
+_CAPITALISED = re.compile(r"\b[A-Z][^\W_]*")
+_ROMAN = re.compile(r"^(?=[IVXLC]{2,}$)(C{0,3})(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})$")
+_ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100}
+#: Endings of common words (adjectives, adverbs, agent nouns) that start a sentence before a name.
+_WORD_ENDINGS = ("ly", "ing", "ed", "er", "or", "ous", "ful", "ive", "al", "ic", "ist", "ent", "ant", "ary", "ness")
+_RUN = re.compile(r"[A-Z][^\W_]*(?:[\s-]+(?:(?:of|the|and|for|de|du|la|von|van)[\s-]+)?[A-Z][^\W_]*)*")
+_RUN_LINKS = frozenset("of the and for de du la le von van der den y et da di".split())
 
 # Function words and the everyday vocabulary of answers; a word here is never "rare".
 _COMMON = frozenset(
@@ -82,69 +63,133 @@ _COMMON = frozenset(
 
 
 def normalize_number(text: str) -> str:
-    if text.isdigit():  # the common case, and the regex below costs a microsecond
-        return text
-    text = _THOUSANDS.sub("", text)
-    if "," in text:  # decimal comma (European style)
-        text = text.replace(",", ".")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".") or "0"
-    return text
+    """The first reading of a digit string, as digits ("1,500" -> "1500"); kept for callers of the old API."""
+    values = digit_values(text)
+    return _show(values[0]) if values else text
 
 
 class EvidenceIndex:
-    """The numbers, words and (on demand) word stems of some texts, built once per sample."""
+    """The tokens and numbers of some texts, built once per sample; slower readings on first use."""
 
-    __slots__ = ("_stems", "numbers", "words")
+    __slots__ = ("_lazy", "lowered", "numbers", "padded", "text")
 
-    def __init__(self, numbers: set[str], words: set[str]) -> None:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        lowered = text.lower()
+        self.lowered = lowered
+        if lowered.isascii():
+            raw = lowered.encode()
+            self.padded = " " + raw.translate(_KEEP_WORD).decode() + " "
+            digit_runs = raw.translate(_KEEP_NUMBER).decode().split()
+        else:
+            self.padded = " " + " ".join(_TOKEN.findall(lowered)) + " "
+            digit_runs = _DIGIT_RUN.findall(lowered)
+        numbers: set[float] = set()
+        for run in digit_runs:
+            run = run.strip(".,")
+            if run.isdigit():
+                numbers.add(float(run))
+            elif run:
+                numbers.update(digit_values(run))
         self.numbers = numbers
-        self.words = words
-        self._stems: set[str] | None = None
-
-    @property
-    def stems(self) -> set[str]:
-        """First five letters of the longer words; only rare-word and refusal checks need them."""
-        if self._stems is None:
-            self._stems = {w[:5] for w in self.words if len(w) >= 5}
-        return self._stems
+        self._lazy: dict[str, Any] = {}
 
     @classmethod
     def build(cls, texts: Sequence[str]) -> EvidenceIndex:
-        words, raw_numbers = _tokens("\n".join(texts).lower())
-        numbers = {normalize_number(n) for n in raw_numbers}
-        numbers.update(_NUMBER_WORDS[w] for w in words.intersection(_NUMBER_WORDS))
-        return cls(numbers, words)
+        return cls(fold("\n".join(texts)))
+
+    def has(self, word: str) -> bool:
+        return f" {word} " in self.padded
+
+    def has_prefix(self, prefix: str) -> bool:
+        return f" {prefix}" in self.padded
+
+    @property
+    def stems(self) -> set[str]:
+        """First five letters of the longer words (the refusal check's view)."""
+        if "stems" not in self._lazy:
+            self._lazy["stems"] = {w[:5] for w in self.padded.split() if len(w) >= 5}
+        return self._lazy["stems"]
+
+    @property
+    def words(self) -> set[str]:
+        if "words" not in self._lazy:
+            self._lazy["words"] = set(self.padded.split())
+        return self._lazy["words"]
+
+    @property
+    def values(self) -> set[float]:
+        """Every number the texts state, digits or words, with scales ("4.7 million") applied."""
+        if "values" not in self._lazy:
+            found = set(self.numbers)
+            for quantity in quantities(self.text):
+                found.update(quantity.values)
+            self._lazy["values"] = found
+        return self._lazy["values"]
+
+    @property
+    def dates(self) -> list[Ymd]:
+        if "dates" not in self._lazy:
+            self._lazy["dates"] = [r for d in find_dates(self.text) for r in d.readings]
+        return self._lazy["dates"]
+
+    @property
+    def names(self) -> set[str]:
+        """Lower-case words written capitalised somewhere: the candidates for another spelling of a name."""
+        if "names" not in self._lazy:
+            self._lazy["names"] = {w.lower() for w in _CAPITALISED.findall(self.text)}
+        return self._lazy["names"]
+
+    @property
+    def skeletons(self) -> dict[str, str]:
+        """The transliteration key of every capitalised word (see ``_normalize.skeleton``)."""
+        if "skeletons" not in self._lazy:
+            self._lazy["skeletons"] = {skeleton(n): n for n in self.names if len(n) >= 4}
+        return self._lazy["skeletons"]
+
+    @property
+    def acronyms(self) -> set[str]:
+        """Initials of every run of capitalised words ("United Nations" -> "un", "New York City" -> "nyc")."""
+        if "acronyms" not in self._lazy:
+            self._lazy["acronyms"] = _initials(self.text)
+        return self._lazy["acronyms"]
 
 
-def _tokens(lowered: str) -> tuple[set[str], set[str]]:
-    """Words and numbers of a text, as ``_NUMBER_OR_WORD`` finds them.
-
-    This runs on every sample's contexts, so ASCII text takes a faster road: ``str.split`` after
-    turning separators into spaces, with the regex only for the few tokens that are not plain words
-    (``1,500``, ``covid19``, ``word,``). Non-ASCII text goes through the regex as a whole.
-    """
-    if not lowered.isascii():
-        tokens = set(_NUMBER_OR_WORD.findall(lowered))
-        numbers = {t for t in tokens if t[0].isdigit()}
-        return tokens - numbers, numbers
-    tokens = {t.strip(".,") for t in lowered.translate(_ASCII_SEPARATORS).split()}
-    words = {t for t in tokens if t.isalpha()}
-    numbers: set[str] = set()
-    for token in tokens - words:
-        for part in _NUMBER_OR_WORD.findall(token):
-            (numbers if part[0].isdigit() else words).add(part)
-    return words, numbers
+def _initials(text: str) -> set[str]:
+    """Initials of each run of capitalised words and of its sub-runs, with and without linking words."""
+    found: set[str] = set()
+    for run in _RUN.finditer(text):
+        words = re.split(r"[\s-]+", run.group())
+        for i, first in enumerate(words):
+            if first.lower() in _RUN_LINKS:
+                continue
+            strict = loose = ""
+            for word in words[i : i + 8]:
+                loose += word[0].lower()
+                if word.lower() not in _RUN_LINKS:
+                    strict += word[0].lower()
+                if len(strict) >= 2:
+                    found.update((strict, loose))
+    return found
 
 
 @dataclass(frozen=True, slots=True)
 class GroundingReport:
-    """Salient terms of the answer, split by whether the evidence contains them."""
+    """Salient terms of the answer, split by whether the evidence contains them.
+
+    ``unsupported_*`` are found nowhere; ``hard_numbers`` are the unsupported numbers that are not small
+    integers; ``derived`` and ``variants`` explain terms that are not stated but could be (a converted
+    value, another spelling): signals, never proof; ``date_conflicts`` are certain (same date, one part changed).
+    """
 
     checked: int
     unsupported_numbers: tuple[str, ...]
     unsupported_entities: tuple[str, ...]
     unsupported_words: tuple[str, ...]
+    hard_numbers: tuple[str, ...] = ()
+    derived: tuple[str, ...] = ()
+    variants: tuple[str, ...] = ()
+    date_conflicts: tuple[str, ...] = ()
 
     @property
     def score(self) -> float | None:
@@ -152,50 +197,257 @@ class GroundingReport:
         if not self.checked:
             return None
         missing = len(self.unsupported_numbers) + len(self.unsupported_entities) + len(self.unsupported_words)
+        missing += len(self.date_conflicts)
         return round(1.0 - missing / self.checked, 4)
+
+
+class _Findings:
+    __slots__ = ("checked", "conflicts", "consumed", "derived", "entities", "hard", "numbers", "variants", "words")
+
+    def __init__(self) -> None:
+        self.checked = 0
+        self.numbers: list[str] = []
+        self.hard: list[str] = []
+        self.entities: list[str] = []
+        self.words: list[str] = []
+        self.derived: list[str] = []
+        self.variants: list[str] = []
+        self.conflicts: list[str] = []
+        self.consumed: list[tuple[int, int]] = []
+
+    def inside(self, start: int, end: int) -> bool:
+        return any(s <= start and end <= e for s, e in self.consumed)
 
 
 def check_grounding(answer: str, contexts: EvidenceIndex, question: EvidenceIndex) -> GroundingReport:
     """Terms the question already names are not the answer's invention, so both count as evidence."""
-    numbers_known = contexts.numbers | question.numbers  # small; the word sets are not copied
-    context_words, question_words = contexts.words, question.words
-    checked = 0
-    numbers: list[str] = []
-    for raw in _NUMBER.findall(answer):
-        checked += 1
-        number = normalize_number(raw)
-        if number not in numbers_known:
-            numbers.append(raw)
+    answer = fold(answer)
+    found = _Findings()
+    if _HAS_DIGIT.search(answer):
+        _check_dates(answer, contexts, question, found)
+    _check_numbers(answer, contexts, question, found)
+    _check_words(answer, contexts, question, found)
+    return GroundingReport(
+        found.checked,
+        tuple(found.numbers),
+        tuple(found.entities),
+        tuple(found.words),
+        tuple(found.hard),
+        tuple(found.derived),
+        tuple(found.variants),
+        tuple(found.conflicts),
+    )
 
-    sentence_starts = {m.group(1) for m in _SENTENCE_START.finditer(answer)}
-    entities: list[str] = []
-    words: list[str] = []
+
+def _check_dates(answer: str, contexts: EvidenceIndex, question: EvidenceIndex, found: _Findings) -> None:
+    for mention in find_dates(answer):
+        if any(_parts_stated(r, contexts) or _parts_stated(r, question) for r in mention.readings):
+            found.consumed.append((mention.start, mention.end))
+            found.checked += 1
+            continue
+        known = contexts.dates + question.dates
+        if any(agrees(r, k) and _overlap(r, k) >= 2 for r in mention.readings for k in known):
+            found.consumed.append((mention.start, mention.end))  # the same date in another format
+            found.checked += 1
+            continue
+        clash = [(r, k) for r in mention.readings for k in known if conflict(r, k)]
+        if clash and len(mention.readings) == 1:
+            found.checked += 1
+            reading, context_date = clash[0]
+            found.conflicts.append(
+                f"answer gives the date {mention.raw!r} ({show(reading)}); the context has {show(context_date)}"
+            )
+            found.consumed.append((mention.start, mention.end))
+
+
+def _parts_stated(date: Ymd, evidence: EvidenceIndex) -> bool:
+    """Every part of the date appears in the evidence on its own (the fast path, before parsing its dates)."""
+    year, month, day = date
+    if year is not None and float(year) not in evidence.numbers:
+        return False
+    if day is not None and float(day) not in evidence.numbers:
+        return False
+    if month is not None:
+        names = [name for name, number in MONTHS.items() if number == month]
+        if not any(evidence.has(name) for name in names):
+            return False
+        return bool(year or day)
+    return True
+
+
+def _overlap(a: Ymd, b: Ymd) -> int:
+    return sum(x is not None and y is not None for x, y in zip(a, b, strict=True))
+
+
+def _check_numbers(answer: str, contexts: EvidenceIndex, question: EvidenceIndex, found: _Findings) -> None:
+    for quantity in quantities(answer) if _HAS_DIGIT.search(answer) or _maybe_number_word(answer) else ():
+        if found.inside(quantity.start, quantity.end):
+            continue
+        found.checked += 1
+        found.consumed.append((quantity.start, quantity.end))
+        if _stated(quantity, contexts.numbers) or _stated(quantity, question.numbers):
+            continue
+        if _stated(quantity, contexts.values) or _stated(quantity, question.values):
+            continue
+        known = contexts.values | question.values
+        how = next((h for v in quantity.values if (h := derivation(v, known))), None)
+        if how is not None:
+            found.derived.append(f"answer states {quantity.raw!r}, which no context states; it could be {how}")
+            continue
+        found.numbers.append(quantity.raw)
+        if not any(v == int(v) and 0 <= v <= SMALL_NUMBER for v in quantity.values):
+            found.hard.append(quantity.raw)
+
+
+def _maybe_number_word(answer: str) -> bool:
+    lowered = answer.lower()
+    return any(w in lowered for w in _NUMBER_HINTS)
+
+
+_NUMBER_HINTS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+                 "teen", "ty", "hundred", "thousand", "million", "billion", "dozen", "first", "second", "third",
+                 "fifth", "th ", "half", "quarter", "once", "twice", "single", "double", "triple")  # fmt: skip
+
+
+def _stated(quantity: Quantity, known: set[float]) -> bool:
+    for value in quantity.values:
+        if value in known or (quantity.percent and (value / 100 in known or round(value / 100, 6) in known)):
+            return True
+    return False
+
+
+def _check_words(answer: str, contexts: EvidenceIndex, question: EvidenceIndex, found: _Findings) -> None:
+    sentence_starts = {m.start(1) for m in _SENTENCE_START.finditer(answer)}
+    matches = list(_WORD.finditer(answer))
+    bare = all(m.group()[0].isupper() or m.group().lower() in _COMMON for m in matches)
     seen: set[str] = set()
-    for word in _WORD.findall(answer):
-        lowered = word.lower()
-        if lowered in seen or lowered in _COMMON:
+    for index, match in enumerate(matches):
+        word = match.group()
+        lowered = _base(word.lower())
+        if lowered in seen or lowered in _COMMON or found.inside(match.start(), match.end()):
             continue
         seen.add(lowered)
-        parts = _TOKEN.findall(lowered)
-        if lowered in _NUMBER_WORDS:
-            checked += 1
-            if (
-                lowered not in context_words
-                and lowered not in question_words
-                and (_NUMBER_WORDS[lowered] not in numbers_known)
-            ):
-                numbers.append(word)
-            continue
-        is_entity = word[0].isupper() and word not in sentence_starts
-        if is_entity:
-            checked += 1
-            if not all(p in context_words or p in question_words for p in parts):
-                entities.append(word)
-        elif len(lowered) >= 6:
-            checked += 1
-            if not any(
-                p in context_words or p in question_words or p[:5] in contexts.stems or p[:5] in question.stems
-                for p in parts
-            ):
-                words.append(word)
-    return GroundingReport(checked, tuple(numbers), tuple(entities), tuple(words))
+        if word[0].isupper():
+            roman = _roman(word)
+            if roman is not None and not (contexts.has(lowered) or question.has(lowered)):
+                found.checked += 1
+                if roman not in contexts.values and roman not in question.values:
+                    found.numbers.append(word)
+                    if roman > SMALL_NUMBER:
+                        found.hard.append(word)
+                continue
+            if match.start() in sentence_starts and not _starts_a_name(word, index, matches, bare):
+                _check_rare(word, lowered, contexts, question, found)
+                continue
+            found.checked += 1
+            verdict = _name_support(word, lowered, answer, match, contexts, question)
+            if verdict is None:
+                found.entities.append(word)
+            elif verdict:
+                found.variants.append(verdict)
+        else:
+            _check_rare(word, lowered, contexts, question, found)
+
+
+def _check_rare(word: str, lowered: str, contexts: EvidenceIndex, question: EvidenceIndex, found: _Findings) -> None:
+    if len(lowered) < 6:
+        return
+    found.checked += 1
+    stem = lowered[:5]
+    if not (contexts.has(lowered) or question.has(lowered) or contexts.has_prefix(stem) or question.has_prefix(stem)):
+        found.words.append(word)
+
+
+def _base(word: str) -> str:
+    """The word without a possessive ending ("Einstein's", "Jones'")."""
+    return word[:-2] if word.endswith("'s") else word
+
+
+def _roman(word: str) -> float | None:
+    if not _ROMAN.match(word):
+        return None
+    total = 0
+    for i, letter in enumerate(word):
+        value = _ROMAN_VALUES[letter]
+        total += -value if i + 1 < len(word) and _ROMAN_VALUES[word[i + 1]] > value else value
+    return float(total)
+
+
+def _starts_a_name(word: str, index: int, matches: list[re.Match[str]], bare: bool) -> bool:
+    """A capitalised first word is a name when the answer is a bare name, or it begins a run of capitalised
+    words, unless it has the ending of an everyday adjective, adverb or agent noun ("Former", "Director")."""
+    if word.lower().endswith(_WORD_ENDINGS) or len(word) < 3:
+        return False
+    if bare:
+        return True
+    following = matches[index + 1].group() if index + 1 < len(matches) else ""
+    return following[:1].isupper() and matches[index + 1].start() - matches[index].end() <= 2
+
+
+def _name_support(
+    word: str, lowered: str, answer: str, match: re.Match[str], contexts: EvidenceIndex, question: EvidenceIndex
+) -> str | None:
+    """``""`` when the name is stated (in some form or spelling), a note when only a transliteration-like
+    spelling is, ``None`` when nothing is."""
+    for evidence in (contexts, question):
+        if evidence.has(lowered) or (lowered.endswith("s") and evidence.has(lowered[:-1])):
+            return ""
+    if len(word) == 1:
+        return ""  # an initial: "J. Smith" for "John Smith" proves nothing
+    if lowered in MONTHS and any(d[1] == MONTHS[lowered] for d in contexts.dates + question.dates):
+        return ""
+    for evidence in (contexts, question):
+        if _split_differently(lowered, evidence) or _acronym(word, lowered, answer, match, evidence):
+            return ""
+        if _abbreviation(lowered, answer, match, evidence):
+            return ""
+        kind = next((k for name in evidence.names if (k := variant_kind(lowered, name)) == "form"), None)
+        if kind:
+            return ""
+    for evidence in (contexts, question):
+        spelled = evidence.skeletons.get(skeleton(lowered))
+        if spelled and abs(len(spelled) - len(lowered)) <= 3:
+            return f"answer writes {word!r} where a context has {spelled.capitalize()!r}: another spelling, or a name"
+    return None
+
+
+def _split_differently(lowered: str, evidence: EvidenceIndex) -> bool:
+    """ "Cocacola" where a context writes "Coca-Cola" or "Coca Cola"."""
+    return any(evidence.has(f"{lowered[:i]} {lowered[i:]}") for i in range(2, len(lowered) - 1))
+
+
+def _acronym(word: str, lowered: str, answer: str, match: re.Match[str], evidence: EvidenceIndex) -> bool:
+    """ "NYC" where a context writes "New York City", and "United Nations" where it writes "UN"."""
+    if word.isupper() and 2 <= len(word) <= 8:
+        return lowered in evidence.acronyms
+    for run in _RUN.finditer(answer):
+        if run.start() <= match.start() < run.end():
+            words = [w for w in re.split(r"[\s-]+", run.group()) if w.lower() not in _RUN_LINKS]
+            return len(words) >= 2 and evidence.has("".join(w[0] for w in words).lower())
+    return False
+
+
+def _abbreviation(lowered: str, answer: str, match: re.Match[str], evidence: EvidenceIndex) -> bool:
+    """ "Gen." for "General", "St" for "Saint" or "Street", and "Saint" where a context writes "St."."""
+    if len(lowered) <= 4 or answer[match.end() : match.end() + 1] == ".":
+        if evidence.has_prefix(lowered) and re.search(rf" {lowered}[a-z]+ ", evidence.padded):
+            return True
+        letters = "".join(f"[a-z]*{re.escape(c)}" for c in lowered[1:])
+        if re.search(rf" {re.escape(lowered[0])}{letters} ", evidence.padded):
+            return True
+    for short in re.findall(rf"(?<= )({re.escape(lowered[0])}[a-z]{{1,3}})(?= )", evidence.padded):
+        if short != lowered and (lowered.startswith(short) or _is_contraction(short, lowered)):
+            return True
+    return False
+
+
+def _is_contraction(short: str, long: str) -> bool:
+    """``short`` keeps the first and last letter of ``long`` and some letters between, in order ("st", "saint")."""
+    if short[0] != long[0] or short[-1] != long[-1]:
+        return False
+    rest = iter(long[1:-1])
+    return all(c in rest for c in short[1:-1])
+
+
+def _show(value: float) -> str:
+    return str(int(value)) if value == int(value) else f"{value:g}"
