@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from ragtriage._log_hygiene import own_http
 from ragtriage.alerts.base import AlertEvent, AlertSink, LoggingAlertSink
 
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
@@ -39,9 +40,10 @@ class _HttpSink:
     def __init__(self, *, timeout_s: float) -> None:
         self._timeout = timeout_s
 
-    async def _post(self, url: str, payload: dict[str, Any]) -> httpx.Response:
-        async with httpx.AsyncClient(timeout=self._timeout) as client:
-            response = await client.post(url, json=payload)
+    async def _post(self, url: str, payload: dict[str, Any], *, secret: str) -> httpx.Response:
+        with own_http(secret):  # httpx would log the URL at INFO; ``secret`` is redacted at every level
+            async with httpx.AsyncClient(timeout=self._timeout) as client:
+                response = await client.post(url, json=payload)
         response.raise_for_status()
         return response
 
@@ -56,7 +58,7 @@ class SlackSink(_HttpSink):
         self._url = _require_url("webhook_url", webhook_url)
 
     async def send(self, event: AlertEvent) -> None:
-        await self._post(self._url, slack_payload(event))
+        await self._post(self._url, slack_payload(event), secret=self._url)
 
     def __repr__(self) -> str:
         return "SlackSink(webhook_url=<secret>)"
@@ -127,7 +129,7 @@ class PagerDutySink(_HttpSink):
         self._url = _require_url("url", url)
 
     async def send(self, event: AlertEvent) -> None:
-        await self._post(self._url, pagerduty_payload(event, self._routing_key))
+        await self._post(self._url, pagerduty_payload(event, self._routing_key), secret=self._routing_key)
 
     def __repr__(self) -> str:
         return "PagerDutySink(routing_key=<secret>)"
@@ -174,8 +176,9 @@ class WebhookSink(_HttpSink):
         self._headers = dict(headers or {})
 
     async def send(self, event: AlertEvent) -> None:
-        async with httpx.AsyncClient(timeout=self._timeout, headers=self._headers) as client:
-            response = await client.post(self._url, json={"source": "ragtriage", **event.to_dict()})
+        with own_http(self._url, *self._headers.values()):
+            async with httpx.AsyncClient(timeout=self._timeout, headers=self._headers) as client:
+                response = await client.post(self._url, json={"source": "ragtriage", **event.to_dict()})
         response.raise_for_status()
 
     def __repr__(self) -> str:

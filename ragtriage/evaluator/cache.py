@@ -119,7 +119,11 @@ class RedisCache:
         self._down_until = time.monotonic() + self._backoff
         if not self._logged_down:
             self._logged_down = True
-            logger.warning("ragtriage: Redis cache unavailable, evaluating uncached (%s)", type(exc).__name__)
+            logger.warning(
+                "ragtriage: Redis cache unavailable (%s), evaluating uncached: check that redis_url "
+                "(RAGTRIAGE_REDIS_URL) names a reachable Redis and its password",
+                type(exc).__name__,
+            )
 
     def _available(self) -> bool:
         if time.monotonic() < self._down_until:

@@ -38,6 +38,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
+from ragtriage._log_hygiene import own_http, redact
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.sample import RAGSample
 from ragtriage.span_processor.extraction import OWN_SPAN
@@ -198,6 +199,7 @@ class PhoenixWriter:
         self.base_url = base_url(endpoint)
         self.project_name = project_name
         self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._api_key = api_key
         self._timeout = timeout_s
         self._max_retries = max_retries
         self._span_wait_s = span_wait_s
@@ -217,11 +219,12 @@ class PhoenixWriter:
 
     async def write(self, sample: RAGSample, result: RAGEvaluationResult) -> None:
         annotations = span_annotations(sample, result)
-        await asyncio.to_thread(self._emit_span, sample, result, annotations)
-        await self._post("/v1/span_annotations", annotations)
-        documents = document_annotations(sample, result)
-        if documents:
-            await self._post("/v1/document_annotations", documents)
+        with own_http(self._api_key):  # to_thread copies the marker to the OTLP export's thread
+            await asyncio.to_thread(self._emit_span, sample, result, annotations)
+            await self._post("/v1/span_annotations", annotations)
+            documents = document_annotations(sample, result)
+            if documents:
+                await self._post("/v1/document_annotations", documents)
         self.counts["writes"] += 1
 
     def _emit_span(self, sample: RAGSample, result: RAGEvaluationResult, annotations: list[dict[str, Any]]) -> None:
@@ -296,7 +299,7 @@ class PhoenixWriter:
         await asyncio.to_thread(self._provider.shutdown)
 
     def __repr__(self) -> str:
-        return f"PhoenixWriter(base_url={self.base_url!r}, project_name={self.project_name!r})"
+        return f"PhoenixWriter(base_url={redact(self.base_url)!r}, project_name={self.project_name!r})"
 
 
 def evaluator_span_id(sample: RAGSample) -> int:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import openai
 
+from ragtriage._log_hygiene import own_http, redact
 from ragtriage.judges.base import JudgeError, JudgeUsage, JudgeVerdict
 from ragtriage.judges.parsing import JudgeOutputError, parse_judge_output
 from ragtriage.judges.prompts import PROMPT_VERSION, build_messages
@@ -159,8 +160,10 @@ class LLMJudge:
         while True:
             attempts += 1
             try:
-                async with semaphore:
-                    response = await asyncio.wait_for(client.chat.completions.create(**request), self.timeout_s)
+                # Marked before wait_for: its task copies the context, so the SDK's and httpx2's records see it.
+                with own_http(self._api_key):
+                    async with semaphore:
+                        response = await asyncio.wait_for(client.chat.completions.create(**request), self.timeout_s)
                 break
             except (
                 asyncio.TimeoutError,
@@ -202,7 +205,7 @@ class LLMJudge:
     def __repr__(self) -> str:
         # Never the API key.
         return (
-            f"LLMJudge(model={self.model!r}, base_url={self.base_url!r}, "
+            f"LLMJudge(model={self.model!r}, base_url={redact(self.base_url) if self.base_url else None!r}, "
             f"structured_output={self.structured_output!r}, timeout_s={self.timeout_s}, max_retries={self.max_retries})"
         )
 
