@@ -14,8 +14,8 @@ import sys
 from collections import defaultdict
 
 from ragtriage import RAGEvaluator
-from ragtriage.testing.datasets import Item, load_dataset
-from ragtriage.testing.synth import synthesize
+from ragtriage.gate.datasets import Item, load_dataset
+from ragtriage.gate.synth import synthesize
 
 
 async def verdicts(items: list[Item]) -> list[str]:

@@ -45,9 +45,9 @@ import redis
 from _support import JudgeProcess, RedisProcess, machine, make_samples, percentile
 
 from ragtriage import EvalSpanProcessor, LLMJudge, RAGEvaluator
-from ragtriage.sample import Document, RAGSample
+from ragtriage.sample import STREAM_FIELD, Document, RAGSample
 from ragtriage.streams import StreamWorker
-from ragtriage.streams.queue import DEFAULT_GROUP, FIELD
+from ragtriage.streams.worker import DEFAULT_GROUP
 
 ROOT = Path(__file__).resolve().parent.parent
 STREAM_COUNTERS = ("xreadgroup", "xautoclaim", "xgroup|create", "xack", "xpending", "xinfo|groups", "xadd")
@@ -122,7 +122,7 @@ def throughput_phase(
     samples = build_samples(n, f"t{workers}", seed=100 + workers)
     pipe = client.pipeline(transaction=False)
     for s in samples:
-        pipe.xadd(stream, {FIELD: s.to_json()})
+        pipe.xadd(stream, {STREAM_FIELD: s.to_json()})
     pipe.execute()
     assert client.xlen(stream) == n
     client.config_resetstat()
@@ -296,7 +296,7 @@ def lag_phase(
                 time.sleep(delay)
             late.append(max(0.0, -delay))
             s.ended_at = time.time()  # the trace ends now; the producer publishes it at once
-            client.xadd(stream, {FIELD: s.to_json()})
+            client.xadd(stream, {STREAM_FIELD: s.to_json()})
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             g = group_state(client, stream)

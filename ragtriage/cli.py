@@ -30,8 +30,8 @@ def version() -> None:
 def _register_subcommands() -> None:
     from ragtriage.alerts.cli import alerts_app
     from ragtriage.dashboards.cli import dashboards_app, report
+    from ragtriage.gate.cli import register as register_release_gate
     from ragtriage.streams.cli import worker
-    from ragtriage.testing.cli import register as register_release_gate
 
     app.add_typer(alerts_app, name="alerts")
     app.add_typer(dashboards_app, name="dashboards")

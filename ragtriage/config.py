@@ -45,18 +45,42 @@ class Config:
     max_spans_per_trace: int = field(default=256, metadata=_env("RAGTRIAGE_MAX_SPANS_PER_TRACE"))
     trace_ttl_s: float = field(default=300.0, metadata=_env("RAGTRIAGE_TRACE_TTL_S"))
     max_concurrency: int = field(default=8, metadata=_env("RAGTRIAGE_MAX_CONCURRENCY"))
-    queue_url: str | None = field(default=None, metadata=_env("RAGTRIAGE_QUEUE_URL", secret=True))
     calibration_file: str | None = field(default=None, metadata=_env("RAGTRIAGE_CALIBRATION_FILE"))
     alert_rules_file: str | None = field(default=None, metadata=_env("RAGTRIAGE_ALERT_RULES_FILE"))
-    evaluate_in: str = field(default="thread", metadata=_env("RAGTRIAGE_EVALUATE_IN", choices=("thread", "process")))
+    #: Where samples are evaluated: a background thread, a child process, or ``ragtriage worker``s behind a queue.
+    evaluate_in: str = field(
+        default="thread", metadata=_env("RAGTRIAGE_EVALUATE_IN", choices=("thread", "process", "queue"))
+    )
+    #: The Redis Stream that ``evaluate_in="queue"`` publishes to (and ``ragtriage worker`` consumes).
+    queue_url: str | None = field(default=None, metadata=_env("RAGTRIAGE_QUEUE_URL", secret=True))
     #: The interpreter of the evaluator process (default: ``sys.executable``, which under uWSGI is not Python).
     evaluator_python: str | None = field(default=None, metadata=_env("RAGTRIAGE_EVALUATOR_PYTHON"))
+
+    # Alert sinks: each is configured when its first field is set.
+    slack_webhook_url: str | None = field(default=None, metadata=_env("RAGTRIAGE_SLACK_WEBHOOK_URL", secret=True))
+    pagerduty_routing_key: str | None = field(
+        default=None, metadata=_env("RAGTRIAGE_PAGERDUTY_ROUTING_KEY", secret=True)
+    )
+    pagerduty_url: str = field(
+        default="https://events.pagerduty.com/v2/enqueue", metadata=_env("RAGTRIAGE_PAGERDUTY_URL")
+    )
+    alert_webhook_url: str | None = field(default=None, metadata=_env("RAGTRIAGE_ALERT_WEBHOOK_URL", secret=True))
+    smtp_host: str | None = field(default=None, metadata=_env("RAGTRIAGE_SMTP_HOST"))
+    smtp_port: int = field(default=587, metadata=_env("RAGTRIAGE_SMTP_PORT"))
+    smtp_from: str | None = field(default=None, metadata=_env("RAGTRIAGE_SMTP_FROM"))
+    #: Comma-separated recipients.
+    smtp_to: str | None = field(default=None, metadata=_env("RAGTRIAGE_SMTP_TO"))
+    smtp_username: str | None = field(default=None, metadata=_env("RAGTRIAGE_SMTP_USERNAME"))
+    smtp_password: str | None = field(default=None, metadata=_env("RAGTRIAGE_SMTP_PASSWORD", secret=True))
+    smtp_starttls: bool = field(default=True, metadata=_env("RAGTRIAGE_SMTP_STARTTLS"))
 
     def __post_init__(self) -> None:
         for f in fields(self):
             problem = _problem(f.name, getattr(self, f.name), f.type, f.metadata)
             if problem:
                 raise ValueError(f"{f.name} {problem}")
+        if contradiction := _contradiction(self.evaluate_in, self.queue_url):
+            raise ValueError(contradiction)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Config:
@@ -84,7 +108,24 @@ class Config:
                 logger.warning("ragtriage: ignoring %s=%s (%s); using %r", f.metadata["env"], shown, problem, default)
                 continue
             values[name] = value
+        if contradiction := _contradiction(values.get("evaluate_in", "thread"), values.get("queue_url")):
+            explicit = {n: overrides[n] for n in ("evaluate_in", "queue_url") if overrides.get(n) is not None}
+            if problem := _contradiction(explicit.get("evaluate_in", "thread"), explicit.get("queue_url")):
+                raise ValueError(problem)  # the code itself contradicts itself
+            # The environment contradicts the code or itself: a deployment setting must never stop the app.
+            logger.warning("ragtriage: %s; the environment's value is ignored", contradiction)
+            for name in ("evaluate_in", "queue_url"):
+                values.pop(name, None)
+            values.update(explicit)
         return cls(**values)
+
+    @classmethod
+    def in_env(cls, name: str) -> bool:
+        """Whether the environment sets field ``name`` (e.g. the demo starts its own Phoenix unless it does)."""
+        known = {f.name: f for f in fields(cls)}
+        if name not in known:
+            raise ValueError(f"no such setting: {name!r}")
+        return bool(os.environ.get(known[name].metadata["env"]))
 
     def to_env(self) -> dict[str, str]:
         """The set fields as environment variables: what a child process's ``from_env()`` reads back."""
@@ -101,6 +142,15 @@ class Config:
             for f in fields(self)
         )
         return f"Config({shown})"
+
+
+def _contradiction(evaluate_in: str, queue_url: str | None) -> str | None:
+    """The one pair of settings that can contradict each other: where evaluation runs, and the queue URL."""
+    if evaluate_in == "queue" and not queue_url:
+        return "evaluate_in='queue' needs queue_url (RAGTRIAGE_QUEUE_URL), the Redis Stream to publish to"
+    if queue_url and evaluate_in != "queue":
+        return f"queue_url is set but evaluate_in={evaluate_in!r}: set evaluate_in='queue' to evaluate in workers"
+    return None
 
 
 def _parse(raw: str, type_: Any) -> Any:
@@ -121,26 +171,27 @@ def _parse(raw: str, type_: Any) -> Any:
 
 def _problem(name: str, value: Any, type_: Any, meta: Any) -> str | None:
     text = str(type_)
+    shown = "<secret>" if meta.get("secret") else repr(value)  # an error message must not echo a secret
     if value is None:
         return None if "None" in text else "must be set"
     if "bool" in text:
-        return None if isinstance(value, bool) else f"must be a bool, got {value!r}"
+        return None if isinstance(value, bool) else f"must be a bool, got {shown}"
     if isinstance(value, bool):
-        return f"must be a number, got {value!r}"
+        return f"must be a number, got {shown}"
     if text.startswith("int"):
         if not isinstance(value, int) or value < 1:
-            return f"must be a positive int, got {value!r}"
+            return f"must be a positive int, got {shown}"
     elif "float" in text:
         if not isinstance(value, int | float) or value != value or value < 0:
-            return f"must be a number >= 0, got {value!r}"
+            return f"must be a number >= 0, got {shown}"
         if meta.get("unit") and value > 1:
-            return f"must be in [0, 1], got {value!r}"
+            return f"must be in [0, 1], got {shown}"
     elif not isinstance(value, str) or not value:
-        return f"must be a non-empty string, got {value!r}"
+        return f"must be a non-empty string, got {shown}"
     elif meta.get("choices") and value not in meta["choices"]:
-        return f"must be one of {', '.join(map(repr, meta['choices']))}, got {value!r}"
+        return f"must be one of {', '.join(map(repr, meta['choices']))}, got {shown}"
     if (name.endswith("_url") or name == "endpoint") and not str(value).startswith(
         ("http://", "https://", "redis://", "rediss://", "unix://")
     ):
-        return f"must be a URL, got {value!r}"
+        return f"must be a URL, got {shown}"
     return None

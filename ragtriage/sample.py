@@ -10,6 +10,11 @@ import json
 import time
 from dataclasses import dataclass, field
 
+#: The Redis Stream between app replicas (``evaluate_in="queue"``) and ``ragtriage worker``s, and the entry field
+#: that holds one :meth:`RAGSample.to_json` line.
+DEFAULT_STREAM = "ragtriage:samples"
+STREAM_FIELD = "sample"
+
 
 @dataclass(slots=True)
 class Document:

@@ -20,7 +20,9 @@ import ragtriage
 def main(queue: str, phoenix: str, project: str, n: int, tag: str) -> None:
     provider = TracerProvider(resource=Resource.create({"openinference.project.name": project}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{phoenix}/v1/traces")))
-    ragtriage.instrument(tracer_provider=provider, queue=queue, sample_rate=1.0, auto_instrument=False)
+    ragtriage.instrument(
+        tracer_provider=provider, evaluate_in="queue", queue_url=queue, sample_rate=1.0, auto_instrument=False
+    )
     tracer = provider.get_tracer("producer")
     roots = []
     for i in range(n):

@@ -23,11 +23,12 @@ from ragtriage.alerts import (
     WebhookSink,
     default_rules,
     load_rules,
-    sinks_from_env,
+    sinks_from_config,
 )
 from ragtriage.alerts.cli import example_event
 from ragtriage.alerts.rules import js_distance, population_stability
 from ragtriage.cli import app
+from ragtriage.config import Config
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 from ragtriage.testing.redis_server import free_port
 from tests.receivers import Receiver, check_pagerduty_event, check_slack_payload
@@ -61,8 +62,10 @@ def faithfulness_rule(**kwargs) -> MetricRule:
 
 
 async def feed(manager: AlertManager, results) -> None:
+    """One result at a time, as evaluations arrive: each turn runs before the next result."""
     for r in results:
         manager.observe(r)
+        await asyncio.sleep(0)
     await manager.flush()
 
 
@@ -130,16 +133,19 @@ async def test_heavy_share_over_30_percent_fires_to_slack_and_resolves(
             cache=False,
             local_judge=LLMJudge(model="llama", base_url=judge_server.url),
             heavy_judge=LLMJudge(model="gpt-4o-mini", base_url=heavy_server.url),
-            alert_sinks=[SlackSink(slack.url)],
-            alert_rules=[r for r in rules if r.name == "heavy_share_high"],
         )
-        assert evaluator.alerts is not None
-        evaluator.alerts.project, evaluator.alerts.phoenix_url = "shop", "http://127.0.0.1:6006/projects/shop"
-        evaluator.alerts._every = 0  # evaluate the rules after every result
+        alerts = AlertManager(
+            [r for r in rules if r.name == "heavy_share_high"],
+            [SlackSink(slack.url)],
+            project="shop",
+            phoenix_url="http://127.0.0.1:6006/projects/shop",
+            evaluate_every_s=0,  # judge the window after every result
+        )
+        evaluator.add_observer(alerts.observe)
         for i in range(20):
             judge_server.push(unsure if i % 2 else confident)  # 50% escalate
             await evaluator.evaluate("What is the capital of France?", "Paris.", ["Paris is the capital of France."])
-        await evaluator.aclose()
+        await alerts.flush()
         assert len(slack.received) == 1
         fired = slack.received[0]
         check_slack_payload(fired)
@@ -149,6 +155,7 @@ async def test_heavy_share_over_30_percent_fires_to_slack_and_resolves(
         judge_server.default = confident
         for _ in range(20):
             await evaluator.evaluate("What is the capital of France?", "Paris.", ["Paris is the capital of France."])
+        await alerts.aclose()
         await evaluator.aclose()
         assert len(slack.received) == 2 and "resolved" in slack.received[1]["text"]
         check_slack_payload(slack.received[1])
@@ -236,14 +243,12 @@ async def test_a_hanging_receiver_does_not_delay_evaluations_or_other_sinks(judg
     with Receiver() as slow:
         slow.hang.set()
         evaluator = RAGEvaluator(
-            sample_rate=1.0,
-            cache=False,
-            local_judge=LLMJudge(model="m", base_url=judge_server.url),
-            alert_sinks=[SlackSink(slow.url, timeout_s=30), good],
-            alert_rules=[faithfulness_rule(min_samples=2)],
+            sample_rate=1.0, cache=False, local_judge=LLMJudge(model="m", base_url=judge_server.url)
         )
-        assert evaluator.alerts is not None
-        evaluator.alerts._every = 0
+        alerts = AlertManager(
+            [faithfulness_rule(min_samples=2)], [SlackSink(slow.url, timeout_s=30), good], evaluate_every_s=0
+        )
+        evaluator.add_observer(alerts.observe)
         for _ in range(6):
             r = await evaluator.evaluate("Capital of France?", "Paris.", ["Paris is the capital of France."])
             assert r.verdict == "fail"
@@ -251,8 +256,9 @@ async def test_a_hanging_receiver_does_not_delay_evaluations_or_other_sinks(judg
         # all six evaluations finished and the other sink got the alert while Slack still hangs
         assert len(slow.received) == 1 and len(good.events) == 1
         slow.release.set()
+        await alerts.aclose()
         await evaluator.aclose()
-    assert evaluator.alerts.counts["sent_slack"] == 1
+    assert alerts.counts["sent_slack"] == 1
 
 
 def test_secrets_stay_out_of_repr() -> None:
@@ -317,18 +323,23 @@ def test_bad_rules_files_name_the_problem(tmp_path, text: str, message: str) -> 
         load_rules(path)
 
 
-def test_sinks_from_env() -> None:
-    sinks = sinks_from_env(
-        {
-            "RAGTRIAGE_SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/x",
-            "RAGTRIAGE_PAGERDUTY_ROUTING_KEY": "key",
-            "RAGTRIAGE_SMTP_HOST": "smtp.example.com",
-            "RAGTRIAGE_SMTP_FROM": "a@example.com",
-            "RAGTRIAGE_SMTP_TO": "b@example.com, c@example.com",
-            "RAGTRIAGE_ALERT_WEBHOOK_URL": "https://example.com/hook",
-        }
-    )
+def test_sinks_from_the_environment(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    for name, value in {
+        "RAGTRIAGE_SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/x",
+        "RAGTRIAGE_PAGERDUTY_ROUTING_KEY": "key",
+        "RAGTRIAGE_SMTP_HOST": "smtp.example.com",
+        "RAGTRIAGE_SMTP_PORT": "not-a-port",
+        "RAGTRIAGE_SMTP_FROM": "a@example.com",
+        "RAGTRIAGE_SMTP_TO": "b@example.com, c@example.com",
+        "RAGTRIAGE_ALERT_WEBHOOK_URL": "https://example.com/hook",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with caplog.at_level(logging.WARNING):
+        config = Config.from_env()
+    sinks = sinks_from_config(config)
     assert [type(s) for s in sinks] == [LoggingAlertSink, SlackSink, PagerDutySink, EmailSink, WebhookSink]
+    # a bad port is a warning and the default, as for every other variable
+    assert config.smtp_port == 587 and "RAGTRIAGE_SMTP_PORT" in caplog.text
 
 
 def test_alerts_test_command_reports_each_sink(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -344,16 +355,13 @@ def test_alerts_test_command_reports_each_sink(monkeypatch: pytest.MonkeyPatch) 
     check_pagerduty_event(pagerduty.received[0])
 
 
-def test_evaluator_alert_arguments() -> None:
-    with pytest.raises(TypeError, match=r"alert_sinks\[0\]"):
-        RAGEvaluator(alert_sinks=[print])  # type: ignore[list-item]
-    with pytest.raises(ValueError, match="alert_rules need alert_sinks"):
-        RAGEvaluator(alert_rules=[faithfulness_rule()])
+def test_alert_manager_arguments() -> None:
+    with pytest.raises(TypeError, match=r"sinks\[0\]"):
+        AlertManager([], [print])  # type: ignore[list-item]
     with pytest.raises(TypeError, match=r"rules\[0\]"):
         AlertManager(["not a rule"], [])  # type: ignore[list-item]
-    evaluator = RAGEvaluator(alert_sinks=[ListSink()], budget_usd_per_hour=1.0)
-    assert evaluator.alerts is not None
-    assert "budget_spent_high" in [r.name for r in evaluator.alerts.rules]
+    with pytest.raises(TypeError, match="state"):
+        AlertManager([], [], state=object())  # type: ignore[arg-type]
 
 
 async def test_dropped_sample_rate_over_the_window_fires() -> None:
@@ -363,9 +371,9 @@ async def test_dropped_sample_rate_over_the_window_fires() -> None:
     rule = dropped_samples_rule(lambda: (counters["dropped"], counters["offered"]), limit=0.05, min_samples=10)
     sink = ListSink()
     manager = AlertManager([rule], [sink], evaluate_every_s=0)
-    manager.evaluate()  # first snapshot
+    await manager.tick()  # first snapshot
     counters.update(dropped=1, offered=100)
-    assert manager.evaluate() == []  # 1% dropped
+    assert await manager.tick() == []  # 1% dropped
     counters.update(dropped=31, offered=200)
-    [event] = manager.evaluate()  # 31 of 200 offered within the window
+    [event] = await manager.tick()  # 31 of 200 offered within the window
     assert event.state == "firing" and event.value == pytest.approx(31 / 200, abs=1e-4)

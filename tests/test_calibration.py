@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from ragtriage import RAGEvaluationThresholds, RAGEvaluator
 from ragtriage.cli import app
+from ragtriage.gate.calibration import load_calibration
 from ragtriage.testing import JudgeServer, Reply, verdict_json
-from ragtriage.testing.calibration import load_calibration
 from tests.test_gate import CLAIMS
 
 LABELS = Path(__file__).parent / "data" / "calibration_labels.jsonl"
@@ -74,9 +74,9 @@ def test_calibrate_matches_hand_computed(local: JudgeServer, tmp_path: Path) -> 
     loaded = RAGEvaluator.from_calibration(out, sample_rate=1.0)
     assert (loaded.thresholds.faithfulness, loaded.confidence_threshold, loaded.sample_rate) == (0.35, 0.8, 1.0)
     from ragtriage.config import Config
-    from ragtriage.instrumentation import build_evaluator
+    from ragtriage.runtime import build_evaluator
 
-    built = build_evaluator(Config(calibration_file=str(out)), alert_sinks=())
+    built = build_evaluator(Config(calibration_file=str(out)))
     assert (built.thresholds.faithfulness, built.confidence_threshold) == (0.35, 0.8)
 
 

@@ -21,6 +21,7 @@ from ragtriage.dashboards import enable_metrics, serve_metrics
 from ragtriage.dashboards.grafana import grafana_dashboard
 from ragtriage.dashboards.metrics import SPECS
 from ragtriage.dashboards.prometheus import prometheus_names
+from ragtriage.pipeline import Pipeline
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 
 Q = "What is the capital of France?"
@@ -151,7 +152,7 @@ async def test_dropped_samples_come_from_the_processor(make: Build, judge_server
     release = threading.Event()
     judge_server.default = Reply(verdict_json(documents=DOCS, confidence=0.95), block=release)
     evaluator = make(heavy=False, local_retries=1)
-    processor = EvalSpanProcessor(evaluator, max_queue_size=1, max_concurrency=1)
+    processor = EvalSpanProcessor(Pipeline(evaluator), sample_rate=1.0, max_queue_size=1, max_concurrency=1)
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(processor)
     reader = InMemoryMetricReader()
@@ -178,7 +179,7 @@ async def test_prometheus_endpoint_shows_the_series(
     make: Build, judge_server: JudgeServer, heavy_server: JudgeServer
 ) -> None:
     evaluator = make(local_retries=1)
-    processor = EvalSpanProcessor(evaluator)  # kept alive: metrics hold it weakly
+    processor = EvalSpanProcessor(Pipeline(evaluator))  # kept alive: metrics hold it weakly
     server = serve_metrics(0, addr="127.0.0.1")
     try:
         metrics = enable_metrics(evaluator, processor=processor, meter_provider=server.meter_provider)

@@ -13,7 +13,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 import ragtriage
-from ragtriage import EvalSpanProcessor, RAGEvaluator
+from ragtriage import EvalSpanProcessor
 from ragtriage.instrumentation.instrument import installed_processor
 from ragtriage.span_processor.child_process import ProcessHandler
 from ragtriage.testing import JudgeServer, Reply, verdict_json
@@ -36,7 +36,7 @@ def provider() -> Iterator[TracerProvider]:
 def child_processor(provider: TracerProvider, judge: JudgeServer, **handler_kwargs: object):
     env = {**os.environ, "RAGTRIAGE_LOCAL_JUDGE_URL": judge.url, "RAGTRIAGE_WRITE_BACK": "false"}
     handler = ProcessHandler(CHILD, env=env, **handler_kwargs)  # type: ignore[arg-type]
-    processor = EvalSpanProcessor(RAGEvaluator(sample_rate=1.0), handler=handler)
+    processor = EvalSpanProcessor(handler, sample_rate=1.0)
     provider.add_span_processor(processor)
     return processor, handler
 
@@ -58,7 +58,7 @@ def test_instrument_evaluates_in_a_child_that_writes_back_to_phoenix(
     )
     processor = installed_processor()
     assert processor is not None
-    handler = processor._handler
+    handler = processor.handler
     try:
         _, root_span_id, _ = phoenix_rag_request(provider)
         provider.force_flush()
@@ -66,8 +66,8 @@ def test_instrument_evaluates_in_a_child_that_writes_back_to_phoenix(
         assert processor.stats["child_ok"] == 1 and processor.stats["child_starts"] == 1
         assert isinstance(handler, ProcessHandler) and handler.pid not in (None, os.getpid())
         child_pid = handler.pid
-        # The parent's evaluator has no judge: the judge's verdict on the trace came from the child.
-        assert len(judge_server.requests) >= 1 and processor.evaluator.local_judge is None
+        # The app's process has no evaluator at all: the judge's verdict on the trace came from the child.
+        assert len(judge_server.requests) >= 1 and "evaluations_ok" not in processor.stats
         rows = annotations(phoenix, project, root_span_id)
         assert rows["faithfulness"]["result"]["score"] == pytest.approx(0.35)
         assert rows["eval_tier"]["result"]["label"] in ("local", "heavy")
@@ -107,7 +107,7 @@ def test_a_killed_child_loses_only_what_it_held_and_a_new_one_takes_over(
 
 def test_a_child_that_cannot_start_is_counted_not_raised(provider: TracerProvider) -> None:
     handler = ProcessHandler(["/nonexistent/python"], restart_after_s=60)
-    processor = EvalSpanProcessor(RAGEvaluator(sample_rate=1.0), handler=handler)
+    processor = EvalSpanProcessor(handler, sample_rate=1.0)
     provider.add_span_processor(processor)
     for _ in range(3):
         rag_request(provider)

@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 
 from ragtriage import LLMJudge, RAGEvaluator
 from ragtriage.cli import app
+from ragtriage.gate.datasets import load_dataset
+from ragtriage.gate.pytest_plugin import GateRunner
+from ragtriage.gate.runner import stratified_sample
+from ragtriage.gate.stats import newcombe, wilson
 from ragtriage.testing import JudgeServer, Reply, verdict_json
-from ragtriage.testing.datasets import load_dataset
-from ragtriage.testing.gate import stratified_sample
-from ragtriage.testing.pytest_plugin import GateRunner
-from ragtriage.testing.stats import newcombe, wilson
 
 MINI = Path(__file__).parent / "data" / "release_gate_mini.jsonl"
 CLAIMS = [{"claim": "c", "supported": True, "context_index": 1}]
@@ -146,7 +146,7 @@ def test_pytest_fixture_gate(lenient: JudgeServer) -> None:
 
 def test_pytest_plugin_in_a_users_project(lenient: JudgeServer, tmp_path: Path) -> None:
     """A user's suite lists the plugin in its conftest and gates with the fixture; the judge comes from env."""
-    (tmp_path / "conftest.py").write_text('pytest_plugins = ["ragtriage.testing.pytest_plugin"]\n')
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["ragtriage.gate.pytest_plugin"]\n')
     (tmp_path / "test_release.py").write_text(
         "def test_gate(ragtriage_gate):\n"
         f"    ragtriage_gate.run({str(MINI)!r}, n=8, min_pass_rate=0.7).assert_passed()\n\n"

@@ -13,7 +13,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 import ragtriage
 from ragtriage import Config, EvalSpanProcessor, RAGEvaluator
-from ragtriage.instrumentation.instrument import installed_processor
+from ragtriage.instrumentation import installed_processor, installed_runtime
+from ragtriage.runtime import build_evaluator
 from tests.receivers import Receiver
 from tests.test_span_processor import rag_request
 from tests.test_streams import wait_until
@@ -48,9 +49,9 @@ def test_embedded_default_runs_the_free_tiers(monkeypatch: pytest.MonkeyPatch) -
         monkeypatch.delenv(name, raising=False)
     provider = TracerProvider()
     ragtriage.instrument(tracer_provider=provider, sample_rate=1.0, write_back=False, auto_instrument=False)
-    processor = installed_processor()
-    assert processor is not None
-    evaluator = processor.evaluator
+    runtime = installed_runtime()
+    assert runtime is not None and runtime.evaluator is not None
+    evaluator = runtime.evaluator
     assert evaluator.local_judge is None and evaluator.heavy_judge is None and evaluator.sample_rate == 1.0
 
 
@@ -67,9 +68,24 @@ def test_environment_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert "sk-test" not in repr(config)
     assert Config.from_env(sample_rate=0.9).sample_rate == 0.9  # explicit beats env
-    evaluator = ragtriage.instrumentation.build_evaluator(config)
+    evaluator = build_evaluator(config)
     assert evaluator.local_judge is not None and evaluator.heavy_judge is not None
     assert evaluator.heavy_judge.model == "gpt-4o-mini"
+
+
+def test_a_contradictory_environment_warns_and_evaluates_on_the_thread(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("RAGTRIAGE_EVALUATE_IN", "queue")  # ... but no RAGTRIAGE_QUEUE_URL
+    with caplog.at_level(logging.WARNING):
+        assert Config.from_env().evaluate_in == "thread"
+    assert "needs queue_url" in caplog.text
+    monkeypatch.setenv("RAGTRIAGE_QUEUE_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("RAGTRIAGE_EVALUATE_IN", "process")
+    config = Config.from_env()
+    assert (config.evaluate_in, config.queue_url) == ("thread", None)
+    # the code decides: the environment's queue URL gives way to it
+    assert Config.from_env(evaluate_in="process").evaluate_in == "process"
 
 
 def test_bad_environment_warns_and_uses_the_default(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
@@ -114,6 +130,9 @@ def test_evaluate_in_process_from_the_environment_never_stops_an_app_that_passes
         ({"evaluate_in": "sideways"}, ValueError, "evaluate_in"),
         ({"evaluate_in": "process", "on_result": print}, ValueError, "on_result"),
         ({"evaluate_in": "process", "evaluator": RAGEvaluator()}, ValueError, "evaluator"),
+        ({"evaluate_in": "queue"}, ValueError, "queue_url"),
+        ({"queue_url": "redis://127.0.0.1:6379/0"}, ValueError, "evaluate_in='queue'"),
+        ({"evaluate_in": "queue", "queue_url": "redis://127.0.0.1:6379/0", "writer": object()}, ValueError, "writer"),
     ],
 )
 def test_bad_arguments_raise_at_once(kwargs: dict, error: type[Exception], named: str) -> None:
@@ -152,9 +171,9 @@ def test_alerts_are_wired_to_the_project_phoenix_and_dropped_samples(monkeypatch
     ragtriage.instrument(
         tracer_provider=provider, write_back=False, auto_instrument=False, endpoint="http://127.0.0.1:6006/v1/traces"
     )
-    processor = installed_processor()
-    assert processor is not None and processor.evaluator.alerts is not None
-    alerts = processor.evaluator.alerts
+    runtime = installed_runtime()
+    assert runtime is not None and runtime.alerts is not None
+    alerts = runtime.alerts
     assert (alerts.project, alerts.phoenix_url) == ("shop", "http://127.0.0.1:6006")
     names = [r.name for r in alerts.rules]
     assert {"heavy_share_high", "tier_distribution_drift", "dropped_samples_high"} <= set(names)

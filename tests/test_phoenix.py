@@ -198,6 +198,6 @@ def test_phoenix_unreachable_is_counted_and_harmless(judge_server: JudgeServer) 
     assert provider.force_flush(60_000)
     processor = installed_processor()
     assert processor is not None
-    assert processor.stats["writeback_failed"] == 1 and processor.stats["evaluations_ok"] == 1
+    assert processor.stats["write_back_failed"] == 1 and processor.stats["evaluations_ok"] == 1
     assert writer.counts["writes_dropped"] == 1
     provider.shutdown()

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
 
 from ragtriage import EvalSpanProcessor, LLMJudge, RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
+from ragtriage.pipeline import Pipeline
 from ragtriage.sample import RAGSample
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 
@@ -49,7 +50,9 @@ def provider() -> Iterator[TracerProvider]:
 
 def attach(provider: TracerProvider, evaluator: RAGEvaluator | None = None, **kwargs: object):
     writer = kwargs.pop("writer", None) or ListWriter()
-    processor = EvalSpanProcessor(evaluator or RAGEvaluator(sample_rate=1.0), writer=writer, **kwargs)  # type: ignore[arg-type]
+    evaluator = evaluator or RAGEvaluator(sample_rate=1.0)
+    pipeline = Pipeline(evaluator, writer=writer, on_result=kwargs.pop("on_result", None))  # type: ignore[arg-type]
+    processor = EvalSpanProcessor(pipeline, sample_rate=evaluator.sample_rate, **kwargs)  # type: ignore[arg-type]
     provider.add_span_processor(processor)
     return processor, writer
 
@@ -289,7 +292,7 @@ def test_failures_inside_ragtriage_never_reach_the_app(provider: TracerProvider)
             pass
     assert processor.force_flush(10_000)
     stats = processor.stats
-    assert stats["writeback_failed"] == 2 and stats["internal_errors"] == 2
+    assert stats["write_back_failed"] == 2 and stats["on_result_errors"] == 2
     assert stats["evaluations_ok"] == 2
 
 
@@ -349,9 +352,11 @@ def test_ragtriage_does_not_trace_its_own_judge_calls(judge_server: JudgeServer)
 
 
 def test_processor_arguments_are_checked() -> None:
-    with pytest.raises(TypeError, match="evaluator"):
-        EvalSpanProcessor("not an evaluator")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="handler"):
+        EvalSpanProcessor("not a handler")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sample_rate"):
+        EvalSpanProcessor(Pipeline(RAGEvaluator()), sample_rate=1.5)
     with pytest.raises(ValueError, match="max_queue_size"):
-        EvalSpanProcessor(RAGEvaluator(), max_queue_size=0)
+        EvalSpanProcessor(Pipeline(RAGEvaluator()), max_queue_size=0)
     with pytest.raises(ValueError, match="trace_ttl_s"):
-        EvalSpanProcessor(RAGEvaluator(), trace_ttl_s=-1)
+        EvalSpanProcessor(Pipeline(RAGEvaluator()), trace_ttl_s=-1)

@@ -17,12 +17,13 @@ import redis
 from opentelemetry.sdk.trace import TracerProvider
 
 import ragtriage
-from ragtriage import EvalSpanProcessor, RAGEvaluationResult, RAGEvaluator
-from ragtriage.alerts import AlertEvent, AlertManager, ShareRule
+from ragtriage import RAGEvaluationResult, RAGEvaluator
+from ragtriage.alerts import AlertEvent, AlertManager, RedisAlertState, ShareRule
 from ragtriage.export import PhoenixWriter
 from ragtriage.instrumentation import installed_processor
-from ragtriage.sample import Document, RAGSample
-from ragtriage.streams import DEFAULT_GROUP, DEFAULT_STREAM, SharedAlerts, StreamWorker, dead_letter_stream
+from ragtriage.pipeline import Pipeline
+from ragtriage.sample import DEFAULT_STREAM, Document, RAGSample
+from ragtriage.streams import DEFAULT_GROUP, StreamWorker, dead_letter_stream
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 from ragtriage.testing.redis_server import free_port
 
@@ -67,7 +68,13 @@ class ListWriter:
 
 def test_instrument_with_a_queue_publishes_from_the_background_thread(redis_server) -> None:
     provider = TracerProvider()
-    ragtriage.instrument(tracer_provider=provider, queue=redis_server.url, sample_rate=1.0, auto_instrument=False)
+    ragtriage.instrument(
+        tracer_provider=provider,
+        evaluate_in="queue",
+        queue_url=redis_server.url,
+        sample_rate=1.0,
+        auto_instrument=False,
+    )
     try:
         tracer = provider.get_tracer("app")
         retriever = {"openinference.span.kind": "RETRIEVER", "retrieval.documents.0.document.content": "Paris."}
@@ -187,8 +194,8 @@ async def test_poison_entries_go_to_the_dead_letter_stream(redis_server) -> None
         writer = PhoenixWriter(
             endpoint=f"http://127.0.0.1:{free_port()}", project_name="p", max_retries=0, timeout_s=0.5
         )
-        processor = EvalSpanProcessor(RAGEvaluator(sample_rate=1.0), writer=writer)
-        worker = StreamWorker(processor, redis_server.url, claim_idle_s=0.2, max_deliveries=3, block_ms=100)
+        pipeline = Pipeline(RAGEvaluator(sample_rate=1.0), writer=writer)
+        worker = StreamWorker(pipeline, redis_server.url, claim_idle_s=0.2, max_deliveries=3, block_ms=100)
         await client.xadd(DEFAULT_STREAM, {"sample": sample(1).to_json()})
         stop = asyncio.Event()
         run = asyncio.create_task(worker.run(stop))
@@ -204,15 +211,14 @@ async def test_poison_entries_go_to_the_dead_letter_stream(redis_server) -> None
     assert set(dead) == {"undecodable", "write-back failed"}
     assert dead["write-back failed"]["deliveries"] == "3"
     assert RAGSample.from_json(dead["write-back failed"]["sample"]).sample_id == sample(1).sample_id
-    assert processor.stats["writeback_failed"] == 3  # tried K times, then given up on, not lost
+    assert pipeline.counts["write_back_failed"] == 3  # tried K times, then given up on, not lost
     assert (await client.xpending(DEFAULT_STREAM, DEFAULT_GROUP))["pending"] == 0
     await client.aclose()
 
 
 async def test_a_redis_restart_is_survived(persistent_redis) -> None:
     writer = ListWriter()
-    processor = EvalSpanProcessor(RAGEvaluator(sample_rate=1.0), writer=writer)
-    worker = StreamWorker(processor, persistent_redis.url, block_ms=100)
+    worker = StreamWorker(Pipeline(RAGEvaluator(sample_rate=1.0), writer=writer), persistent_redis.url, block_ms=100)
     client = redis.Redis.from_url(persistent_redis.url)
     for i in range(5):
         client.xadd(DEFAULT_STREAM, {"sample": sample(i).to_json()})
@@ -248,12 +254,13 @@ async def test_fleet_wide_alerts_fire_once_not_once_per_worker(redis_server) -> 
     def manager() -> AlertManager:
         rule = ShareRule(name="heavy_share_high", what="heavy share", limit=0.3, predicate=lambda o: o.tier == "heavy",
                          window_size=40, min_samples=10)  # fmt: skip
-        return AlertManager([rule], [Sink()], project="fleet", evaluate_every_s=0)
+        state = RedisAlertState(redis_server.url, project="fleet")
+        return AlertManager([rule], [Sink()], project="fleet", evaluate_every_s=0, state=state)
 
-    workers = [SharedAlerts(manager(), redis_server.url, every_s=0) for _ in range(2)]
+    workers = [manager() for _ in range(2)]
     heavy = RAGEvaluationResult(sampled=True, sample_key=None, question="q", tier="heavy", verdict="pass")
     for _ in range(15):
-        for worker in workers:  # both workers see heavy-tier results
+        for worker in workers:  # both workers see heavy-tier results, and both judge the shared window
             worker.observe(heavy)
             await asyncio.sleep(0)
         await asyncio.gather(*(w.tick() for w in workers))

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from ragtriage.cli import app
+from ragtriage.gate.datasets import DatasetError, Item, load_dataset
+from ragtriage.gate.synth import INJECTION_TEXT, PERTURBATIONS, leaks, synthesize
 from ragtriage.testing import JudgeServer, Reply
-from ragtriage.testing.datasets import DatasetError, Item, load_dataset
-from ragtriage.testing.synth import INJECTION_TEXT, PERTURBATIONS, leaks, synthesize
 
 MINI = Path(__file__).parent / "data" / "release_gate_mini.jsonl"
 

@@ -1,6 +1,6 @@
 """Alerts: rules over windows of results, a fire/cooldown/resolve lifecycle, and sinks."""
 
-from ragtriage.alerts.base import AlertEvent, AlertSink, LoggingAlertSink
+from ragtriage.alerts.base import AlertEvent, AlertSink, LoggingAlertSink, RecordingAlertSink
 from ragtriage.alerts.config import RulesFileError, load_rules
 from ragtriage.alerts.manager import AlertManager
 from ragtriage.alerts.rules import (
@@ -14,18 +14,23 @@ from ragtriage.alerts.rules import (
     default_rules,
     dropped_samples_rule,
 )
-from ragtriage.alerts.sinks import EmailSink, PagerDutySink, SlackSink, WebhookSink, sinks_from_env
+from ragtriage.alerts.sinks import EmailSink, PagerDutySink, SlackSink, WebhookSink, sinks_from_config
+from ragtriage.alerts.state import AlertState, MemoryAlertState, RedisAlertState
 
 __all__ = [
     "AlertEvent",
     "AlertManager",
     "AlertSink",
+    "AlertState",
     "CounterRateRule",
     "EmailSink",
     "GaugeRule",
     "LoggingAlertSink",
+    "MemoryAlertState",
     "MetricRule",
     "PagerDutySink",
+    "RecordingAlertSink",
+    "RedisAlertState",
     "Rule",
     "RulesFileError",
     "ShareRule",
@@ -36,5 +41,5 @@ __all__ = [
     "default_rules",
     "dropped_samples_rule",
     "load_rules",
-    "sinks_from_env",
+    "sinks_from_config",
 ]

@@ -65,3 +65,18 @@ class LoggingAlertSink:
 
     def __repr__(self) -> str:
         return "LoggingAlertSink()"
+
+
+class RecordingAlertSink:
+    """Keeps each alert instead of sending it: what an offline run (``ragtriage ci``) would have sent."""
+
+    name = "report"
+
+    def __init__(self) -> None:
+        self.events: list[AlertEvent] = []
+
+    async def send(self, event: AlertEvent) -> None:
+        self.events.append(event)
+
+    def __repr__(self) -> str:
+        return f"RecordingAlertSink({len(self.events)} events)"

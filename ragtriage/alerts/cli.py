@@ -10,7 +10,8 @@ from rich.console import Console
 
 from ragtriage.alerts.base import AlertEvent
 from ragtriage.alerts.manager import AlertManager
-from ragtriage.alerts.sinks import sinks_from_env
+from ragtriage.alerts.sinks import sinks_from_config
+from ragtriage.config import Config
 
 alerts_app = typer.Typer(no_args_is_help=True, help="Alert sinks and rules.")
 
@@ -38,7 +39,7 @@ def example_event(project: str) -> AlertEvent:
 def send_test_alerts(project: str = typer.Option("default", help="Project name shown in the test alert.")) -> None:
     """Send one test alert to every sink configured in the environment (RAGTRIAGE_SLACK_WEBHOOK_URL, ...)."""
     console = Console()
-    sinks = sinks_from_env()
+    sinks = sinks_from_config(Config.from_env())
     manager = AlertManager([], sinks, project=project, max_retries=0)
 
     async def send_all() -> list[bool]:

@@ -23,6 +23,7 @@ Without any ``[[rule]]`` table, the built-in rules run with the defaults given.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+logger = logging.getLogger(__name__)
+
+
 class RulesFileError(ValueError):
     """The rules file is not valid; the message names the rule and key."""
 
@@ -58,8 +62,9 @@ def load_rules(
     cost_tracker: CostTracker | None = None,
     drop_counters: Callable[[], tuple[int, int]] | None = None,
 ) -> list[Rule]:
-    """Rules from a TOML file (or its parsed dict). ``budget`` needs ``cost_tracker``, ``dropped`` needs
-    ``drop_counters`` (``(dropped, offered)`` totals)."""
+    """Rules from a TOML file (or its parsed dict). ``budget`` needs ``cost_tracker``; ``dropped`` reads
+    ``drop_counters`` (``(dropped, offered)`` totals) and is skipped, with a warning, where nothing drops
+    samples (``ragtriage worker``, offline runs), so one rules file serves every role."""
     data = source if isinstance(source, dict) else _read(Path(source))
     defaults = data.get("defaults", {})
     common = _common(defaults, "defaults")
@@ -69,7 +74,8 @@ def load_rules(
     if not specs:
         limits = {k: defaults[k] for k in ("heavy_share_limit", "fail_share_limit") if k in defaults}
         return default_rules(thresholds, **common, **limits)
-    return [_rule(spec, i, common, thresholds, cost_tracker, drop_counters) for i, spec in enumerate(specs)]
+    rules = [_rule(spec, i, common, thresholds, cost_tracker, drop_counters) for i, spec in enumerate(specs)]
+    return [rule for rule in rules if rule is not None]
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -102,7 +108,7 @@ def _rule(
     thresholds: RAGEvaluationThresholds | None,
     cost_tracker: CostTracker | None,
     drop_counters: Callable[[], tuple[int, int]] | None,
-) -> Rule:
+) -> Rule | None:
     where = f"rule[{index}]"
     kind = spec.get("type")
     settings = {**common, **_common(spec, where)}
@@ -134,7 +140,8 @@ def _rule(
         if kind == "dropped":
             _only(spec, known | {"limit"}, where)
             if drop_counters is None:
-                raise RulesFileError(f"{where}: a dropped rule needs the span processor's counters")
+                logger.warning("ragtriage: %s (dropped) skipped: this process evaluates but drops no samples", where)
+                return None
             return dropped_samples_rule(drop_counters, limit=spec.get("limit", 0.05), **settings)
     except (TypeError, ValueError) as exc:
         if isinstance(exc, RulesFileError):

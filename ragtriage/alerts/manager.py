@@ -1,10 +1,11 @@
 """AlertManager: windows of results, rule lifecycle (fire, cooldown, resolve), delivery to sinks.
 
-``observe`` is called with every result on the evaluating thread: it appends
-to the window under a lock (no I/O) and, at most every ``evaluate_every_s``,
-runs the rules. Deliveries are tasks on the running loop, each with a timeout
-and bounded retries, so a slow or failing sink never holds up evaluations or
-the other sinks.
+``observe`` is called with every result on the evaluating loop: it records the
+observation in the manager's :class:`~ragtriage.alerts.state.AlertState` (memory,
+or Redis for a fleet; no waiting on I/O) and, at most every ``evaluate_every_s``,
+starts a turn that runs the rules on the window. Deliveries are tasks on the
+running loop, each with a timeout and bounded retries, so a slow or failing sink
+never holds up evaluations or the other sinks.
 """
 
 from __future__ import annotations
@@ -12,25 +13,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import threading
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timezone
+from typing import Any
 
 from ragtriage.alerts.base import AlertEvent, AlertSink
 from ragtriage.alerts.rules import Check, Observation, Rule, TierDriftRule
+from ragtriage.alerts.state import AlertState, MemoryAlertState, RuleState
 from ragtriage.evaluator.results import RAGEvaluationResult
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class _RuleState:
-    firing: bool = False
-    last_sent: float = 0.0
-    severity: str = ""
 
 
 class AlertManager:
@@ -47,6 +41,7 @@ class AlertManager:
         max_retries: int = 2,
         evaluate_every_s: float = 1.0,
         baseline: str = "previous",
+        state: AlertState | None = None,
     ) -> None:
         for i, rule in enumerate(rules):
             if not isinstance(rule, Rule):
@@ -54,6 +49,8 @@ class AlertManager:
         for i, sink in enumerate(sinks):
             if not isinstance(sink, AlertSink):
                 raise TypeError(f"sinks[{i}] must implement AlertSink (name, async send(event)), got {sink!r}")
+        if state is not None and not isinstance(state, AlertState):
+            raise TypeError(f"state must implement AlertState (record, turn, aclose), got {state!r}")
         if baseline not in ("previous", "frozen"):
             raise ValueError(f"baseline must be 'previous' or 'frozen', got {baseline!r}")
         names = [r.name for r in rules]
@@ -67,12 +64,10 @@ class AlertManager:
         self._max_retries = max_retries
         self._every = evaluate_every_s
         self._baseline_mode = baseline
-        longest = max((r.window_size for r in rules), default=1)
-        self._observations: deque[Observation] = deque(maxlen=2 * longest)
+        self.state: AlertState = state if state is not None else MemoryAlertState()
         self._frozen: list[Observation] | None = None
-        self._state = {r.name: _RuleState() for r in rules}
-        self._lock = threading.Lock()
         self._last_evaluated = 0.0
+        self._turn_pending = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._last: dict[tuple[int, str], asyncio.Task[None]] = {}
         self._listeners: list[Callable[[AlertEvent], None]] = []
@@ -82,34 +77,48 @@ class AlertManager:
         """Add a rule after construction (e.g. one that reads the span processor's counters)."""
         if not isinstance(rule, Rule):
             raise TypeError(f"rule must be an alert Rule, got {rule!r}")
-        if rule.name in self._state:
+        if any(r.name == rule.name for r in self.rules):
             raise ValueError(f"a rule named {rule.name!r} exists already")
-        with self._lock:
-            self.rules = (*self.rules, rule)
-            self._state[rule.name] = _RuleState()
-            if rule.window_size * 2 > (self._observations.maxlen or 0):
-                self._observations = deque(self._observations, maxlen=2 * rule.window_size)
+        self.rules = (*self.rules, rule)
 
     def add_listener(self, listener: Callable[[AlertEvent], None]) -> None:
         """Also call ``listener`` with every event (e.g. to count alerts in metrics)."""
         self._listeners.append(listener)
 
-    def observe(self, result: RAGEvaluationResult) -> None:
-        now = time.time()  # wall clock: windows may be shared between hosts (ragtriage worker)
-        with self._lock:
-            self._observations.append(Observation.of(result, now))
-            due = now - self._last_evaluated >= self._every
-            if due:
-                self._last_evaluated = now
-        if due:
-            for event in self.evaluate(now):
-                self.dispatch(event)
+    @property
+    def _keep(self) -> int:
+        """Observations a turn needs: two windows of the longest rule (the drift rule's baseline)."""
+        return 2 * max((r.window_size for r in self.rules), default=1)
 
-    def evaluate(self, now: float | None = None) -> list[AlertEvent]:
-        """Run every rule on its window and return the events the lifecycle calls for."""
+    def observe(self, result: RAGEvaluationResult) -> None:
+        """An evaluator observer: record the result and, when due, start a turn (needs a running loop)."""
+        now = time.time()  # wall clock: windows may be shared between hosts (ragtriage worker)
+        self.state.record(Observation.of(result, now), self._keep)
+        if now - self._last_evaluated >= self._every and not self._turn_pending:
+            self._last_evaluated = now
+            self._turn_pending = True  # results that arrive before it runs are judged in the same turn
+            self._spawn(self._due_turn())
+
+    async def _due_turn(self) -> None:
+        self._turn_pending = False
+        await self.tick()
+
+    async def tick(self, now: float | None = None) -> list[AlertEvent]:
+        """Run every rule on the window (unless another process holds the turn); send what the lifecycle
+        calls for and return it."""
         now = time.time() if now is None else now
-        with self._lock:
-            observations = list(self._observations)
+        try:
+            async with self.state.turn([r.name for r in self.rules], self._keep) as turn:
+                events = [] if turn is None else self._judge(turn.observations, turn.rules, now)
+        except Exception as exc:  # a shared state store that is down must not stop evaluations
+            self.counts["state_errors"] += 1
+            logger.warning("ragtriage: alert state unavailable (%s); rules not run this turn", type(exc).__name__)
+            return []
+        for event in events:
+            self.dispatch(event)
+        return events
+
+    def _judge(self, observations: list[Observation], states: dict[str, RuleState], now: float) -> list[AlertEvent]:
         events = []
         for rule in self.rules:
             window, baseline = self._windows(rule, observations, now)
@@ -120,7 +129,7 @@ class AlertManager:
                 logger.exception("ragtriage: alert rule %s failed", rule.name)
                 continue
             if check is not None:
-                event = self._transition(rule, check, now)
+                event = self._transition(rule, states.setdefault(rule.name, RuleState()), check, now)
                 if event is not None:
                     events.append(event)
         return events
@@ -138,8 +147,7 @@ class AlertManager:
         earlier = observations[: len(observations) - len(recent)][-rule.window_size :]
         return recent, earlier
 
-    def _transition(self, rule: Rule, check: Check, now: float) -> AlertEvent | None:
-        state = self._state[rule.name]
+    def _transition(self, rule: Rule, state: RuleState, check: Check, now: float) -> AlertEvent | None:
         if check.breached:
             severity = rule.severity(check.value, check.threshold)
             escalated = severity == "critical" and state.severity == "warning"
@@ -186,15 +194,17 @@ class AlertManager:
                 listener(event)
             except Exception:
                 logger.exception("ragtriage: alert listener failed")
-        loop = asyncio.get_running_loop()
         for sink in self.sinks:
             # Per sink and rule, in order: a resolve must never overtake its trigger (PagerDuty would
             # then keep the incident open). Different sinks and rules still go in parallel.
             key = (id(sink), event.dedupe_key)
-            task = loop.create_task(self._deliver_after(self._last.get(key), sink, event))
-            self._last[key] = task
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._last[key] = self._spawn(self._deliver_after(self._last.get(key), sink, event))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _deliver_after(self, previous: asyncio.Task[None] | None, sink: AlertSink, event: AlertEvent) -> None:
         if previous is not None and not previous.done():
@@ -221,11 +231,15 @@ class AlertManager:
         return False
 
     async def flush(self) -> None:
-        """Wait for this loop's deliveries."""
+        """Wait for this loop's turns and deliveries (a turn may start deliveries: wait for those too)."""
         loop = asyncio.get_running_loop()
-        tasks = [t for t in self._tasks if t.get_loop() is loop]
-        if tasks:
+        while tasks := [t for t in self._tasks if t.get_loop() is loop and not t.done()]:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Flush, then close the state store's connections."""
+        await self.flush()
+        await self.state.aclose()
 
     def __repr__(self) -> str:
         return f"AlertManager(rules={[r.name for r in self.rules]}, sinks={[s.name for s in self.sinks]})"

@@ -8,7 +8,6 @@ which retries and logs only the status code or exception type.
 from __future__ import annotations
 
 import asyncio
-import os
 import smtplib
 import ssl
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ import httpx
 
 from ragtriage._log_hygiene import own_http
 from ragtriage.alerts.base import AlertEvent, AlertSink, LoggingAlertSink
+from ragtriage.config import Config
 
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 _PAGERDUTY_SEVERITY = {"critical": "critical", "warning": "warning"}
@@ -258,27 +258,26 @@ def email_message(event: AlertEvent, sender: str, recipients: Sequence[str]) -> 
     return message
 
 
-def sinks_from_env(environ: dict[str, str] | None = None) -> list[AlertSink]:
-    """Sinks configured by ``RAGTRIAGE_SLACK_WEBHOOK_URL``, ``RAGTRIAGE_PAGERDUTY_ROUTING_KEY``,
-    ``RAGTRIAGE_SMTP_*`` and ``RAGTRIAGE_ALERT_WEBHOOK_URL``; the logging sink is always there."""
-    env = os.environ if environ is None else environ
+def sinks_from_config(config: Config) -> list[AlertSink]:
+    """The sinks ``config`` sets up (``slack_webhook_url``, ``pagerduty_routing_key``, ``smtp_host``,
+    ``alert_webhook_url``, each from its ``RAGTRIAGE_*`` variable); the logging sink is always there."""
     sinks: list[AlertSink] = [LoggingAlertSink()]
-    if url := env.get("RAGTRIAGE_SLACK_WEBHOOK_URL"):
-        sinks.append(SlackSink(url))
-    if key := env.get("RAGTRIAGE_PAGERDUTY_ROUTING_KEY"):
-        sinks.append(PagerDutySink(key, url=env.get("RAGTRIAGE_PAGERDUTY_URL", PAGERDUTY_EVENTS_URL)))
-    if host := env.get("RAGTRIAGE_SMTP_HOST"):
+    if config.slack_webhook_url:
+        sinks.append(SlackSink(config.slack_webhook_url))
+    if config.pagerduty_routing_key:
+        sinks.append(PagerDutySink(config.pagerduty_routing_key, url=config.pagerduty_url))
+    if config.smtp_host:
         sinks.append(
             EmailSink(
-                host=host,
-                port=int(env.get("RAGTRIAGE_SMTP_PORT", "587")),
-                sender=env.get("RAGTRIAGE_SMTP_FROM", ""),
-                recipients=[r.strip() for r in env.get("RAGTRIAGE_SMTP_TO", "").split(",") if r.strip()],
-                username=env.get("RAGTRIAGE_SMTP_USERNAME") or None,
-                password=env.get("RAGTRIAGE_SMTP_PASSWORD") or None,
-                starttls=env.get("RAGTRIAGE_SMTP_STARTTLS", "true").lower() in ("1", "true", "yes", "on"),
+                host=config.smtp_host,
+                port=config.smtp_port,
+                sender=config.smtp_from or "",
+                recipients=[r.strip() for r in (config.smtp_to or "").split(",") if r.strip()],
+                username=config.smtp_username,
+                password=config.smtp_password,
+                starttls=config.smtp_starttls,
             )
         )
-    if url := env.get("RAGTRIAGE_ALERT_WEBHOOK_URL"):
-        sinks.append(WebhookSink(url))
+    if config.alert_webhook_url:
+        sinks.append(WebhookSink(config.alert_webhook_url))
     return sinks

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from ragtriage.config import Config
 
 dashboards_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Dashboards for ragtriage's metrics.")
 
@@ -48,8 +49,8 @@ def report(
 
     if jsonl is None and project is None:
         raise typer.BadParameter("give --jsonl FILE or --project NAME")
-    endpoint = phoenix_url or os.environ.get("PHOENIX_COLLECTOR_ENDPOINT") or "http://localhost:6006"
-    api_key = os.environ.get("PHOENIX_API_KEY")
+    config = Config.from_env(endpoint=phoenix_url)
+    endpoint, api_key = config.endpoint, config.phoenix_api_key
     link_base = None
     if jsonl is not None:
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -104,17 +104,20 @@ _enabled: weakref.WeakKeyDictionary[RAGEvaluator, dict[int, EvalMetrics]] = weak
 
 
 class EvalMetrics:
-    """The instruments of one evaluator on one MeterProvider; use :func:`enable_metrics` to build it."""
+    """The instruments of one evaluator on one MeterProvider; use :func:`enable_metrics` to build it.
+
+    Without an evaluator (the app's side of ``evaluate_in="process"``/``"queue"``), only the processor's
+    drop counts."""
 
     def __init__(
         self,
-        evaluator: RAGEvaluator,
+        evaluator: RAGEvaluator | None,
         *,
         processor: EvalSpanProcessor | None = None,
         meter_provider: MeterProvider | None = None,
         heavy_share_window: int = 200,
     ) -> None:
-        if not isinstance(evaluator, RAGEvaluator):
+        if evaluator is not None and not isinstance(evaluator, RAGEvaluator):
             raise TypeError(f"evaluator must be a RAGEvaluator, got {type(evaluator).__name__}")
         if processor is not None and not isinstance(processor, EvalSpanProcessor):
             raise TypeError(f"processor must be an EvalSpanProcessor, got {type(processor).__name__}")
@@ -125,7 +128,9 @@ class EvalMetrics:
 
         self.meter: Meter = provider.get_meter("ragtriage", __version__)
         # Weak: the MeterProvider keeps the callbacks (and so this object) alive, not the evaluator.
-        self._evaluator = weakref.ref(evaluator)
+        self._evaluator: Callable[[], RAGEvaluator | None] = (
+            weakref.ref(evaluator) if evaluator is not None else lambda: None
+        )
         self._processor = weakref.ref(processor) if processor is not None else None
         self._lock = threading.Lock()
         self._recent: deque[bool] = deque(maxlen=heavy_share_window)

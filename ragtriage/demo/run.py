@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections import Counter
@@ -17,10 +16,11 @@ from rich.progress import track
 from rich.table import Table
 
 import ragtriage
+from ragtriage.config import Config
 from ragtriage.demo.app import DemoApp, load_corpus
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.export.phoenix import base_url
-from ragtriage.instrumentation import installed_processor
+from ragtriage.instrumentation import installed_processor, installed_runtime
 from ragtriage.sample import RAGSample
 
 PROJECT = "ragtriage-demo"
@@ -30,7 +30,7 @@ def run_demo(*, keep_running: bool, use_phoenix: bool, console: Console) -> int:
     documents, items = load_corpus()
     results: list[tuple[RAGSample, RAGEvaluationResult]] = []
     with ExitStack() as stack:
-        endpoint = os.environ.get("PHOENIX_COLLECTOR_ENDPOINT")
+        endpoint = Config.from_env().endpoint if Config.in_env("endpoint") else None
         if use_phoenix and not endpoint:
             try:
                 from ragtriage.testing.phoenix import PhoenixServer
@@ -58,9 +58,9 @@ def run_demo(*, keep_running: bool, use_phoenix: bool, console: Console) -> int:
             evaluate_in="thread",  # the summary below reads the results in this process
             on_result=lambda sample, result: results.append((sample, result)),
         )
-        processor = installed_processor()
-        assert processor is not None
-        evaluator = processor.evaluator
+        processor, runtime = installed_processor(), installed_runtime()
+        assert processor is not None and runtime is not None and runtime.evaluator is not None
+        evaluator = runtime.evaluator
         judges = [
             f"{name}: {judge.model}"
             for name, judge in (("local", evaluator.local_judge), ("heavy", evaluator.heavy_judge))
@@ -116,5 +116,5 @@ def _print_summary(
     cost = sum(r.eval_cost_usd for _, r in results)
     console.print(
         f"cost ${cost:.4f}; dropped {stats.get('samples_dropped_queue_full', 0)}; "
-        f"write-back failures {stats.get('writeback_failed', 0)}"
+        f"write-back failures {stats.get('write_back_failed', 0)}"
     )

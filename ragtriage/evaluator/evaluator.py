@@ -16,11 +16,10 @@ import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from opentelemetry import context as otel_context
 
-from ragtriage.alerts.base import AlertSink
 from ragtriage.evaluator.cache import Cache, MemoryCache, cache_key
 from ragtriage.evaluator.cost import CostTracker
 from ragtriage.evaluator.results import (
@@ -36,10 +35,6 @@ from ragtriage.evaluator.sampling import is_sampled, sample_bound
 from ragtriage.evaluator.thresholds import alerts_for, near_threshold, verdict_for
 from ragtriage.judges.base import Judge, JudgeError, JudgeVerdict
 from ragtriage.judges.deterministic import DeterministicChecker, DeterministicReport
-
-if TYPE_CHECKING:
-    from ragtriage.alerts.manager import AlertManager
-    from ragtriage.alerts.rules import Rule
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +85,10 @@ class RAGEvaluator:
         cost_tracker: CostTracker | None = None,
         budget_usd_per_hour: float | None = None,
         max_context_chars: int = 12_000,
-        alert_sinks: Sequence[AlertSink] = (),
         history_size: int = 1000,
         citation_pattern: str | None = None,
         escalation_margin: float = 0.05,
         deterministic: DeterministicChecker | None = None,
-        alert_rules: Sequence[Rule] | None = None,
     ) -> None:
         for name, judge in (("local_judge", local_judge), ("heavy_judge", heavy_judge)):
             if judge is not None and not isinstance(judge, Judge):
@@ -122,13 +115,6 @@ class RAGEvaluator:
                 raise TypeError(f"{name} must be an int, got {value!r}")
             if value < low:
                 raise ValueError(f"{name} must be >= {low}, got {value!r}")
-        if isinstance(alert_sinks, str | bytes) or not isinstance(alert_sinks, Sequence):
-            raise TypeError("alert_sinks must be a sequence of AlertSink")
-        for i, sink in enumerate(alert_sinks):
-            if not isinstance(sink, AlertSink):
-                raise TypeError(f"alert_sinks[{i}] must implement AlertSink (name, async send(event)), got {sink!r}")
-        if alert_rules is not None and (isinstance(alert_rules, str | bytes) or not isinstance(alert_rules, Sequence)):
-            raise TypeError("alert_rules must be a sequence of alert rules (see ragtriage.alerts)")
         if deterministic is not None and citation_pattern is not None:
             raise ValueError("pass citation_pattern to the DeterministicChecker given as deterministic, not both")
         if deterministic is None:
@@ -153,19 +139,6 @@ class RAGEvaluator:
         os.register_at_fork(after_in_child=lambda: (e := ref()) and setattr(e, "_lock", threading.Lock()))
         self._counts: Counter[str] = Counter()
         self._observers: list[Callable[[RAGEvaluationResult], None]] = []
-        self.alerts: AlertManager | None = None
-        """Alert rules and sinks (``None`` without sinks): windows of results, fire/cooldown/resolve."""
-        if alert_sinks:
-            from ragtriage.alerts.manager import AlertManager  # here: ragtriage.alerts imports the evaluator
-            from ragtriage.alerts.rules import budget_rule, default_rules
-
-            rules = list(alert_rules) if alert_rules is not None else default_rules(thresholds)
-            if alert_rules is None and cost_tracker.budget_usd_per_hour is not None:
-                rules.append(budget_rule(cost_tracker))
-            self.alerts = AlertManager(rules, alert_sinks)
-            self._observers.append(self.alerts.observe)
-        elif alert_rules:
-            raise ValueError("alert_rules need alert_sinks to send to (LoggingAlertSink() logs them)")
         self._fingerprint = "|".join(
             (
                 deterministic.fingerprint,
@@ -269,9 +242,7 @@ class RAGEvaluator:
         return summary
 
     async def aclose(self) -> None:
-        """Wait for this loop's alert deliveries, then close this loop's judge and cache connections."""
-        if self.alerts is not None:
-            await self.alerts.flush()
+        """Close this loop's judge and cache connections."""
         for resource in (self.local_judge, self.heavy_judge, self.cache):
             close = getattr(resource, "aclose", None)
             if close is not None:

@@ -1,5 +1,5 @@
 """Write-back of results into Phoenix."""
 
-from ragtriage.export.phoenix import PhoenixWriter, WriteBackError
+from ragtriage.export.phoenix import PhoenixWriter
 
-__all__ = ["PhoenixWriter", "WriteBackError"]
+__all__ = ["PhoenixWriter"]

@@ -40,6 +40,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, TraceFlags,
 
 from ragtriage._log_hygiene import own_http, redact
 from ragtriage.evaluator.results import RAGEvaluationResult
+from ragtriage.pipeline import WriteBackFailed
 from ragtriage.sample import RAGSample
 from ragtriage.span_processor.extraction import OWN_SPAN
 
@@ -55,10 +56,6 @@ SCORE_ANNOTATIONS = (
     ("context_precision", "precision"),
 )
 _EXPLANATION_CHARS = 2000
-
-
-class WriteBackError(Exception):
-    """Phoenix did not take the write within the retry bounds."""
 
 
 def annotator_kind(result: RAGEvaluationResult) -> str:
@@ -284,11 +281,11 @@ class PhoenixWriter:
                     continue
                 if status not in (408, 429) and status < 500:
                     self.counts["writes_rejected"] += 1
-                    raise WriteBackError(f"Phoenix rejected {path}: {reason}")
+                    raise WriteBackFailed(f"Phoenix rejected {path}: {reason}")
             failures += 1
             if failures > self._max_retries:
                 self.counts["writes_dropped"] += 1
-                raise WriteBackError(f"Phoenix unreachable for {path} after {failures} attempts: {reason}")
+                raise WriteBackFailed(f"Phoenix unreachable for {path} after {failures} attempts: {reason}")
             self.counts["retries"] += 1
             await asyncio.sleep(min(0.25 * 2**failures, 4.0) * random.uniform(0.5, 1.5))
 

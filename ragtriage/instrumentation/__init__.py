@@ -1,5 +1,5 @@
 """``ragtriage.instrument()``: one line to evaluate an app's RAG traces."""
 
-from ragtriage.instrumentation.instrument import build_evaluator, installed_processor, instrument, uninstrument
+from ragtriage.instrumentation.instrument import installed_processor, installed_runtime, instrument, uninstrument
 
-__all__ = ["build_evaluator", "installed_processor", "instrument", "uninstrument"]
+__all__ = ["installed_processor", "installed_runtime", "instrument", "uninstrument"]

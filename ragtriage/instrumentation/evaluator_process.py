@@ -2,8 +2,8 @@
 
 Reads ``<seq> <sample JSON>`` lines on stdin (and ``drops <dropped> <offered>``,
 the app process's totals for the dropped-samples alert), evaluates and writes back each
-sample exactly as the in-process path does (``EvalSpanProcessor.
-evaluate_and_write``), and answers ``<seq> <status>`` on stdout. Configuration
+sample with the same :class:`~ragtriage.pipeline.Pipeline` as the in-process path (built by
+:func:`ragtriage.runtime.build`, role ``evaluator_process``), and answers ``<seq> <status>`` on stdout. Configuration
 comes from the environment the parent set (``Config.to_env``). On EOF it
 finishes what it holds and exits.
 
@@ -23,15 +23,10 @@ from typing import BinaryIO
 from opentelemetry import context as otel_context
 
 from ragtriage.config import Config
-from ragtriage.instrumentation.instrument import (
-    DropCounter,
-    build_evaluator,
-    name_alerts,
-    phoenix_writer,
-    watch_drops,
-)
+from ragtriage.pipeline import WriteBackFailed
+from ragtriage.runtime import Runtime, build
+from ragtriage.sample import RAGSample
 from ragtriage.span_processor.child_process import MAX_LINE_BYTES
-from ragtriage.span_processor.processor import EvalSpanProcessor, RAGSample, WriteBackFailed
 
 logger = logging.getLogger("ragtriage.evaluator_process")
 #: Replies are sent in batches: one wake-up of the app process's background thread per batch, not per sample
@@ -40,19 +35,9 @@ logger = logging.getLogger("ragtriage.evaluator_process")
 REPLY_DELAY_S = 0.2
 
 
-def build_processor(config: Config, drops: DropCounter) -> EvalSpanProcessor:
-    """Evaluator, alerts and writer as :func:`ragtriage.instrument` builds them; the parent sampled already.
-
-    The dropped-samples alert reads ``drops``, which :func:`serve` keeps at the app process's totals."""
-    evaluator = build_evaluator(config, drop_counters=drops)
-    if evaluator.alerts is not None:
-        name_alerts(evaluator.alerts, project=config.project_name, config=config)
-        watch_drops(evaluator.alerts, drops)
-    # never attached to a provider: its evaluate_and_write is the path shared with the thread
-    return EvalSpanProcessor(evaluator, writer=phoenix_writer(config))
-
-
-async def serve(processor: EvalSpanProcessor, concurrency: int, replies: BinaryIO, drops: DropCounter) -> None:
+async def serve(runtime: Runtime, concurrency: int, replies: BinaryIO) -> None:
+    assert runtime.pipeline is not None
+    pipeline, drops = runtime.pipeline, runtime.drops
     loop = asyncio.get_running_loop()
     stdin = asyncio.StreamReader(limit=MAX_LINE_BYTES)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin.buffer)
@@ -64,13 +49,13 @@ async def serve(processor: EvalSpanProcessor, concurrency: int, replies: BinaryI
 
     async def one(seq: bytes, payload: bytes) -> None:
         try:
-            await processor.evaluate_and_write(RAGSample.from_json(payload.decode("utf-8", "surrogatepass")))
+            await pipeline(RAGSample.from_json(payload.decode("utf-8", "surrogatepass")))
             status = "ok"
         except ValueError as exc:
             logger.warning("malformed sample %s: %s", seq.decode("ascii", "replace"), exc)
             status = "malformed"
         except WriteBackFailed:
-            status = "write_back_failed"  # counted and logged (rate-limited) by the processor
+            status = "write_back_failed"  # counted and logged (rate-limited) by the pipeline
         except Exception:
             logger.exception("evaluation failed")
             status = "error"
@@ -105,9 +90,7 @@ async def serve(processor: EvalSpanProcessor, concurrency: int, replies: BinaryI
             await stdout.drain()
     finally:
         otel_context.detach(token)
-        await processor.evaluator.aclose()
-        if processor.writer is not None:
-            await processor.writer.aclose()
+        await runtime.aclose()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,16 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     logging.basicConfig(level=logging.WARNING, format="ragtriage evaluator process: %(levelname)s %(message)s")
-    config = Config.from_env(sample_rate=1.0)
-    drops = DropCounter()
-    processor = build_processor(config, drops)
+    config = Config.from_env()
+    runtime = build(config, "evaluator_process")
     if args.metrics_port is not None:
-        from ragtriage.dashboards import enable_metrics, serve_metrics
-
-        enable_metrics(
-            processor.evaluator, processor=processor, meter_provider=serve_metrics(args.metrics_port).meter_provider
-        )
-    asyncio.run(serve(processor, config.max_concurrency, replies, drops))
+        runtime.start_metrics(port=args.metrics_port)
+    asyncio.run(serve(runtime, config.max_concurrency, replies))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""The span processor that turns the app's RAG traces into evaluations."""
+"""Capture, trace assembly and sampling: the span processor that turns the app's RAG traces into samples,
+and the handlers it hands them to (this process, the evaluator process, the Redis Stream)."""
 
-from ragtriage.sample import RAGSample
-from ragtriage.span_processor.processor import EvalSpanProcessor, ResultWriter
+from ragtriage.span_processor.processor import EvalSpanProcessor, SampleHandler
 
-__all__ = ["EvalSpanProcessor", "RAGSample", "ResultWriter"]
+__all__ = ["EvalSpanProcessor", "SampleHandler"]

@@ -2,8 +2,9 @@
 
 The app's threads only ever do O(1) work here: a dict lookup, a few attribute
 reads, an append to a bounded queue. Judging, caching and write-back
-happen on one background thread with its own asyncio loop. Nothing raises into
-the app; everything that is dropped is counted.
+happen on one background thread with its own asyncio loop, in the sample handler
+the processor was given (the pipeline itself, the evaluator process, or the queue).
+Nothing raises into the app; everything that is dropped is counted.
 """
 
 from __future__ import annotations
@@ -20,14 +21,13 @@ import weakref
 from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from ragtriage.evaluator.evaluator import RAGEvaluator
-from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.evaluator.sampling import TRACE_ID_MASK, sample_bound
+from ragtriage.pipeline import WriteBackFailed
 from ragtriage.sample import RAGSample
 from ragtriage.span_processor._assembly import BufferedSpan, assemble
 from ragtriage.span_processor.extraction import FALLBACK_CONTEXTS, KIND, OWN_SPAN
@@ -40,23 +40,17 @@ _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY
 _POLL_S = 0.2
 
 
-class WriteBackFailed(Exception):
-    """The evaluation is done but the result did not reach its destination."""
+@runtime_checkable
+class SampleHandler(Protocol):
+    """What the background worker does with a completed sample.
 
+    :class:`~ragtriage.pipeline.Pipeline` evaluates it here; ``ProcessHandler`` sends it to the evaluator
+    process; ``StreamPublisher`` to the Redis Stream. Optional members: ``async handle_batch(samples)``
+    (given all the samples of one poll at once, one task per poll instead of per sample), ``counts`` and
+    ``stats_prefix`` (merged into :attr:`EvalSpanProcessor.stats`), ``async aclose()``.
+    """
 
-SampleHandler = Callable[[RAGSample], Awaitable[None]]
-"""What the background worker does with a completed sample (default: evaluate and write back).
-
-A handler that also has ``async handle_batch(samples)`` is given all the samples of one poll at
-once instead (one task per poll, not per sample); it returns when all of them are done."""
-
-
-class ResultWriter(Protocol):
-    """Where results go after evaluation (Phoenix by default)."""
-
-    async def write(self, sample: RAGSample, result: RAGEvaluationResult) -> None: ...
-
-    async def aclose(self) -> None: ...
+    async def __call__(self, sample: RAGSample) -> object: ...
 
 
 class _TraceBuffer:
@@ -89,19 +83,19 @@ class EvalSpanProcessor(SpanProcessor):
 
     def __init__(
         self,
-        evaluator: RAGEvaluator,
+        handler: SampleHandler,
         *,
-        writer: ResultWriter | None = None,
+        sample_rate: float = 0.1,
         max_queue_size: int = 2048,
         max_traces_in_flight: int = 10_000,
         max_spans_per_trace: int = 256,
         trace_ttl_s: float = 300.0,
         max_concurrency: int = 8,
-        on_result: Callable[[RAGSample, RAGEvaluationResult], None] | None = None,
-        handler: SampleHandler | None = None,
     ) -> None:
-        if not isinstance(evaluator, RAGEvaluator):
-            raise TypeError(f"evaluator must be a RAGEvaluator, got {type(evaluator).__name__}")
+        if not callable(handler):
+            raise TypeError(f"handler must be a SampleHandler (async, called with a RAGSample), got {handler!r}")
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, int | float) or not 0 <= sample_rate <= 1:
+            raise ValueError(f"sample_rate must be a number in [0, 1], got {sample_rate!r}")
         for name, value in (
             ("max_queue_size", max_queue_size),
             ("max_traces_in_flight", max_traces_in_flight),
@@ -112,20 +106,14 @@ class EvalSpanProcessor(SpanProcessor):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if isinstance(trace_ttl_s, bool) or not isinstance(trace_ttl_s, int | float) or trace_ttl_s <= 0:
             raise ValueError(f"trace_ttl_s must be a positive number, got {trace_ttl_s!r}")
-        if on_result is not None and not callable(on_result):
-            raise TypeError("on_result must be callable")
-        if handler is not None and not callable(handler):
-            raise TypeError("handler must be an async callable taking a RAGSample")
-        self.evaluator = evaluator
-        self.writer = writer
+        self.handler = handler
+        self.sample_rate = float(sample_rate)
         self._max_queue_size = max_queue_size
         self._max_traces = max_traces_in_flight
         self._max_spans = max_spans_per_trace
         self._ttl = float(trace_ttl_s)
         self._max_concurrency = max_concurrency
-        self._on_result = on_result
-        self._handler: SampleHandler = handler or self.evaluate_and_write
-        self._bound = sample_bound(evaluator.sample_rate)  # the evaluator's rule, inlined for the hot path
+        self._bound = sample_bound(self.sample_rate)  # RAGEvaluator.should_sample's rule, inlined for the hot path
         self._init_state()
         ref = weakref.WeakMethod(self._at_fork_reinit)
         os.register_at_fork(after_in_child=lambda: (m := ref()) and m())
@@ -148,7 +136,6 @@ class EvalSpanProcessor(SpanProcessor):
         self._stopping = False
         self._shutdown = False
         self._last_error_log = -math.inf
-        self._last_writeback_log = -math.inf
 
     def _at_fork_reinit(self) -> None:
         """In a forked child: fresh locks, queue and worker; the parent's in-flight traces are not ours."""
@@ -270,8 +257,8 @@ class EvalSpanProcessor(SpanProcessor):
         for name, tally in (("traces_not_sampled", self._not_sampled), ("samples_queued", self._queued)):
             if value := _tally(tally):
                 counts[name] = value
-        prefix = getattr(self._handler, "stats_prefix", "handler_")
-        for name, value in getattr(self._handler, "counts", {}).items():  # e.g. the queue publisher's
+        prefix = getattr(self.handler, "stats_prefix", "handler_")
+        for name, value in getattr(self.handler, "counts", {}).items():  # e.g. the queue publisher's
             counts[prefix + name] = value
         counts["traces_in_flight"] = len(self._traces)
         counts["queue_size"] = len(self._queue)
@@ -326,7 +313,7 @@ class EvalSpanProcessor(SpanProcessor):
     async def _main(self, loop: asyncio.AbstractEventLoop) -> None:
         token = otel_context.attach(otel_context.set_value(_SUPPRESS_KEY, True))
         self._loop = loop
-        handle_batch = getattr(self._handler, "handle_batch", None)
+        handle_batch = getattr(self.handler, "handle_batch", None)
         tasks: set[asyncio.Task[None]] = set()
         try:
             while True:
@@ -362,7 +349,7 @@ class EvalSpanProcessor(SpanProcessor):
     async def _process(self, trace: _CompletedTrace) -> None:
         try:
             for sample in self._assemble(trace):
-                await self._handler(sample)
+                await self.handler(sample)
         except WriteBackFailed:
             pass  # counted where it happened
         except Exception:
@@ -390,44 +377,13 @@ class EvalSpanProcessor(SpanProcessor):
         if was_full and self._queue and self._nap is not None:
             _settle(self._nap)  # samples wait for the room just made (we are on the worker's loop)
 
-    async def evaluate_and_write(self, sample: RAGSample) -> RAGEvaluationResult:
-        """The default handler: evaluate in this process, report, write back.
-
-        A failed write-back is counted and raised as :class:`WriteBackFailed`, so a queue consumer
-        can leave the sample for a retry instead of acknowledging it.
-        """
-        result = await self.evaluator.evaluate(
-            sample.question, sample.answer, sample.contexts, sample_key=sample.trace_id
-        )
-        self._count(f"evaluations_{result.status}")
-        if self._on_result is not None:
+    async def _close(self) -> None:
+        close = getattr(self.handler, "aclose", None)
+        if close is not None:
             try:
-                self._on_result(sample, result)
+                await close()
             except Exception:
                 self._internal_error()
-        if self.writer is not None:
-            try:
-                await self.writer.write(sample, result)
-            except Exception as exc:
-                self._count("writeback_failed")
-                now = time.monotonic()
-                if now - self._last_writeback_log > 60:  # Phoenix down: one line a minute, not one per sample
-                    self._last_writeback_log = now
-                    failed = self.stats.get("writeback_failed", 0)
-                    logger.warning(
-                        "ragtriage: write-back failed (%d so far), e.g. for %s: %s", failed, sample.sample_id, exc
-                    )
-                raise WriteBackFailed(str(exc)) from exc
-        return result
-
-    async def _close(self) -> None:
-        for resource in (self.writer, self.evaluator, self._handler):
-            close = getattr(resource, "aclose", None)
-            if close is not None:
-                try:
-                    await close()
-                except Exception:
-                    self._internal_error()
 
 
 def _attribute_dict(span: ReadableSpan) -> Mapping[str, Any]:

@@ -8,20 +8,16 @@ import signal
 
 import typer
 
-from ragtriage.alerts import AlertManager, default_rules, load_rules, sinks_from_env
 from ragtriage.config import Config
-from ragtriage.export.phoenix import base_url
-from ragtriage.instrumentation.instrument import build_evaluator, phoenix_writer
-from ragtriage.span_processor.processor import EvalSpanProcessor
-from ragtriage.streams.queue import DEFAULT_GROUP, DEFAULT_STREAM
-from ragtriage.streams.shared_alerts import SharedAlerts
-from ragtriage.streams.worker import StreamWorker
+from ragtriage.runtime import build
+from ragtriage.sample import DEFAULT_STREAM
+from ragtriage.streams.worker import DEFAULT_GROUP, StreamWorker
 
 logger = logging.getLogger(__name__)
 
 
 def worker(
-    queue: str = typer.Option(..., envvar="RAGTRIAGE_QUEUE_URL", help="redis://host:port/db of the sample stream."),
+    queue: str = typer.Option(None, help="redis://host:port/db of the sample stream (default RAGTRIAGE_QUEUE_URL)."),
     concurrency: int = typer.Option(8, min=1, help="Samples evaluated at once."),
     stream: str = typer.Option(DEFAULT_STREAM, help="Stream name."),
     group: str = typer.Option(DEFAULT_GROUP, help="Consumer group shared by the fleet."),
@@ -32,33 +28,30 @@ def worker(
     project: str = typer.Option(None, help="Phoenix project (default PHOENIX_PROJECT_NAME)."),
     metrics_port: int = typer.Option(None, help="Serve Prometheus /metrics on this port."),
 ) -> None:
-    """Consume the sample queue: evaluate, write back to Phoenix, alert fleet-wide, acknowledge."""
+    """Consume the sample queue: evaluate, write back to Phoenix, alert fleet-wide, acknowledge.
+
+    Judges, rules file, calibration file, budget and alert sinks come from the same ``RAGTRIAGE_*``
+    settings as ``instrument()``; the fleet's alert windows are kept in the queue's Redis, so N workers
+    alert once.
+
+    Example::
+
+        RAGTRIAGE_LOCAL_JUDGE_URL=http://vllm:8000/v1 ragtriage worker --queue redis://redis:6379/0
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("httpx", "httpx2", "httpcore", "openai"):  # one line per judge call would cost CPU and fill pipes
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    # The producers sampled already: evaluate every sample that reaches the queue.
-    config = Config.from_env(endpoint=endpoint, project_name=project, sample_rate=1.0)
-    evaluator = build_evaluator(config, alert_sinks=())
-    rules = (
-        load_rules(config.alert_rules_file, cost_tracker=evaluator.cost_tracker)
-        if config.alert_rules_file
-        else default_rules(evaluator.thresholds)
-    )
-    alerts = AlertManager(rules, sinks_from_env(), project=config.project_name, phoenix_url=base_url(config.endpoint))
-    shared = SharedAlerts(alerts, queue)
-    evaluator.add_observer(shared.observe)
-    writer = phoenix_writer(config)
-    processor = EvalSpanProcessor(evaluator, writer=writer)  # never attached: its evaluate_and_write is the shared path
+    try:
+        config = Config.from_env(endpoint=endpoint, project_name=project, evaluate_in="queue", queue_url=queue)
+        runtime = build(config, "worker")
+    except ValueError as exc:  # a missing queue, a broken rules or calibration file: say so, exit 2
+        raise typer.BadParameter(str(exc)) from None
+    assert runtime.pipeline is not None
     if metrics_port is not None:
-        from ragtriage.dashboards import enable_metrics, serve_metrics
-
-        metrics = enable_metrics(
-            evaluator, processor=processor, meter_provider=serve_metrics(metrics_port).meter_provider
-        )
-        alerts.add_listener(lambda event: metrics.record_alert(event.rule, event.severity))
+        runtime.start_metrics(port=metrics_port)
     consumer_worker = StreamWorker(
-        processor,
-        queue,
+        runtime.pipeline,
+        config.queue_url,
         stream=stream,
         group=group,
         consumer=consumer,
@@ -76,10 +69,7 @@ def worker(
         try:
             await consumer_worker.run(stop)
         finally:
-            await shared.aclose()
-            await evaluator.aclose()
-            if writer is not None:
-                await writer.aclose()
+            await runtime.aclose()
         logger.info("ragtriage worker stopped: %s", dict(consumer_worker.counts))
 
     asyncio.run(main())

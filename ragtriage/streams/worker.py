@@ -1,9 +1,9 @@
 """``ragtriage worker``: a consumer of the sample stream that evaluates and writes back.
 
-It runs the same code as the in-process path (``EvalSpanProcessor.
-evaluate_and_write``), so a sample is judged and written back identically
-wherever it is evaluated. Write-back is idempotent (Phoenix annotations are
-upserted under the sample id), which makes at-least-once delivery safe:
+It runs the same :class:`~ragtriage.pipeline.Pipeline` as the in-process path, so a
+sample is judged and written back identically wherever it is evaluated. Write-back is
+idempotent (Phoenix annotations are upserted under the sample id), which makes
+at-least-once delivery safe:
 
 * an entry is acknowledged only after its write-back succeeded;
 * entries pending longer than ``claim_idle_s`` (their consumer died) are
@@ -23,16 +23,22 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
 
 from redis.exceptions import RedisError, ResponseError
 
-from ragtriage.evaluator.results import RAGEvaluationResult
+from ragtriage.pipeline import Pipeline, WriteBackFailed
 from ragtriage.redis_connections import LoopLocalRedis, check_redis_url
-from ragtriage.span_processor.processor import EvalSpanProcessor, RAGSample, WriteBackFailed
-from ragtriage.streams.queue import DEFAULT_GROUP, DEFAULT_STREAM, FIELD, dead_letter_stream
+from ragtriage.sample import DEFAULT_STREAM, STREAM_FIELD, RAGSample
 
 logger = logging.getLogger(__name__)
+
+
+DEFAULT_GROUP = "ragtriage-workers"
+
+
+def dead_letter_stream(stream: str) -> str:
+    """Where entries that cannot be evaluated go, with the reason."""
+    return f"{stream}:dead"
 
 
 class _GroupMissing(Exception):
@@ -44,7 +50,7 @@ class StreamWorker:
 
     def __init__(
         self,
-        processor: EvalSpanProcessor,
+        pipeline: Pipeline,
         url: str,
         *,
         stream: str = DEFAULT_STREAM,
@@ -54,7 +60,6 @@ class StreamWorker:
         claim_idle_s: float = 30.0,
         max_deliveries: int = 3,
         block_ms: int = 500,
-        on_result: Callable[[RAGSample, RAGEvaluationResult], None] | None = None,
     ) -> None:
         check_redis_url("queue", url)
         for name, value in (("concurrency", concurrency), ("max_deliveries", max_deliveries), ("block_ms", block_ms)):
@@ -62,7 +67,7 @@ class StreamWorker:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not isinstance(claim_idle_s, int | float) or claim_idle_s <= 0:
             raise ValueError(f"claim_idle_s must be > 0, got {claim_idle_s!r}")
-        self.processor = processor
+        self.pipeline = pipeline
         self.stream = stream
         self.group = group
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
@@ -71,7 +76,6 @@ class StreamWorker:
         self._claim_idle_ms = int(claim_idle_s * 1000)
         self._max_deliveries = max_deliveries
         self._block_ms = block_ms
-        self._on_result = on_result
         self._redis = LoopLocalRedis(url, timeout_s=max(5.0, block_ms / 1000 + 2))
         self._active: set[str] = set()
         self.counts: Counter[str] = Counter()
@@ -189,7 +193,7 @@ class StreamWorker:
     async def _process_entry(self, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
         try:
             try:
-                sample = RAGSample.from_json(fields[FIELD])
+                sample = RAGSample.from_json(fields[STREAM_FIELD])
             except (KeyError, ValueError) as exc:
                 await self._dead_letter(entry_id, fields, deliveries, f"undecodable: {exc}")
                 return
@@ -197,7 +201,7 @@ class StreamWorker:
                 await self._dead_letter(entry_id, fields, deliveries, f"failed {deliveries - 1} times")
                 return
             try:
-                result = await self.processor.evaluate_and_write(sample)
+                await self.pipeline(sample)
             except WriteBackFailed as exc:
                 self.counts["retry_later"] += 1
                 if deliveries >= self._max_deliveries:
@@ -211,8 +215,6 @@ class StreamWorker:
                 return
             await self._redis.client().xack(self.stream, self.group, entry_id)
             self.counts["acked"] += 1
-            if self._on_result is not None:
-                self._on_result(sample, result)
         except (RedisError, OSError, asyncio.TimeoutError):
             self.counts["redis_errors"] += 1  # not acked: it stays pending and is redelivered
 
@@ -224,7 +226,7 @@ class StreamWorker:
                 "entry_id": entry_id,
                 "reason": reason[:2000],
                 "deliveries": str(deliveries),
-                FIELD: fields.get(FIELD, ""),
+                STREAM_FIELD: fields.get(STREAM_FIELD, ""),
             },
         )
         await client.xack(self.stream, self.group, entry_id)

@@ -1,19 +1,6 @@
-"""Test helpers: a scripted OpenAI-compatible judge server for loopback tests and benchmarks."""
+"""Test doubles you may use in your own tests: a scripted OpenAI-compatible judge server, real Phoenix and
+redis-server runners. Nothing of the product lives here (the release gate is :mod:`ragtriage.gate`)."""
 
-from ragtriage.testing.calibration import Calibration, load_calibration
-from ragtriage.testing.datasets import DatasetError, Item, load_dataset, write_dataset
 from ragtriage.testing.judge_server import JudgeServer, Reply, verdict_json
-from ragtriage.testing.synth import synthesize
 
-__all__ = [
-    "Calibration",
-    "DatasetError",
-    "Item",
-    "JudgeServer",
-    "Reply",
-    "load_calibration",
-    "load_dataset",
-    "synthesize",
-    "verdict_json",
-    "write_dataset",
-]
+__all__ = ["JudgeServer", "Reply", "verdict_json"]

@@ -1,4 +1,4 @@
-"""Gate inside pytest: opt in with ``pytest_plugins = ["ragtriage.testing.pytest_plugin"]`` in a conftest.
+"""Gate inside pytest: opt in with ``pytest_plugins = ["ragtriage.gate.pytest_plugin"]`` in a conftest.
 
 It is not registered through a ``pytest11`` entry point, so installing ragtriage changes no one's test run.
 The ``ragtriage_gate`` fixture runs the same sample, budget, time limit and gates as ``ragtriage ci`` and
@@ -15,9 +15,12 @@ from typing import Any
 
 import pytest
 
+from ragtriage.config import Config
 from ragtriage.evaluator import RAGEvaluator
-from ragtriage.testing.datasets import Item, load_dataset
-from ragtriage.testing.gate import (
+from ragtriage.gate.cli import alert_notes
+from ragtriage.gate.datasets import Item, load_dataset
+from ragtriage.gate.output import markdown
+from ragtriage.gate.runner import (
     GateCheck,
     GateConfig,
     RunReport,
@@ -26,7 +29,7 @@ from ragtriage.testing.gate import (
     run_gate,
     stratified_sample,
 )
-from ragtriage.testing.gate_output import markdown
+from ragtriage.runtime import build
 
 _RUNS: list[GateReport] = []
 
@@ -51,9 +54,13 @@ class GateReport:
 
 @dataclass
 class GateRunner:
-    """What the fixture returns; ``evaluator`` defaults to the env config (``RAGTRIAGE_*``), like the CLI."""
+    """What the fixture returns; ``evaluator`` defaults to the env config (``RAGTRIAGE_*``), like the CLI.
+
+    Alerts the run raises go into the report's notes; they reach the configured sinks only with
+    ``send_alerts=True`` (or ``--ragtriage-send-alerts`` on the pytest command line)."""
 
     evaluator: RAGEvaluator | None = None
+    send_alerts: bool = False
     reports: list[GateReport] = field(default_factory=list)
 
     async def arun(
@@ -72,13 +79,19 @@ class GateRunner:
         """Run the gate from an async test; ``gates`` are :class:`GateConfig` fields (``min_pass_rate=...``)."""
         items = dataset if isinstance(dataset, list) else load_dataset(dataset)
         sample, notes = stratified_sample(items, n, adversarial_share=adversarial_share, seed=seed)
-        evaluator = self.evaluator or _from_env()
-        run = await run_gate(
-            evaluator, sample, budget_usd=budget_usd, time_limit_s=time_limit_s, concurrency=concurrency
-        )
-        if self.evaluator is None:
-            await evaluator.aclose()
-        run.notes += notes
+        runtime = build(Config.from_env(), "offline", evaluator=self.evaluator, send_alerts=self.send_alerts)
+        assert runtime.evaluator is not None
+        try:
+            run = await run_gate(
+                runtime.evaluator, sample, budget_usd=budget_usd, time_limit_s=time_limit_s, concurrency=concurrency
+            )
+        finally:
+            if self.evaluator is None:
+                await runtime.aclose()
+            elif runtime.alerts is not None:  # your evaluator stays open; this run's alerts are done
+                await runtime.alerts.tick()
+                await runtime.alerts.aclose()
+        run.notes += notes + alert_notes(runtime, self.send_alerts)
         base = load_baseline(baseline) if baseline is not None else None
         checks = evaluate_gates(run, GateConfig(**gates), base)
         report = GateReport(run, checks, markdown(run, checks, base))
@@ -91,17 +104,19 @@ class GateRunner:
         return asyncio.run(self.arun(dataset, **kwargs))
 
 
-def _from_env() -> RAGEvaluator:
-    from ragtriage.config import Config
-    from ragtriage.instrumentation import build_evaluator
-
-    return build_evaluator(Config.from_env(sample_rate=1.0))
+def pytest_addoption(parser: Any) -> None:
+    parser.addoption(
+        "--ragtriage-send-alerts",
+        action="store_true",
+        default=False,
+        help="ragtriage gate: send the alerts a gate run raises to the configured sinks (default: report only).",
+    )
 
 
 @pytest.fixture
-def ragtriage_gate() -> GateRunner:
+def ragtriage_gate(request: pytest.FixtureRequest) -> GateRunner:
     """A :class:`GateRunner`; set ``ragtriage_gate.evaluator`` to use your own RAGEvaluator."""
-    return GateRunner()
+    return GateRunner(send_alerts=bool(request.config.getoption("--ragtriage-send-alerts")))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -16,8 +16,9 @@ from typing import Any, Literal
 
 from ragtriage.evaluator import RAGEvaluator
 from ragtriage.evaluator.calibration import Calibration, load_calibration
+from ragtriage.gate.budget import BudgetGuard
+from ragtriage.gate.datasets import Item
 from ragtriage.judges.base import Judge, JudgeError
-from ragtriage.testing.datasets import Item
 
 Prediction = Literal["hallucinated", "faithful", "undecided"]
 PREDICTIONS: tuple[Prediction, ...] = ("hallucinated", "faithful", "undecided")
@@ -88,8 +89,7 @@ async def collect(
     With ``budget_usd``, a judge call starts only while the spend so far plus the calls in flight at the
     costliest price seen stays within it (as ``ragtriage ci`` does); an item no judge call was started for
     is ``None`` in that tier's list: not judged, which is not the same as undecided."""
-    if budget_usd is not None and (isinstance(budget_usd, bool) or budget_usd < 0):
-        raise ValueError(f"budget_usd must be a number >= 0, got {budget_usd!r}")
+    budget = BudgetGuard(budget_usd)
     threshold = evaluator.thresholds.faithfulness
     out: dict[str, list[TierScore | None]] = {"deterministic": []}
     for item in items:
@@ -97,23 +97,19 @@ async def collect(
         pred: Prediction = "hallucinated" if report.decided_fail else "undecided"
         out["deterministic"].append(TierScore(pred, report.grounding.score))
     gate = asyncio.Semaphore(concurrency)
-    spend = {"spent": 0.0, "max_cost": 0.0, "in_flight": 0}
 
     async def one(judge: Judge, item: Item, heavy: bool) -> TierScore | None:
         async with gate:
-            if budget_usd is not None and spend["spent"] + (spend["in_flight"] + 1) * spend["max_cost"] > budget_usd:
+            if not budget.admits():
                 return None
-            spend["in_flight"] += 1
-            try:
-                v = await judge.judge(item.question, item.answer, item.contexts, verify_claims=heavy)
-                cost = v.usage.cost_usd
-                score = TierScore(predict(v.faithfulness, threshold), v.faithfulness, v.output.confidence)
-            except JudgeError as exc:
-                cost, score = exc.usage.cost_usd, TierScore("undecided")  # failed calls cost money too
-            finally:
-                spend["in_flight"] -= 1
-        spend["spent"] += cost
-        spend["max_cost"] = max(spend["max_cost"], cost)
+            with budget.call():
+                try:
+                    v = await judge.judge(item.question, item.answer, item.contexts, verify_claims=heavy)
+                    cost = v.usage.cost_usd
+                    score = TierScore(predict(v.faithfulness, threshold), v.faithfulness, v.output.confidence)
+                except JudgeError as exc:
+                    cost, score = exc.usage.cost_usd, TierScore("undecided")  # failed calls cost money too
+        budget.spend(cost)
         return score
 
     for tier, judge in (("local", evaluator.local_judge), ("heavy", evaluator.heavy_judge)):

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ragtriage.testing.gate import GateCheck, RunReport, breakdown, counts, faithfulness_delta, rate
+from ragtriage.gate.runner import GateCheck, RunReport, breakdown, counts, faithfulness_delta, rate
 
 
 def write_junit(path: str | Path, report: RunReport, checks: Sequence[GateCheck]) -> None:

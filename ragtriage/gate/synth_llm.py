@@ -19,8 +19,8 @@ from pathlib import Path
 
 import openai
 
-from ragtriage.testing.datasets import Item
-from ragtriage.testing.synth import leaks
+from ragtriage.gate.datasets import Item
+from ragtriage.gate.synth import leaks
 
 _SYSTEM = """\
 You write test questions for a retrieval-augmented QA system. Given one passage, write a question

@@ -1,10 +1,7 @@
-"""The Redis Stream between app replicas and ``ragtriage worker`` consumers.
+r"""The ``evaluate_in="queue"`` handler: publish each sample to the Redis Stream that ``ragtriage worker``\ s consume.
 
-Producers (the span processor's background thread, never the app's thread)
-``XADD`` each completed sample with an approximate ``MAXLEN`` cap. Consumers
-read with ``XREADGROUP`` in one consumer group, acknowledge after write-back,
-reclaim entries of dead consumers with ``XAUTOCLAIM``, and move an entry that
-failed ``max_deliveries`` times to a dead-letter stream with the reason.
+It runs on the span processor's background thread, never the app's thread: ``XADD`` with an
+approximate ``MAXLEN`` cap. The consumer side is :mod:`ragtriage.streams.worker`.
 """
 
 from __future__ import annotations
@@ -17,17 +14,9 @@ from collections import Counter
 from redis.exceptions import RedisError
 
 from ragtriage.redis_connections import LoopLocalRedis, check_redis_url
-from ragtriage.sample import RAGSample
+from ragtriage.sample import DEFAULT_STREAM, STREAM_FIELD, RAGSample
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_STREAM = "ragtriage:samples"
-DEFAULT_GROUP = "ragtriage-workers"
-FIELD = "sample"
-
-
-def dead_letter_stream(stream: str) -> str:
-    return f"{stream}:dead"
 
 
 class StreamPublisher:
@@ -66,7 +55,7 @@ class StreamPublisher:
             return
         try:
             await self._redis.client().xadd(
-                self.stream, {FIELD: sample.to_json()}, maxlen=self._maxlen, approximate=True
+                self.stream, {STREAM_FIELD: sample.to_json()}, maxlen=self._maxlen, approximate=True
             )
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             self.counts["dropped"] += 1

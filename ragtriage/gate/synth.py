@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from ragtriage.testing.datasets import Item
+from ragtriage.gate.datasets import Item
 
 Perturb = Callable[[Item, random.Random, Sequence[Item]], Item | None]
 

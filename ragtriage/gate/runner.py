@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ragtriage.evaluator import RAGEvaluator
-from ragtriage.testing.datasets import Item
-from ragtriage.testing.stats import bootstrap_mean_diff, newcombe, wilson
-from ragtriage.testing.synth import synthesize
+from ragtriage.gate.budget import BudgetGuard
+from ragtriage.gate.datasets import Item
+from ragtriage.gate.stats import bootstrap_mean_diff, newcombe, wilson
+from ragtriage.gate.synth import synthesize
 
 #: Rates compared with a baseline: name -> (numerator key, denominator key) in :func:`counts`.
 RATES: dict[str, tuple[str, str]] = {
@@ -193,9 +194,9 @@ async def run_gate(
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     started = time.perf_counter()
     done: dict[str, Outcome] = {}
-    in_flight: set[str] = set()
     cancelled: set[str] = set()
-    state: dict[str, Any] = {"spent": 0.0, "max_cost": 0.0, "stopped": None}
+    budget = BudgetGuard(budget_usd)
+    state: dict[str, Any] = {"stopped": None}
     pending = iter(items)
 
     def record(outcome: Outcome) -> None:
@@ -207,22 +208,19 @@ async def run_gate(
         for item in pending:
             if state["stopped"]:
                 return
-            if budget_usd is not None and state["spent"] + (len(in_flight) + 1) * state["max_cost"] > budget_usd:
+            if not budget.admits():
                 state["stopped"] = "budget"
                 return
-            in_flight.add(item.id)
             try:
-                result = await evaluator.evaluate(item.question, item.answer, item.contexts, sample_key=item.id)
+                with budget.call():
+                    result = await evaluator.evaluate(item.question, item.answer, item.contexts, sample_key=item.id)
             except asyncio.CancelledError:
                 cancelled.add(item.id)
                 raise
             except Exception as exc:  # an evaluator bug must not end the run unreported
                 record(Outcome(item, True, "uncertain", status="error", error=f"{type(exc).__name__}: {exc}"))
                 continue
-            finally:
-                in_flight.discard(item.id)
-            state["spent"] += result.eval_cost_usd
-            state["max_cost"] = max(state["max_cost"], result.eval_cost_usd)
+            budget.spend(result.eval_cost_usd)
             record(
                 Outcome(
                     item,
@@ -252,7 +250,7 @@ async def run_gate(
             if item.id in cancelled:
                 why += " (was in flight, cancelled)"
             outcomes.append(Outcome(item, False, skipped_because=why))
-    return RunReport(outcomes, state["stopped"], round(state["spent"], 8), round(time.perf_counter() - started, 3))
+    return RunReport(outcomes, state["stopped"], round(budget.spent_usd, 8), round(time.perf_counter() - started, 3))
 
 
 # -- metrics and gates ----------------------------------------------------------------------------------

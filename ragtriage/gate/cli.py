@@ -14,7 +14,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ragtriage.testing.datasets import DatasetError, load_dataset, write_dataset
+from ragtriage.config import Config
+from ragtriage.gate.datasets import DatasetError, load_dataset, write_dataset
+from ragtriage.runtime import Runtime, build
 
 _err = Console(stderr=True)
 
@@ -23,6 +25,9 @@ LOCAL_MODEL = typer.Option(None, "--local-judge-model", help="Default RAGTRIAGE_
 HEAVY_URL = typer.Option(None, "--heavy-judge-url", help="Heavy judge URL; default RAGTRIAGE_HEAVY_JUDGE_URL.")
 HEAVY_MODEL = typer.Option(None, "--heavy-judge-model", help="Default RAGTRIAGE_HEAVY_JUDGE_MODEL.")
 CONCURRENCY = typer.Option(4, "--concurrency", min=1, help="Evaluations in flight at once.")
+SEND_ALERTS = typer.Option(
+    False, "--send-alerts", help="Send the alerts this run raises to the configured sinks (default: report them only)."
+)
 
 
 def parse_duration(text: str) -> float:
@@ -34,18 +39,36 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * factor
 
 
-def _evaluator(local_url: str | None, local_model: str | None, heavy_url: str | None, heavy_model: str | None) -> Any:
-    from ragtriage.config import Config
-    from ragtriage.instrumentation import build_evaluator
-
-    config = Config.from_env(
-        sample_rate=1.0,
+def _config(local_url: str | None, local_model: str | None, heavy_url: str | None, heavy_model: str | None) -> Config:
+    return Config.from_env(
         local_judge_url=local_url,
         local_judge_model=local_model,
         heavy_judge_url=heavy_url,
         heavy_judge_model=heavy_model,
     )
-    return config, build_evaluator(config)
+
+
+def _runtime(
+    local_url: str | None,
+    local_model: str | None,
+    heavy_url: str | None,
+    heavy_model: str | None,
+    *,
+    send_alerts: bool = False,
+) -> Runtime:
+    """The offline runtime: the production pipeline from the same settings, alerts only reported unless asked."""
+    try:
+        return build(_config(local_url, local_model, heavy_url, heavy_model), "offline", send_alerts=send_alerts)
+    except ValueError as exc:  # a broken rules or calibration file
+        _err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def alert_notes(runtime: Runtime, sent: bool) -> list[str]:
+    """What the run's alerts were, for its report; sent to the sinks only with ``--send-alerts``."""
+    events = runtime.recorded.events if runtime.recorded is not None else []
+    verb = "sent" if sent else "not sent (--send-alerts sends it)"
+    return [f"alert {e.state} ({verb}): {e.rule}: {e.message}" for e in events]
 
 
 def _load(path: Path) -> list[Any]:
@@ -69,12 +92,12 @@ def synth(
     heavy_model: str | None = HEAVY_MODEL,
 ) -> None:
     """Build an adversarial test set: labelled perturbations (no LLM), or LLM-written questions from documents."""
-    from ragtriage.testing.synth import synthesize
+    from ragtriage.gate.synth import synthesize
 
     if source.is_dir():
-        from ragtriage.testing.synth_llm import generate_questions, load_documents
+        from ragtriage.gate.synth_llm import generate_questions, load_documents
 
-        config, _ = _evaluator(local_url, local_model, heavy_url, heavy_model)
+        config = _config(local_url, local_model, heavy_url, heavy_model)
         if config.local_judge_url:
             url, model, key = config.local_judge_url, config.local_judge_model, None
         elif config.heavy_judge_url or config.openai_api_key:
@@ -123,14 +146,23 @@ def ci(
     allow_partial: bool = typer.Option(False, "--allow-partial", help="A budget/time stop does not fail the gate."),
     seed: int = typer.Option(0, "--seed"),
     concurrency: int = CONCURRENCY,
+    send_alerts: bool = SEND_ALERTS,
     local_url: str | None = LOCAL_URL,
     local_model: str | None = LOCAL_MODEL,
     heavy_url: str | None = HEAVY_URL,
     heavy_model: str | None = HEAVY_MODEL,
 ) -> None:
-    """Gate a release: evaluate a stratified (partly adversarial) sample; exit 1 when a gate fails."""
-    from ragtriage.testing.gate import GateConfig, evaluate_gates, load_baseline, report_json, stratified_sample
-    from ragtriage.testing.gate_output import markdown, write_junit
+    """Gate a release: evaluate a stratified (partly adversarial) sample; exit 1 when a gate fails.
+
+    Judges, rules file, calibration file and sinks come from the same ``RAGTRIAGE_*`` settings as
+    production; the alerts the run raises go into its report, and to the sinks only with ``--send-alerts``.
+
+    Example::
+
+        ragtriage ci --dataset golden.jsonl --n 100 --budget-usd 0.50 --time-limit 10m --min-pass-rate 0.8
+    """
+    from ragtriage.gate.output import markdown, write_junit
+    from ragtriage.gate.runner import GateConfig, evaluate_gates, load_baseline, report_json, stratified_sample
 
     limit = parse_duration(time_limit) if time_limit else None
     base = None
@@ -141,11 +173,13 @@ def ci(
             _err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
     sample, notes = stratified_sample(_load(dataset), n, adversarial_share=adversarial_share, seed=seed)
-    _, evaluator = _evaluator(local_url, local_model, heavy_url, heavy_model)
+    runtime = _runtime(local_url, local_model, heavy_url, heavy_model, send_alerts=send_alerts)
+    evaluator = runtime.evaluator
+    assert evaluator is not None
     if evaluator.local_judge is None and evaluator.heavy_judge is None:
         notes.append("no LLM judge configured: free tiers only, undecided items are reported as not decided")
-    report = asyncio.run(_run(evaluator, sample, budget_usd, limit, concurrency))
-    report.notes += notes
+    report = asyncio.run(_run(runtime, sample, budget_usd, limit, concurrency))
+    report.notes += notes + alert_notes(runtime, send_alerts)
     gates = GateConfig(
         min_pass_rate, min_detection, min_agreement, max_not_decided, max_judge_errors, allow_partial, max_drop
     )
@@ -161,9 +195,11 @@ def ci(
     raise typer.Exit(0 if all(c.passed for c in checks) else 1)
 
 
-async def _run(evaluator: Any, sample: list[Any], budget: float | None, limit: float | None, concurrency: int) -> Any:
-    from ragtriage.testing.gate import run_gate
+async def _run(runtime: Runtime, sample: list[Any], budget: float | None, limit: float | None, concurrency: int) -> Any:
+    from ragtriage.gate.runner import run_gate
 
+    evaluator = runtime.evaluator
+    assert evaluator is not None
     columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=_err, transient=True) as progress:
@@ -177,7 +213,7 @@ async def _run(evaluator: Any, sample: list[Any], budget: float | None, limit: f
                 on_done=lambda _: progress.advance(task),
             )
     finally:
-        await evaluator.aclose()
+        await runtime.aclose()
 
 
 def calibrate(
@@ -188,25 +224,34 @@ def calibrate(
         None, "--budget-usd", min=0.0, help="Stop starting judge calls before spending more; the report says so."
     ),
     concurrency: int = CONCURRENCY,
+    send_alerts: bool = SEND_ALERTS,
     local_url: str | None = LOCAL_URL,
     local_model: str | None = LOCAL_MODEL,
     heavy_url: str | None = HEAVY_URL,
     heavy_model: str | None = HEAVY_MODEL,
 ) -> None:
-    """Measure each tier against human labels and recommend thresholds; writes a file RAGEvaluator loads."""
+    """Measure each tier against human labels and recommend thresholds; writes a file RAGEvaluator loads.
+
+    Example::
+
+        ragtriage calibrate --labels labelled.jsonl --target-precision 0.95 --budget-usd 2 -o calibration.json
+        RAGTRIAGE_CALIBRATION_FILE=calibration.json ragtriage worker ...
+    """
     from rich.table import Table
 
-    from ragtriage.testing.calibration import calibrate as run_calibration
-    from ragtriage.testing.calibration import collect
+    from ragtriage.gate.calibration import calibrate as run_calibration
+    from ragtriage.gate.calibration import collect
 
     items = _load(labels)
-    _, evaluator = _evaluator(local_url, local_model, heavy_url, heavy_model)
+    runtime = _runtime(local_url, local_model, heavy_url, heavy_model, send_alerts=send_alerts)
+    evaluator = runtime.evaluator
+    assert evaluator is not None
 
     async def go() -> Any:
         try:
             return await collect(evaluator, items, concurrency=concurrency, budget_usd=budget_usd)
         finally:
-            await evaluator.aclose()
+            await runtime.aclose()
 
     scores = asyncio.run(go())
     report = run_calibration(
@@ -227,7 +272,7 @@ def calibrate(
     console.print(table)
     for tier, m in data["tiers"].items():
         console.print(f"{tier} confusion (label -> prediction): {json.dumps(m['confusion'])}")
-    for note in report.notes:
+    for note in [*report.notes, *alert_notes(runtime, send_alerts)]:
         console.print(f"- {note}", markup=False)
     console.print(f"wrote {output}", markup=False)
 

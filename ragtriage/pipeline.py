@@ -1,0 +1,111 @@
+"""The evaluation pipeline: what happens to a sample once it is assembled, wherever that is.
+
+evaluate (the cascade; the evaluator's observers, alerts and metrics, see each result) ->
+``on_result`` -> write-back. The same object runs on the app's background thread, in the
+evaluator process, in ``ragtriage worker`` and under ``ragtriage collect``; :mod:`ragtriage.runtime`
+builds it from a :class:`~ragtriage.config.Config`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import weakref
+from collections import Counter
+from collections.abc import Callable
+from typing import Protocol
+
+from ragtriage.evaluator.evaluator import RAGEvaluator
+from ragtriage.evaluator.results import RAGEvaluationResult
+from ragtriage.sample import RAGSample
+
+logger = logging.getLogger(__name__)
+
+
+class WriteBackFailed(Exception):
+    """The evaluation is done but the result did not reach its destination (counted as ``write_back_failed``).
+
+    A queue consumer leaves such a sample for a retry instead of acknowledging it."""
+
+
+class ResultWriter(Protocol):
+    """Where results go after evaluation (Phoenix by default)."""
+
+    async def write(self, sample: RAGSample, result: RAGEvaluationResult) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Pipeline:
+    """Evaluate a sample, hand the result to ``on_result``, write it back; count what happened.
+
+    A :class:`~ragtriage.span_processor.SampleHandler`: the span processor awaits it per sample.
+    """
+
+    stats_prefix = ""
+
+    def __init__(
+        self,
+        evaluator: RAGEvaluator,
+        *,
+        writer: ResultWriter | None = None,
+        on_result: Callable[[RAGSample, RAGEvaluationResult], None] | None = None,
+    ) -> None:
+        if not isinstance(evaluator, RAGEvaluator):
+            raise TypeError(f"evaluator must be a RAGEvaluator, got {type(evaluator).__name__}")
+        if on_result is not None and not callable(on_result):
+            raise TypeError("on_result must be callable")
+        self.evaluator = evaluator
+        self.writer = writer
+        self._on_result = on_result
+        self.counts: Counter[str] = Counter()
+        self._last_log = {"on_result": -math.inf, "write_back": -math.inf}
+        ref = weakref.ref(self)  # a forked child counts its own evaluations, not its parent's
+        os.register_at_fork(after_in_child=lambda: (p := ref()) and p.counts.clear())
+
+    async def __call__(self, sample: RAGSample) -> RAGEvaluationResult:
+        """Evaluate and write back ``sample``; raises :class:`WriteBackFailed` when the write-back failed."""
+        result = await self.evaluator.evaluate(
+            sample.question, sample.answer, sample.contexts, sample_key=sample.trace_id
+        )
+        self.counts[f"evaluations_{result.status}"] += 1
+        if self._on_result is not None:
+            try:
+                self._on_result(sample, result)
+            except Exception:
+                self.counts["on_result_errors"] += 1
+                if self._due("on_result"):
+                    logger.exception("ragtriage: the on_result callback failed (the evaluation is kept)")
+        if self.writer is not None:
+            try:
+                await self.writer.write(sample, result)
+            except Exception as exc:
+                self.counts["write_back_failed"] += 1
+                if self._due("write_back"):  # Phoenix down: one line a minute, not one per sample
+                    logger.warning(
+                        "ragtriage: write-back failed (%d so far), e.g. for %s: %s; check endpoint "
+                        "(PHOENIX_COLLECTOR_ENDPOINT) and phoenix_api_key (PHOENIX_API_KEY)",
+                        self.counts["write_back_failed"],
+                        sample.sample_id,
+                        exc,
+                    )
+                raise WriteBackFailed(str(exc)) from exc
+        return result
+
+    def _due(self, what: str) -> bool:
+        now = time.monotonic()
+        if now - self._last_log[what] > 60:
+            self._last_log[what] = now
+            return True
+        return False
+
+    async def aclose(self) -> None:
+        """Close the writer's and the evaluator's connections on this loop."""
+        if self.writer is not None:
+            await self.writer.aclose()
+        await self.evaluator.aclose()
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.evaluator!r}, writer={self.writer!r})"

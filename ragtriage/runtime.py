@@ -1,0 +1,272 @@
+"""One builder, from a :class:`~ragtriage.config.Config` and a role, for every entry point.
+
+The roles, and what each one gets:
+
+========================  ==============================================================================
+``app``                   ``instrument()``. ``evaluate_in="thread"``: the whole pipeline, here. ``"process"``:
+                          a handler that sends samples to the evaluator process. ``"queue"``: a handler
+                          that publishes them to the Redis Stream. Nothing else is built in the app then.
+``evaluator_process``     the child of ``evaluate_in="process"``: the pipeline, with the app's drop counts.
+``worker``                ``ragtriage worker``: the pipeline, alert windows shared by the fleet in Redis.
+``offline``               ``ragtriage ci``/``calibrate``, the pytest plugin: the pipeline without write-back;
+                          alerts are recorded for the report and sent only with ``send_alerts=True``.
+========================  ==============================================================================
+
+Everywhere alerts exist, the same rules apply: ``alert_rules``, else the rules file, else the built-in
+rules (plus the budget rule with a budget); the dropped-samples rule wherever samples can be dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from opentelemetry.metrics import MeterProvider
+
+from ragtriage.alerts import (
+    AlertManager,
+    AlertSink,
+    RecordingAlertSink,
+    RedisAlertState,
+    Rule,
+    budget_rule,
+    default_rules,
+    dropped_samples_rule,
+    load_rules,
+    sinks_from_config,
+)
+from ragtriage.config import Config
+from ragtriage.dashboards.metrics import EvalMetrics, enable_metrics
+from ragtriage.dashboards.prometheus import MetricsServer, serve_metrics
+from ragtriage.evaluator.cache import RedisCache
+from ragtriage.evaluator.calibration import load_calibration
+from ragtriage.evaluator.cost import CostTracker
+from ragtriage.evaluator.evaluator import RAGEvaluator
+from ragtriage.evaluator.results import RAGEvaluationResult
+from ragtriage.export.phoenix import PhoenixWriter, base_url
+from ragtriage.judges.llm import LLMJudge
+from ragtriage.pipeline import Pipeline, ResultWriter
+from ragtriage.sample import RAGSample
+from ragtriage.span_processor.child_process import ProcessHandler
+from ragtriage.span_processor.processor import EvalSpanProcessor, SampleHandler
+from ragtriage.span_processor.stream_publisher import StreamPublisher
+
+logger = logging.getLogger(__name__)
+
+Role = Literal["app", "evaluator_process", "worker", "offline"]
+ROLES: tuple[Role, ...] = ("app", "evaluator_process", "worker", "offline")
+
+
+class DropCounter:
+    """``(dropped, offered)`` RAG traces, read by the dropped-samples alert.
+
+    In the app it reads the span processor's stats (:meth:`bind`, once the processor exists); in the
+    evaluator process it holds the totals the app sends over the pipe (``totals``)."""
+
+    def __init__(self) -> None:
+        self.processor: EvalSpanProcessor | None = None
+        self.totals = (0, 0)
+
+    def bind(self, processor: EvalSpanProcessor) -> None:
+        self.processor = processor
+
+    def __call__(self) -> tuple[int, int]:
+        return self.totals if self.processor is None else drop_totals(self.processor.stats)
+
+
+def drop_totals(stats: Mapping[str, int]) -> tuple[int, int]:
+    """Traces dropped before evaluation (queue full; with an evaluator process also while none was running,
+    or lost when it died) and traces offered, from :attr:`EvalSpanProcessor.stats`."""
+    full = stats.get("samples_dropped_queue_full", 0)
+    dropped = full + stats.get("child_dropped", 0) + stats.get("child_lost", 0)
+    return dropped, full + stats.get("samples_queued", 0)
+
+
+@dataclass
+class Runtime:
+    """What one entry point runs: the handler for its samples, and the alerts and metrics around it."""
+
+    config: Config
+    role: Role
+    project: str
+    handler: SampleHandler
+    pipeline: Pipeline | None = None
+    alerts: AlertManager | None = None
+    recorded: RecordingAlertSink | None = None
+    drops: DropCounter = field(default_factory=DropCounter)
+    metrics: EvalMetrics | None = None
+    metrics_server: MetricsServer | None = None
+
+    @property
+    def evaluator(self) -> RAGEvaluator | None:
+        return self.pipeline.evaluator if self.pipeline is not None else None
+
+    def start_metrics(
+        self,
+        *,
+        processor: EvalSpanProcessor | None = None,
+        meter_provider: MeterProvider | None = None,
+        port: int | None = None,
+    ) -> EvalMetrics:
+        """Emit ``ragtriage.eval.*`` metrics (served for Prometheus on ``port``, if given)."""
+        if processor is not None:
+            self.drops.bind(processor)
+        if port is not None:
+            self.metrics_server = serve_metrics(port)
+            meter_provider = self.metrics_server.meter_provider
+        evaluator = self.evaluator
+        if evaluator is not None:
+            self.metrics = enable_metrics(evaluator, processor=processor, meter_provider=meter_provider)
+        else:  # evaluation happens elsewhere: only this process's drop counts
+            self.metrics = EvalMetrics(None, processor=processor, meter_provider=meter_provider)
+        metrics = self.metrics
+        if self.alerts is not None:
+            self.alerts.add_listener(lambda event: metrics.record_alert(event.rule, event.severity))
+        return metrics
+
+    async def aclose(self) -> None:
+        """Finish the alerts (an offline run judges its final window first), close connections."""
+        if self.alerts is not None:
+            if self.role == "offline":
+                await self.alerts.tick()
+            await self.alerts.aclose()
+        close = getattr(self.handler, "aclose", None)
+        if close is not None:
+            await close()
+
+    def stop_metrics(self) -> None:
+        if self.metrics is not None:
+            self.metrics.disable()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+
+
+def build(
+    config: Config,
+    role: Role,
+    *,
+    project: str | None = None,
+    evaluator: RAGEvaluator | None = None,
+    writer: ResultWriter | None = None,
+    on_result: Callable[[RAGSample, RAGEvaluationResult], None] | None = None,
+    alert_sinks: Sequence[AlertSink] | None = None,
+    alert_rules: Sequence[Rule] | None = None,
+    send_alerts: bool = False,
+    metrics_port: int | None = None,
+) -> Runtime:
+    """The runtime ``role`` runs, as ``config`` describes it.
+
+    ``evaluator``, ``writer``, ``on_result``, ``alert_sinks`` and ``alert_rules`` are in-process objects
+    that replace what the configuration would build (``instrument()`` passes them through).
+    """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    project = project or config.project_name
+    drops = DropCounter()
+    if role == "app" and config.evaluate_in == "queue":
+        assert config.queue_url is not None  # Config guarantees it
+        return Runtime(config, role, project, StreamPublisher(config.queue_url), drops=drops)
+    if role == "app" and config.evaluate_in == "process":
+        return Runtime(config, role, project, _evaluator_process(config, project, metrics_port, drops), drops=drops)
+
+    if evaluator is None:
+        # Elsewhere than in the app, the sampling was done where the trace was seen.
+        evaluator = build_evaluator(config, sample_rate=config.sample_rate if role == "app" else 1.0)
+    if role == "offline" or (writer is None and not config.write_back):
+        writer = None
+    elif writer is None:
+        writer = PhoenixWriter(endpoint=config.endpoint, project_name=project, api_key=config.phoenix_api_key)
+    pipeline = Pipeline(evaluator, writer=writer, on_result=on_result)
+    runtime = Runtime(config, role, project, pipeline, pipeline=pipeline, drops=drops)
+
+    recorded = RecordingAlertSink() if role == "offline" else None
+    if alert_sinks is None:
+        alert_sinks = sinks_from_config(config) if role != "offline" or send_alerts else []
+    if recorded is not None:
+        alert_sinks = [*alert_sinks, recorded]
+    can_drop = role in ("app", "evaluator_process")
+    if alert_rules is None:
+        alert_rules = _rules(config, evaluator, drops if can_drop else None)
+    alerts = AlertManager(
+        alert_rules,
+        alert_sinks,
+        project=project,
+        phoenix_url=base_url(config.endpoint),
+        # a fleet of workers judges one window, kept in Redis next to the queue
+        state=RedisAlertState(config.queue_url, project=project) if role == "worker" and config.queue_url else None,
+        evaluate_every_s=0.0 if role == "offline" else 1.0,
+    )
+    watched = any(r.name == "dropped_samples_high" or getattr(r, "read", None) is drops for r in alerts.rules)
+    if can_drop and not watched:
+        alerts.add_rule(dropped_samples_rule(drops))
+    evaluator.add_observer(alerts.observe)
+    runtime.alerts, runtime.recorded = alerts, recorded
+    return runtime
+
+
+def build_evaluator(config: Config, *, sample_rate: float | None = None) -> RAGEvaluator:
+    """The evaluator the configuration describes (judges, cache, budget, calibration file); with no judge
+    URL or key, the free tiers alone."""
+    local = (
+        LLMJudge(model=config.local_judge_model, base_url=config.local_judge_url) if config.local_judge_url else None
+    )
+    heavy = None
+    if config.openai_api_key or config.heavy_judge_url:
+        heavy = LLMJudge(
+            model=config.heavy_judge_model,
+            base_url=config.heavy_judge_url,
+            api_key=config.openai_api_key,
+            input_usd_per_1m=config.heavy_input_usd_per_1m,
+            output_usd_per_1m=config.heavy_output_usd_per_1m,
+        )
+    calibrated: dict[str, Any] = {"confidence_threshold": config.confidence_threshold}
+    if config.calibration_file:
+        calibrated.update(load_calibration(config.calibration_file).evaluator_kwargs())
+    return RAGEvaluator(
+        **calibrated,
+        local_judge=local,
+        heavy_judge=heavy,
+        sample_rate=config.sample_rate if sample_rate is None else sample_rate,
+        cost_tracker=CostTracker(budget_usd_per_hour=config.budget_usd_per_hour),
+        cache=RedisCache(config.redis_url) if config.redis_url else None,
+    )
+
+
+def _rules(config: Config, evaluator: RAGEvaluator, drops: DropCounter | None) -> list[Rule]:
+    tracker = evaluator.cost_tracker
+    if config.alert_rules_file:
+        return load_rules(
+            config.alert_rules_file, thresholds=evaluator.thresholds, cost_tracker=tracker, drop_counters=drops
+        )
+    rules = default_rules(evaluator.thresholds)
+    if tracker.budget_usd_per_hour is not None:
+        rules.append(budget_rule(tracker))
+    return rules
+
+
+def check_files(config: Config) -> None:
+    """Read the files a configuration names, so a broken one fails at start-up, in the process that asked."""
+    if config.alert_rules_file:
+        load_rules(config.alert_rules_file, cost_tracker=CostTracker(), drop_counters=DropCounter())
+    if config.calibration_file:
+        load_calibration(config.calibration_file)
+
+
+def _evaluator_process(config: Config, project: str, metrics_port: int | None, drops: DropCounter) -> ProcessHandler:
+    """The handler that evaluates in ``python -m ragtriage.instrumentation.evaluator_process``.
+
+    The files the child will read are read here first, so a broken one fails ``instrument()`` at once,
+    as it does with the thread, instead of crashing every child the handler starts."""
+    check_files(config)
+    command = [config.evaluator_python or sys.executable, "-m", "ragtriage.instrumentation.evaluator_process"]
+    if metrics_port is not None:
+        command += ["--metrics-port", str(metrics_port)]
+    env = {**os.environ, **replace(config, project_name=project).to_env()}
+    return ProcessHandler(command, env=env, drops=drops)
+
+
+__all__ = ["ROLES", "DropCounter", "Role", "Runtime", "build", "build_evaluator", "check_files", "drop_totals"]
