@@ -7,8 +7,11 @@ Each returns a note that quotes the context, so a reader can check it, or ``None
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-_CONTRACTIONS = (("can't", "can not"), ("cannot", "can not"), ("won't", "will not"), ("n't", " not"))
+if TYPE_CHECKING:
+    from ragtriage.judges.grounding import EvidenceIndex
+
 _AUX = frozenset("is was are were did does do has have had can could will would should may might must".split())
 _NEGATIONS = frozenset(("not", "never"))
 _PHRASE_TOKEN = re.compile(r"[^\W_]+")
@@ -20,26 +23,27 @@ _EARLIER_WINS = {
 _COMPARATIVE = re.compile(r"\b(?:" + "|".join(_EARLIER_WINS) + r")\b")
 #: Words that can turn an answer's pick around ("A is not older", "A is older than B"): no decision.
 _TURNS = re.compile(r"\b(?:not|never|no|neither|nor|than|both|same|unknown)\b")
+#: A full stop, then space and a capital, not after an initial or a short abbreviation ("v.", "U.S.", "Dr.").
+_SENTENCE_END = re.compile(r"(?<!\b[A-Za-z])(?<!\b[A-Z][a-z])[.!?]\s+(?=[A-Z\"'(])")
+_ARTICLE = re.compile(r"^(?:the|a|an)\s+", re.IGNORECASE)
 _YEAR = re.compile(r"(?<![\d.,])(1\d{3}|20\d{2})(?![\d.,]\d)")
 _OPTION_CUT = re.compile(r"^.*(?:,|:|\b(?:" + "|".join(_EARLIER_WINS) + r"))\s+", re.DOTALL)
 
 
-def phrase_text(lowered: str) -> str:
-    """Lower-case text as single-spaced tokens with negations spelled out, padded with spaces."""
-    for old, new in _CONTRACTIONS:
-        lowered = lowered.replace(old, new)
-    return " " + " ".join(_PHRASE_TOKEN.findall(lowered)) + " "
-
-
-def negation_flip(answer_lowered: str, context_phrases: str) -> str | None:
+def negation_flip(answer_phrases: str, context: EvidenceIndex) -> str | None:
     """The answer states a context sentence with its negation added or dropped.
 
     Around each negation of the answer, the words without it (two before, two after) must be a context
     phrase while the negated words are not; around each auxiliary verb without a negation, the words with
     "not" inserted must be a context phrase while the words as written are not.
     """
-    tokens = phrase_text(answer_lowered).split()
-    for i, token in enumerate(tokens):
+    tokens = answer_phrases.split()
+    candidates = [i for i, t in enumerate(tokens) if t in _NEGATIONS or t in _AUX]
+    if not candidates:
+        return None
+    context_phrases = context.phrases
+    for i in candidates:
+        token = tokens[i]
         if token in _NEGATIONS and i >= 2 and i + 2 < len(tokens) and tokens[i + 1] != "only":
             plain = " ".join(tokens[i - 2 : i] + tokens[i + 1 : i + 3])
             negated = " ".join(tokens[i - 2 : i + 3])
@@ -66,15 +70,24 @@ def wrong_choice(question: str, answer: str, context: str) -> str | None:
         return None
     rule = _EARLIER_WINS[asked.group()]
     head, _, tail = question.rstrip(" ?.\t\n").rpartition(" or ")
-    options = [_OPTION_CUT.sub("", head).strip(" \"'"), tail.strip(" \"'?")]
+    options = [_ARTICLE.sub("", o) for o in (_OPTION_CUT.sub("", head).strip(" \"'"), tail.strip(" \"'?"))]
     if not all(options) or any(len(o) > 80 for o in options):
         return None
     answer_lowered = answer.lower()
-    picked = [o for o in options if _mentions(answer_lowered, o)]
-    rest = answer_lowered.replace(picked[0].lower(), " ")
-    if len(picked) != 1 or _TURNS.search(rest) or any(_EARLIER_WINS[w] != rule for w in _COMPARATIVE.findall(rest)):
+    keys = _distinctive(options)
+    if keys is None:
         return None
-    years = [_year_of(o, context) for o in options]
+    picked = [o for o, k in zip(options, keys, strict=True) if _mentions(answer_lowered, o, k)]
+    before, than, _ = answer_lowered.partition(" than ")
+    if than and len(picked) == 2:  # "A is younger than B" picks A
+        picked = [o for o, k in zip(options, keys, strict=True) if _mentions(before, o, k)]
+        answer_lowered = before
+    if len(picked) != 1:
+        return None
+    rest = answer_lowered.replace(picked[0].lower(), " ")
+    if _TURNS.search(rest) or any(_EARLIER_WINS[w] != rule for w in _COMPARATIVE.findall(rest)):
+        return None
+    years = [_year_of(o, k, context) for o, k in zip(options, keys, strict=True)]
     if None in years or years[0] == years[1]:
         return None
     right = options[years.index(min(years) if rule else max(years))]  # type: ignore[type-var]
@@ -86,25 +99,26 @@ def wrong_choice(question: str, answer: str, context: str) -> str | None:
     )
 
 
-def _mentions(answer_lowered: str, option: str) -> bool:
-    """The answer names the option: its last word, or the whole option (names are cited by surname)."""
-    words = re.findall(r"[^\W_]+", option.lower())
-    return bool(words) and (
-        option.lower() in answer_lowered or re.search(rf"\b{re.escape(words[-1])}\b", answer_lowered) is not None
-    )
+def _distinctive(options: list[str]) -> list[str] | None:
+    """Per option, its last word that the other option lacks ("Lisbon" in "Lisbon Aquarium" vs "Genoa Aquarium")."""
+    words = [re.findall(r"[^\W_]+", o.lower()) for o in options]
+    keys = [next((w for w in reversed(mine) if w not in other), None) for mine, other in (words, words[::-1])]
+    return None if None in keys else keys  # type: ignore[return-value]
 
 
-def _year_of(option: str, context: str) -> int | None:
-    words = re.findall(r"[^\W_]+", option)
-    if not words:
-        return None
+def _mentions(answer_lowered: str, option: str, key: str) -> bool:
+    """The answer names the option: the whole option, or its distinctive word (names are cited by surname)."""
+    return option.lower() in answer_lowered or re.search(rf"\b{re.escape(key)}\b", answer_lowered) is not None
+
+
+def _year_of(option: str, key: str, context: str) -> int | None:
     at = context.find(option)
     if at < 0:
-        found = re.search(rf"\b{re.escape(words[-1])}\b", context)
+        found = re.search(rf"\b{re.escape(key)}\b", context, re.IGNORECASE)
         if found is None:
             return None
         at = found.start()
-    sentence_end = re.search(r"[.!?](?:\s|$)(?![^(]*\))", context[at:])
-    window = context[at : at + (sentence_end.start() if sentence_end else 300)]
+    sentence_end = _SENTENCE_END.search(context, at)
+    window = context[at : min(sentence_end.start() if sentence_end else len(context), at + 300)]
     year = _YEAR.search(window)
     return int(year.group(1)) if year else None

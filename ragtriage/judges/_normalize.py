@@ -69,3 +69,8 @@ def variant_kind(answer_word: str, context_word: str) -> str | None:
             break
         stem += 1
     return "form" if answer_word[stem:] in _SUFFIXES and context_word[stem:] in _SUFFIXES else None
+
+
+def phrase_text(padded: str) -> str:
+    """Tokens padded and separated by single spaces, with "n't" ("didn t" once tokenised) spelled "not"."""
+    return " " + " ".join(padded.replace("n t ", " not ").replace(" cannot ", " can not ").split()) + " "

@@ -9,6 +9,7 @@ proof of a hallucination.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,21 +29,25 @@ WORD_VALUES: dict[str, float] = {
 _SCALES = {"hundred": 100.0, "thousand": 1e3, "million": 1e6, "billion": 1e9, "trillion": 1e12, "k": 1e3, "bn": 1e9,
            "mn": 1e6}  # fmt: skip
 _FRACTIONS = {"half": 2.0, "halves": 2.0, "third": 3.0, "thirds": 3.0, "quarter": 4.0, "quarters": 4.0}
-_WORD = r"(?:" + "|".join(sorted((*WORD_VALUES, *_FRACTIONS), key=len, reverse=True)) + r")"
-_DIGITS = r"\d+(?:[.,]\d+)*(?:\.\d+)?"
-_PHRASE = re.compile(
-    rf"(?<![\w.,])(?P<body>{_DIGITS}|(?:an?\s+)?{_WORD}(?:(?:\s+and\s+|\s*-\s*|\s+)(?:an?\s+)?{_WORD})*)"
-    rf"(?:\s*(?:st|nd|rd|th)\b)?(?:\s*-?\s*(?P<scale>hundred|thousand|million|billion|trillion)\b|(?P<abbr>bn|mn|k)\b)?"
-    rf"(?P<pct>\s*(?:%|per\s*-?\s*cent\b|percent\b|pct\b))?",
+_DIGIT_RUN = re.compile(r"\d{1,3}(?: \d{3})+(?![\d.,]\d)|\d+(?:[.,]\d+)*")
+#: What may follow digits: an ordinal ending, a scale word or abbreviation, a percent sign or word.
+_AFTER_DIGITS = re.compile(
+    r"(?:\s*(?:st|nd|rd|th)\b)?(?:\s*-?\s*(?P<scale>hundred|thousand|million|billion|trillion)\b|(?P<abbr>bn|mn|k)\b)?"
+    r"(?P<pct>\s*(?:%|per\s*-?\s*cent\b|percent\b|pct\b))?",
     re.IGNORECASE,
 )
+_PERCENT_AFTER = re.compile(r"\s*(?:%|per\s*-?\s*cent\b|percent\b|pct\b)", re.IGNORECASE)
+_LETTERS = re.compile(r"[^\W\d_]+")
+#: Every word that can be (part of) a number, and the scale words that multiply digits ("4.7 million").
+NUMBER_WORDS = frozenset((*WORD_VALUES, *_FRACTIONS))
+SCALE_WORDS = tuple(_SCALES)
 _SPLIT = re.compile(r"[\s-]+")
 _ORDINAL_WORDS = frozenset((*_ORDINALS, *(w[:-1] + "ieth" for w in _TENS), "hundredth"))
 #: Factors a rewording applies without the contexts stating them: calendars, clocks, metric and binary
 #: prefixes, percent, and the common imperial/metric conversions.
-EXACT_FACTORS = (12.0, 7.0, 24.0, 60.0, 100.0, 365.0, 52.0, 30.0, 10.0, 1e3, 1024.0, 3600.0, 1e6, 1e9)
+EXACT_FACTORS = (12.0, 7.0, 24.0, 60.0, 100.0, 365.0, 52.0, 30.0, 1e3, 1024.0, 3600.0, 1e6, 1e9)
 #: Conversions whose results are usually rounded: a 0.3% tolerance on top of the value's own precision.
-ROUNDED_FACTORS = (1.609344, 2.54, 0.3048, 0.9144, 0.4536, 28.35, 3.785, 0.568)
+ROUNDED_FACTORS = (1.609344, 2.54, 0.3048, 0.9144, 0.4536, 28.35)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +64,7 @@ class Quantity:
 
 def digit_values(raw: str) -> tuple[float, ...]:
     """Readings of a digit string: "1,500" and "1.500" may each be a thousands group or a decimal."""
-    raw = raw.strip(".,")
+    raw = raw.strip(".,").replace(" ", "")
     if raw.isdigit():
         return (float(raw),)
     if not raw:
@@ -107,8 +112,8 @@ def words_value(words: list[str]) -> float | None:
         if value >= 1000:
             total += (current or 1.0) * value
             current, last = 0.0, None
-        elif value == 100:
-            current, last = (current or 1.0) * 100, None
+        elif word in ("hundred", "dozen"):
+            current, last = (current or 1.0) * value, None
         elif last is None:
             current += value
             last = value
@@ -123,28 +128,75 @@ def words_value(words: list[str]) -> float | None:
     return total + current if seen else None
 
 
-def quantities(text: str) -> list[Quantity]:
-    """Every number in ``text``, digits or words, with its scale ("4.7 million") and percent sign applied."""
-    found = []
-    for match in _PHRASE.finditer(text):
-        body = match.group("body")
-        scale = _SCALES.get((match.group("scale") or match.group("abbr") or "").lower(), 1.0)
-        percent = bool(match.group("pct"))
-        if body[:1].isdigit():
-            values = tuple(v * scale for v in digit_values(body))
-            if values:
-                found.append(Quantity(match.group().strip(), values, match.start(), match.end(), percent))
+def quantities(text: str, *, words: bool = True) -> list[Quantity]:
+    """Every number in ``text``, digits or (unless ``words`` is false) words, with its scale ("4.7 million")
+    and percent sign applied."""
+    found: list[Quantity] = []
+    for match in _DIGIT_RUN.finditer(text):
+        start = match.start()
+        if start and (text[start - 1].isalnum() or text[start - 1] in ".,"):
+            continue  # part of a code or a longer token ("A320", "v1.2")
+        after = _AFTER_DIGITS.match(text, match.end())
+        scale = _SCALES.get((after.group("scale") or after.group("abbr") or "").lower(), 1.0) if after else 1.0
+        values = tuple(v * scale for v in digit_values(match.group()))
+        if values:
+            end = after.end() if after else match.end()
+            found.append(Quantity(text[start:end].strip(), values, start, end, bool(after and after.group("pct"))))
+    if not words:
+        return found
+    lowered = text.lower()
+    tokens = [(m.start(), m.end()) for m in _LETTERS.finditer(lowered)]
+    names = [lowered[s:e] for s, e in tokens]
+    hits = [i for i, w in enumerate(names) if w in NUMBER_WORDS or w in _JOINERS]
+    digit_spans = [(q.start, q.end) for q in found]
+    run: list[int] = []
+    for i in [*hits, -1]:
+        if i >= 0 and any(s <= tokens[i][0] < e for s, e in digit_spans):
+            continue  # the "million" of "4.7 million"
+        if i >= 0 and (not run or i == run[-1] + 1) and (run or names[i] not in _JOINERS):
+            run.append(i)
             continue
-        words = [w for w in _SPLIT.split(body.lower()) if w]
-        value = words_value(words)
-        if value is not None:
-            found.append(Quantity(match.group().strip(), (value * scale,), match.start(), match.end(), percent, True))
+        while run and names[run[-1]] in _JOINERS:
+            run.pop()
+        if run:
+            found.extend(_word_quantities(text, [tokens[k] for k in run], [names[k] for k in run]))
+        run = [i] if i >= 0 and names[i] not in _JOINERS else []
+    return found
+
+
+_JOINERS = frozenset(("and", "a", "an"))
+
+
+def _word_quantities(text: str, spans: list[tuple[int, int]], words: list[str]) -> list[Quantity]:
+    """One quantity for a run of number words that make one number, else one per number word."""
+    start, end = spans[0][0], spans[-1][1]
+    value = words_value(words)
+    if value is not None:
+        percent = _PERCENT_AFTER.match(text, end)
+        stop = percent.end() if percent else end
+        return [Quantity(text[start:stop].strip(), (value,), start, stop, bool(percent), True)]
+    singles = []
+    for (s, e), word in zip(spans, words, strict=True):
+        single = words_value([word])
+        if single is not None:
+            singles.append(Quantity(text[s:e], (single,), s, e, False, True))
+    return singles
+
+
+def token_values(tokens: list[str]) -> set[float]:
+    """The values of the number words among lower-case ``tokens`` (runs like "one hundred and twenty" as one)."""
+    found: set[float] = set()
+    run: list[str] = []
+    for token in [*tokens, ""]:
+        if token in NUMBER_WORDS or (run and token in _JOINERS):
+            run.append(token)
             continue
-        for word in re.finditer(r"[^\W\d_]+", body):  # not one number: each number word on its own
-            single = words_value([word.group().lower()])
-            if single is not None:
-                at = match.start() + word.start()
-                found.append(Quantity(word.group(), (single,), at, at + len(word.group()), False, True))
+        while run and run[-1] in _JOINERS:
+            run.pop()
+        if run and not all(w in _SCALES for w in run):  # a bare "million" (of "4.7 million") is no value
+            value = words_value(run)
+            found.update((value,) if value is not None else (v for w in run if (v := words_value([w])) is not None))
+        run = []
     return found
 
 
@@ -154,20 +206,24 @@ def decimals(value: float) -> int:
 
 
 def derivation(value: float, known: Iterable[float]) -> str | None:
-    """How ``value`` follows from ``known`` values, or ``None``: conversions by an implicit factor, then
-    one arithmetic step between two known values."""
-    known = [k for k in known if k]
+    """How ``value`` follows from ``known`` values, or ``None``: a conversion by an implicit factor (exact,
+    or rounded to the value's precision), a temperature conversion, or one arithmetic step between two
+    known values."""
+    ordered = sorted(k for k in known if k)
+    if not ordered:
+        return None
     precision = 0.5 * 10 ** -decimals(value)
     loose = max(abs(value) * 0.003, precision)
-    for k in known:
-        for factors, tolerance in ((EXACT_FACTORS, precision), (ROUNDED_FACTORS, loose)):
-            for factor in factors:
-                if abs(k * factor - value) <= tolerance or abs(k / factor - value) <= tolerance:
+    for factors, tolerance in ((EXACT_FACTORS, precision), (ROUNDED_FACTORS, loose)):
+        for factor in factors:
+            for source, slack in ((value / factor, tolerance / factor), (value * factor, tolerance * factor)):
+                if (k := _near(ordered, source, slack)) is not None:
                     return f"a unit conversion of {_show(k)}"
-        if abs(k * 1.8 + 32 - value) <= 1 or abs((k - 32) / 1.8 - value) <= 1:
+    for source in ((value - 32) / 1.8, value * 1.8 + 32):
+        if (k := _near(ordered, source, 1.0)) is not None:
             return f"a temperature conversion of {_show(k)}"
-    exact = {round(k, 6) for k in known}
-    for a in known:
+    exact = {round(k, 6) for k in ordered}
+    for a in ordered:
         if round(value - a, 6) in exact:
             return f"{_show(a)} + {_show(value - a)}"
         if round(a - value, 6) in exact:
@@ -179,6 +235,12 @@ def derivation(value: float, known: Iterable[float]) -> str | None:
         if value and abs(a / value) != 1 and round(a / value, 6) in exact:
             return f"{_show(a)} / {_show(a / value)}"
     return None
+
+
+def _near(ordered: list[float], target: float, tolerance: float) -> float | None:
+    """The known value within ``tolerance`` of ``target`` (``ordered`` is sorted), if any."""
+    i = bisect.bisect_left(ordered, target - tolerance)
+    return ordered[i] if i < len(ordered) and ordered[i] <= target + tolerance else None
 
 
 def _show(value: float) -> str:

@@ -16,8 +16,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ragtriage.judges._contradictions import negation_flip, phrase_text, wrong_choice
-from ragtriage.judges._normalize import fold
+from ragtriage.judges._contradictions import negation_flip, wrong_choice
+from ragtriage.judges._normalize import fold, phrase_text
 from ragtriage.judges.grounding import SMALL_NUMBER, EvidenceIndex, GroundingReport, check_grounding
 
 _REFUSAL = re.compile(
@@ -27,8 +27,7 @@ _REFUSAL = re.compile(
     r"|(?:is|are)\s+not\s+(?:mentioned|provided|specified|stated|given|available)"
     r"|(?:the\s+)?(?:context|documents?|passages?|sources?)\s+(?:do(?:es)?\s+not|don['’]t)\s+(?:say|mention|contain|provide)"
     r"|there\s+is\s+no\s+(?:information|answer|mention|record))\b",
-    re.IGNORECASE,
-)
+)  # lower-case only: it runs on the folded, lowered answer
 _INJECTION = re.compile(
     r"(?:ignore|disregard|forget)\s+(?:all\s+|any\s+)?(?:the\s+)?(?:previous|prior|above|earlier|preceding)"
     r"|(?:new|updated)\s+instructions?\s*:|you\s+are\s+now\s+(?:a|an|the)\b|system\s+prompt"
@@ -36,8 +35,9 @@ _INJECTION = re.compile(
     r"|\"?faithfulness\"?\s*:\s*1",  # lower-case only: it runs on lowered text (IGNORECASE costs ~2.7x)
 )
 #: Every alternative of _INJECTION contains one of these; most contexts contain none, and skip the regex.
-_INJECTION_WORDS = ("ignore", "disregard", "forget", "instruction", " now", "\nnow", "\tnow", "prompt", "score",
+_INJECTION_WORDS = ("ignore", "disregard", "forget", "instruction", "now ", "now\n", "now\t", "prompt", "score",
                     "rating", "1.0", "10/10", "faithfulness")  # fmt: skip
+_TOKENS = re.compile(r"[^\W_]+")
 _CONTENT_WORD = re.compile(r"[^\W\d_]{4,}")
 _QUESTION_STOP = frozenset(
     """
@@ -122,7 +122,7 @@ class DeterministicChecker:
                 tuple(failures), tuple(signals), grounding, empty_answer=True, injection=injection
             )
 
-        refusal = bool(_REFUSAL.search(stripped)) and len(stripped) < 300
+        refusal = len(stripped) < 300 and _REFUSAL.search(stripped.lower()) is not None
         if refusal:
             overlap = _question_coverage(asked.text, evidence)
             if overlap is not None and overlap >= ANSWERABLE_OVERLAP:
@@ -151,7 +151,7 @@ class DeterministicChecker:
             signals.append("answer uses " + _quote(grounding.unsupported_words) + ", found in no context")
         if not failures and not refusal:
             contradiction = wrong_choice(asked.text, stripped, evidence.text) or negation_flip(
-                stripped.lower(), phrase_text(evidence.lowered)
+                phrase_text(" " + " ".join(_TOKENS.findall(stripped.lower())) + " "), evidence
             )
             if contradiction:
                 failures.append(contradiction)

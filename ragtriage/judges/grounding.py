@@ -21,8 +21,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from ragtriage.judges._dates import MONTHS, Ymd, agrees, conflict, find_dates, show
-from ragtriage.judges._normalize import fold, skeleton, variant_kind
-from ragtriage.judges._numbers import Quantity, derivation, digit_values, quantities
+from ragtriage.judges._normalize import fold, phrase_text, skeleton, variant_kind
+from ragtriage.judges._numbers import (
+    NUMBER_WORDS,
+    SCALE_WORDS,
+    Quantity,
+    derivation,
+    digit_values,
+    quantities,
+    token_values,
+)
 
 #: Integers up to this are often paraphrased ("two films"); a missing one is a signal, not proof.
 SMALL_NUMBER = 10
@@ -32,8 +40,11 @@ _KEEP_NUMBER = bytes(c if 48 <= c <= 57 or c in b".," else 32 for c in range(256
 _TOKEN = re.compile(r"[^\W_]+")
 _DIGIT_RUN = re.compile(r"\d+(?:[.,]\d+)*")
 _HAS_DIGIT = re.compile(r"\d")
+_NUMERIC_DATE = re.compile(r"\d[-/.]\d{1,2}[-/.]\d")
+_LETTERS = re.compile(r"[^\W\d_]+")
+_JOINERS = frozenset(("and", "a", "an"))
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
-_SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|\n)\s*[\"'(\[]*([^\W\d_]+)")
+_UNIT_GAP = re.compile(r"[\s°]*(?:degrees?\s+)?")
 _CAPITALISED = re.compile(r"\b[A-Z][^\W_]*")
 _ROMAN = re.compile(r"^(?=[IVXLC]{2,}$)(C{0,3})(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})$")
 _ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100}
@@ -118,12 +129,21 @@ class EvidenceIndex:
         return self._lazy["words"]
 
     @property
+    def phrases(self) -> str:
+        """Single-spaced tokens with "n't" spelled "not", padded: for phrase lookups (negation flips)."""
+        if "phrases" not in self._lazy:
+            self._lazy["phrases"] = phrase_text(self.padded)
+        return self._lazy["phrases"]
+
+    @property
     def values(self) -> set[float]:
         """Every number the texts state, digits or words, with scales ("4.7 million") applied."""
         if "values" not in self._lazy:
-            found = set(self.numbers)
-            for quantity in quantities(self.text):
-                found.update(quantity.values)
+            tokens = self.padded.split()
+            found = self.numbers | token_values(tokens)
+            if any(self.has(w) for w in SCALE_WORDS) or "%" in self.text:
+                for quantity in quantities(self.text, words=False):
+                    found.update(quantity.values)
             self._lazy["values"] = found
         return self._lazy["values"]
 
@@ -202,7 +222,18 @@ class GroundingReport:
 
 
 class _Findings:
-    __slots__ = ("checked", "conflicts", "consumed", "derived", "entities", "hard", "numbers", "variants", "words")
+    __slots__ = (
+        "checked",
+        "conflicts",
+        "consumed",
+        "derived",
+        "entities",
+        "hard",
+        "numbers",
+        "quantities",
+        "variants",
+        "words",
+    )
 
     def __init__(self) -> None:
         self.checked = 0
@@ -214,8 +245,11 @@ class _Findings:
         self.variants: list[str] = []
         self.conflicts: list[str] = []
         self.consumed: list[tuple[int, int]] = []
+        self.quantities: list[Quantity] = []
 
     def inside(self, start: int, end: int) -> bool:
+        if not self.consumed:
+            return False
         return any(s <= start and end <= e for s, e in self.consumed)
 
 
@@ -223,9 +257,13 @@ def check_grounding(answer: str, contexts: EvidenceIndex, question: EvidenceInde
     """Terms the question already names are not the answer's invention, so both count as evidence."""
     answer = fold(answer)
     found = _Findings()
-    if _HAS_DIGIT.search(answer):
+    words = set(_LETTERS.findall(answer.lower()))
+    digits = _HAS_DIGIT.search(answer) is not None
+    if digits and (_NUMERIC_DATE.search(answer) or not words.isdisjoint(MONTHS)):
         _check_dates(answer, contexts, question, found)
-    _check_numbers(answer, contexts, question, found)
+    number_words = not words.isdisjoint(NUMBER_WORDS)
+    if digits or number_words:
+        _check_numbers(answer, contexts, question, found, words=number_words)
     _check_words(answer, contexts, question, found)
     return GroundingReport(
         found.checked,
@@ -279,14 +317,20 @@ def _overlap(a: Ymd, b: Ymd) -> int:
     return sum(x is not None and y is not None for x, y in zip(a, b, strict=True))
 
 
-def _check_numbers(answer: str, contexts: EvidenceIndex, question: EvidenceIndex, found: _Findings) -> None:
-    for quantity in quantities(answer) if _HAS_DIGIT.search(answer) or _maybe_number_word(answer) else ():
+def _check_numbers(
+    answer: str, contexts: EvidenceIndex, question: EvidenceIndex, found: _Findings, *, words: bool
+) -> None:
+    for quantity in quantities(answer, words=words):
         if found.inside(quantity.start, quantity.end):
             continue
         found.checked += 1
         found.consumed.append((quantity.start, quantity.end))
+        found.quantities.append(quantity)
         if _stated(quantity, contexts.numbers) or _stated(quantity, question.numbers):
             continue
+        spelled = " ".join(_TOKEN.findall(quantity.raw.lower()))
+        if quantity.is_word and (contexts.has(spelled) or question.has(spelled)):
+            continue  # "twelve" where a context writes "twelve"
         if _stated(quantity, contexts.values) or _stated(quantity, question.values):
             continue
         known = contexts.values | question.values
@@ -295,18 +339,8 @@ def _check_numbers(answer: str, contexts: EvidenceIndex, question: EvidenceIndex
             found.derived.append(f"answer states {quantity.raw!r}, which no context states; it could be {how}")
             continue
         found.numbers.append(quantity.raw)
-        if not any(v == int(v) and 0 <= v <= SMALL_NUMBER for v in quantity.values):
-            found.hard.append(quantity.raw)
-
-
-def _maybe_number_word(answer: str) -> bool:
-    lowered = answer.lower()
-    return any(w in lowered for w in _NUMBER_HINTS)
-
-
-_NUMBER_HINTS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-                 "teen", "ty", "hundred", "thousand", "million", "billion", "dozen", "first", "second", "third",
-                 "fifth", "th ", "half", "quarter", "once", "twice", "single", "double", "triple")  # fmt: skip
+        if not any(0 <= v <= SMALL_NUMBER and (v == int(v) or quantity.is_word) for v in quantity.values):
+            found.hard.append(quantity.raw)  # "two", "half", "7" are paraphrased too often to be proof
 
 
 def _stated(quantity: Quantity, known: set[float]) -> bool:
@@ -317,14 +351,14 @@ def _stated(quantity: Quantity, known: set[float]) -> bool:
 
 
 def _check_words(answer: str, contexts: EvidenceIndex, question: EvidenceIndex, found: _Findings) -> None:
-    sentence_starts = {m.start(1) for m in _SENTENCE_START.finditer(answer)}
     matches = list(_WORD.finditer(answer))
+    units = {_UNIT_GAP.match(answer, q.end).end() for q in found.quantities}  # "2 GB", "212 degrees Fahrenheit"
     bare = all(m.group()[0].isupper() or m.group().lower() in _COMMON for m in matches)
     seen: set[str] = set()
     for index, match in enumerate(matches):
         word = match.group()
         lowered = _base(word.lower())
-        if lowered in seen or lowered in _COMMON or found.inside(match.start(), match.end()):
+        if lowered in seen or lowered in _COMMON or found.inside(match.start(), match.end()) or match.start() in units:
             continue
         seen.add(lowered)
         if word[0].isupper():
@@ -336,7 +370,7 @@ def _check_words(answer: str, contexts: EvidenceIndex, question: EvidenceIndex, 
                     if roman > SMALL_NUMBER:
                         found.hard.append(word)
                 continue
-            if match.start() in sentence_starts and not _starts_a_name(word, index, matches, bare):
+            if _sentence_start(answer, match.start()) and not _starts_a_name(word, index, matches, bare):
                 _check_rare(word, lowered, contexts, question, found)
                 continue
             found.checked += 1
@@ -347,6 +381,22 @@ def _check_words(answer: str, contexts: EvidenceIndex, question: EvidenceIndex, 
                 found.variants.append(verdict)
         else:
             _check_rare(word, lowered, contexts, question, found)
+
+
+def _sentence_start(text: str, at: int) -> bool:
+    """Nothing but quotes and brackets before, or a sentence end that is not an abbreviation's ("Gen. Grant")."""
+    i = at - 1
+    while i >= 0 and text[i] in " \t\"'([":
+        i -= 1
+    if i < 0 or text[i] in "!?:;\n":
+        return True
+    if text[i] != ".":
+        return False
+    j = i
+    while j > 0 and text[j - 1].isalpha():
+        j -= 1
+    before = text[j:i]
+    return not (before[:1].isupper() and len(before) <= 4)
 
 
 def _check_rare(word: str, lowered: str, contexts: EvidenceIndex, question: EvidenceIndex, found: _Findings) -> None:
@@ -374,12 +424,14 @@ def _roman(word: str) -> float | None:
 
 
 def _starts_a_name(word: str, index: int, matches: list[re.Match[str]], bare: bool) -> bool:
-    """A capitalised first word is a name when the answer is a bare name, or it begins a run of capitalised
-    words, unless it has the ending of an everyday adjective, adverb or agent noun ("Former", "Director")."""
-    if word.lower().endswith(_WORD_ENDINGS) or len(word) < 3:
+    """A capitalised first word is a name when the answer is a bare name, or when it begins a run of
+    capitalised words without the ending of an everyday adjective, adverb or agent noun ("Former", "Director")."""
+    if len(word) < 3:
         return False
-    if bare:
-        return True
+    if bare or word.endswith("'s"):
+        return True  # a bare name, or a possessive ("Bohr's theory")
+    if word.lower().endswith(_WORD_ENDINGS):
+        return False
     following = matches[index + 1].group() if index + 1 < len(matches) else ""
     return following[:1].isupper() and matches[index + 1].start() - matches[index].end() <= 2
 
@@ -422,8 +474,9 @@ def _acronym(word: str, lowered: str, answer: str, match: re.Match[str], evidenc
         return lowered in evidence.acronyms
     for run in _RUN.finditer(answer):
         if run.start() <= match.start() < run.end():
-            words = [w for w in re.split(r"[\s-]+", run.group()) if w.lower() not in _RUN_LINKS]
-            return len(words) >= 2 and evidence.has("".join(w[0] for w in words).lower())
+            words = [w for w in re.split(r"[\s-]+", run.group()) if w.lower() not in _RUN_LINKS | _COMMON]
+            initials = "".join(w[0] for w in words).upper()
+            return len(words) >= 2 and re.search(rf"\b{initials}\b", evidence.text) is not None
     return False
 
 
