@@ -1,5 +1,6 @@
 """ragtriage: online evaluation of RAG answers inside your OpenTelemetry tracing."""
 
+from ragtriage._version import __version__
 from ragtriage.alerts import AlertSink, LoggingAlertSink
 from ragtriage.config import Config
 from ragtriage.evaluator import (
@@ -16,8 +17,6 @@ from ragtriage.evaluator import (
 from ragtriage.instrumentation import instrument, uninstrument
 from ragtriage.judges import DeterministicChecker, Judge, JudgeError, LLMJudge
 from ragtriage.span_processor import EvalSpanProcessor
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AlertSink",

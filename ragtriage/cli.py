@@ -22,7 +22,7 @@ def demo(
 @app.command()
 def version() -> None:
     """Print the installed version."""
-    from ragtriage import __version__
+    from ragtriage._version import __version__
 
     typer.echo(__version__)
 

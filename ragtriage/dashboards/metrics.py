@@ -18,6 +18,7 @@ from typing import Literal
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
+from ragtriage._version import __version__
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.span_processor.processor import EvalSpanProcessor
@@ -124,8 +125,6 @@ class EvalMetrics:
         if isinstance(heavy_share_window, bool) or not isinstance(heavy_share_window, int) or heavy_share_window < 1:
             raise ValueError(f"heavy_share_window must be a positive int, got {heavy_share_window!r}")
         provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
-        from ragtriage import __version__
-
         self.meter: Meter = provider.get_meter("ragtriage", __version__)
         # Weak: the MeterProvider keeps the callbacks (and so this object) alive, not the evaluator.
         self._evaluator: Callable[[], RAGEvaluator | None] = (
