@@ -146,3 +146,75 @@ def test_checker_arguments_are_validated() -> None:
         DeterministicChecker(citation_pattern=42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unsupported_entities_to_fail"):
         DeterministicChecker(unsupported_entities_to_fail=-1)
+
+
+# -- certain evidence beyond missing terms: each note quotes what to check in the contexts -------------------
+
+VETO = "The bill was not signed by the governor, who vetoed it in 2011."
+
+
+@pytest.mark.parametrize(
+    ("context", "answer"),
+    [
+        (VETO, "The bill was signed by the governor in 2011."),
+        ("The river is navigable for 300 km.", "The river is not navigable for 300 km."),
+        ("The film was released in 1999 and won two awards.", "The film wasn't released in 1999."),
+    ],
+)
+def test_negation_flip_of_a_context_statement_fails(context: str, answer: str) -> None:
+    report = DeterministicChecker().check("What happened?", answer, [context])
+    assert report.decided_fail
+    (note,) = report.failures
+    quoted = note.split("'")[1]
+    assert quoted in " ".join(context.lower().replace(",", "").replace(".", "").split())  # checkable
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["No, the bill was not signed.", "The governor did not sign the bill.", "It was vetoed in 2011."],
+)
+def test_agreeing_negations_do_not_fail(answer: str) -> None:
+    assert not DeterministicChecker().check("Was it signed?", answer, [VETO]).decided_fail
+
+
+CHOICE = "Jorge Luis Borges (24 August 1899 - 14 June 1986) was a writer. Octavio Paz (31 March 1914) was a poet."
+
+
+@pytest.mark.parametrize(
+    ("question", "answer", "wrong"),
+    [
+        ("Who was born first, Jorge Luis Borges or Octavio Paz?", "Octavio Paz was born first.", True),
+        ("Who was born first, Jorge Luis Borges or Octavio Paz?", "Borges.", False),
+        ("Who is younger, Jorge Luis Borges or Octavio Paz?", "Borges is younger than Paz.", True),
+        ("Who is younger, Jorge Luis Borges or Octavio Paz?", "Paz is younger than Borges.", False),
+        ("Who is younger, Jorge Luis Borges or Octavio Paz?", "Borges is not younger.", False),  # no decision
+        ("Who wrote more, Jorge Luis Borges or Octavio Paz?", "Octavio Paz.", False),  # not a date question
+    ],
+)
+def test_dated_choice_questions(question: str, answer: str, wrong: bool) -> None:
+    report = DeterministicChecker().check(question, answer, [CHOICE])
+    assert report.decided_fail is wrong
+    if wrong:
+        assert "1899" in report.failures[0] and "1914" in report.failures[0]
+
+
+def test_a_changed_day_of_a_context_date_fails_but_another_format_does_not() -> None:
+    context = "The episode aired on December 1, 2013, on Fox."
+    wrong = DeterministicChecker().check("When did it air?", "It aired on 2 December 2013.", [context])
+    assert wrong.decided_fail and "1 December 2013" in wrong.failures[0]
+    for answer in ("It aired on 2013-12-01.", "On 1 Dec. 2013.", "On the 1st of December, 2013."):
+        assert not DeterministicChecker().check("When did it air?", answer, [context]).decided_fail, answer
+
+
+async def test_free_tiers_never_return_pass(free: RAGEvaluator) -> None:
+    for answer in ("It took place on April 23, 1865.", "On 23 April 1865, with 1500 cavalrymen.", "Munford."):
+        assert (await free.evaluate(QUESTION, answer, [CONTEXT])).verdict != "pass"
+
+
+@pytest.mark.parametrize(
+    "contexts",
+    [["x" * 200_000 + " 1865 Croxton"], ["Croxton \x00\x07 1865 \ufffd \U0001f600 ⅩⅣ ½"], ["", "   "], []],
+)
+def test_odd_contexts_never_crash(contexts: list[str]) -> None:
+    report = DeterministicChecker().check(QUESTION, "Croxton, in 1865, 1.5 hours, twelve and a half percent.", contexts)
+    assert isinstance(report.failures, tuple)

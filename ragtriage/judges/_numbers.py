@@ -213,12 +213,8 @@ def derivation(value: float, known: Iterable[float]) -> str | None:
     if not ordered:
         return None
     precision = 0.5 * 10 ** -decimals(value)
-    loose = max(abs(value) * 0.003, precision)
-    for factors, tolerance in ((EXACT_FACTORS, precision), (ROUNDED_FACTORS, loose)):
-        for factor in factors:
-            for source, slack in ((value / factor, tolerance / factor), (value * factor, tolerance * factor)):
-                if (k := _near(ordered, source, slack)) is not None:
-                    return f"a unit conversion of {_show(k)}"
+    if (how := _converted(value, ordered, EXACT_FACTORS, precision)) is not None:
+        return how
     for source in ((value - 32) / 1.8, value * 1.8 + 32):
         if (k := _near(ordered, source, 1.0)) is not None:
             return f"a temperature conversion of {_show(k)}"
@@ -234,6 +230,14 @@ def derivation(value: float, known: Iterable[float]) -> str | None:
             return f"{_show(a)} x {_show(value / a)}"
         if value and abs(a / value) != 1 and round(a / value, 6) in exact:
             return f"{_show(a)} / {_show(a / value)}"
+    return _converted(value, ordered, ROUNDED_FACTORS, max(abs(value) * 0.003, precision))
+
+
+def _converted(value: float, ordered: list[float], factors: tuple[float, ...], tolerance: float) -> str | None:
+    for factor in factors:
+        for source, slack in ((value / factor, tolerance / factor), (value * factor, tolerance * factor)):
+            if (k := _near(ordered, source, slack)) is not None:
+                return f"a unit conversion of {_show(k)}"
     return None
 
 
