@@ -37,6 +37,8 @@ class RAGSample:
     answer: str
     documents: list[Document]
     ended_at: float = field(default_factory=time.time)
+    #: The conversation before this turn (``{"role", "content"}`` dicts, oldest first), for a judge to read; not judged.
+    history: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def contexts(self) -> list[str]:
@@ -56,6 +58,7 @@ class RAGSample:
                 "question": self.question,
                 "answer": self.answer,
                 "ended_at": self.ended_at,
+                "history": self.history,
                 "documents": [
                     {"content": d.content, "id": d.id, "score": d.score, "span_id": f"{d.span_id:016x}",
                      "position": d.position}
@@ -83,9 +86,18 @@ class RAGSample:
                 _string(data["answer"]),
                 documents,
                 float(data["ended_at"]),
+                _history(data.get("history")),  # absent in lines written before it existed
             )
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"malformed sample: {type(exc).__name__}: {exc}") from None
+
+
+def _history(value: object) -> list[dict[str, str]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise TypeError(f"history: expected a list, got {type(value).__name__}")
+    return [{"role": _string(t["role"]), "content": _string(t["content"])} for t in value]
 
 
 def _string(value: object) -> str:
