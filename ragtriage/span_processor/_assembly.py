@@ -57,8 +57,9 @@ def explain(trace_id: int, spans: list[BufferedSpan]) -> dict[str, Any]:
             "question": {"span_id": "...", "source": "input.value[input]", "text": "..."} | None,
             "answer": {...} | None, "history_turns": 0,
             "contexts": [{"span_id": "...", "position": 0, "id": "d1", "score": 0.9, "chars": 31}],
-            "spans": [{"span_id": "...", "parent_span_id": "..." | None, "root": True, "kind": "CHAIN",
-                       "found": {"question": "...", "answer": "...", "documents": 2, ...}, "gave": ["question"]}],
+            "spans": [{"span_id": "...", "parent_span_id": "..." | None, "root": True, "top_level": True,
+                       "kind": "CHAIN", "found": {"question": "...", "answer": "...", "documents": 2, ...},
+                       "gave": ["question"]}],
         }]}
     """
     skipped: Counter[str] = Counter()
@@ -84,7 +85,9 @@ def explain(trace_id: int, spans: list[BufferedSpan]) -> dict[str, Any]:
                 "history_turns": len(facts.history[2]) if facts.history else 0,
                 "contexts": [_context_report(d) for d in contexts],
                 "spans": [
-                    _span_report(attributes, span_id, parent_id, is_root, gave.get(span_id, []))
+                    _span_report(
+                        attributes, span_id, parent_id, is_root, span_id in facts.top_level, gave.get(span_id, [])
+                    )
                     for attributes, span_id, parent_id, is_root in group
                 ],
             }
@@ -119,7 +122,7 @@ def _key(document: Document) -> tuple[str, str]:
 class _Facts:
     """The best question/answer/history seen so far, by source priority, and the documents of one local root."""
 
-    __slots__ = ("answer", "history", "parent_of", "question", "rerankers", "retrieved")
+    __slots__ = ("answer", "history", "parent_of", "question", "rerankers", "retrieved", "top_level")
 
     def __init__(self) -> None:
         # (priority, text, span id, source)
@@ -129,6 +132,7 @@ class _Facts:
         self.retrieved: list[tuple[int, list[Document]]] = []  # (span id, documents), in span end order
         self.rerankers: list[SpanFacts] = []
         self.parent_of: dict[int, int] = {}
+        self.top_level: set[int] = set()  # spans that may speak for the request (the root, outermost chains)
 
     @classmethod
     def of(cls, group: list[BufferedSpan]) -> _Facts:
@@ -139,6 +143,8 @@ class _Facts:
             kinds[span_id] = isinstance(attributes.get(KIND), str)
         for attributes, span_id, _, is_root in group:
             top_level = is_root or facts._top_level(span_id, kinds)
+            if top_level:
+                facts.top_level.add(span_id)
             span = extract(attributes, span_id, io=top_level)
             if span is not None:
                 facts.add(span, span_id, is_root, top_level)
@@ -269,7 +275,7 @@ def _described(best: tuple[int, str, int, str] | None) -> dict[str, Any] | None:
 
 
 def _span_report(
-    attributes: Mapping[str, Any], span_id: int, parent_id: int, is_root: bool, gave: list[str]
+    attributes: Mapping[str, Any], span_id: int, parent_id: int, is_root: bool, top_level: bool, gave: list[str]
 ) -> dict[str, Any]:
     facts = extract(attributes, span_id)
     found: dict[str, Any] = {}
@@ -288,6 +294,7 @@ def _span_report(
         "span_id": f"{span_id:016x}",
         "parent_span_id": f"{parent_id:016x}" if parent_id else None,
         "root": is_root,
+        "top_level": top_level,  # False: a step inside a chain, whose input and output are not read
         "kind": kind if isinstance(kind, str) else None,
         "found": found,
         "gave": gave,

@@ -35,9 +35,9 @@ keys is searched (Haystack's ``{"llm": {"replies": [...]}}``). So ``create_retri
 ``Document.id``, which its instrumentor leaves out of the document attributes, from the retriever's
 ``output.value``), and ``ragtriage.contexts`` (a list of strings). A retriever nested in another retriever
 only fills in ids and scores of the outer one's documents (the outer result is what the app got). Documents
-from several retrievers are deduplicated by id, else by content, in the order their spans ended. A RERANKER
-span's output documents (``reranker.output_documents.*``) replace its input documents, where the first of
-them was.
+from several retrievers are deduplicated by id, else by content (one text under two ids is kept once), in
+the order their spans ended. A RERANKER span's output documents (``reranker.output_documents.*``) replace
+its input documents, where the first of them was.
 
 **History**: the conversation before the current turn travels with the sample (it is not judged): the
 ``chat_history`` / ``history`` / ``messages`` next to the question in its ``input.value``, else the user and
@@ -77,7 +77,7 @@ OWN_SPAN = "ragtriage.evaluation"
 
 MAX_DOCUMENTS = 64
 MAX_MESSAGES = 256
-#: Longer JSON values are taken as text, not parsed (a root output this large is not a small answer object).
+#: Longer JSON-looking values are not parsed: they give no question, and an answer only for want of anything better.
 MAX_JSON_CHARS = 1_000_000
 #: A document's JSON metadata is read for a missing id or score only up to this size.
 MAX_METADATA_CHARS = 4096
