@@ -87,6 +87,14 @@ class Harness:
         self.provider.shutdown()
 
 
+def instrument(instrumentor: Any, provider: TracerProvider) -> None:
+    """An OpenInference instrumentor on this provider. Instrumentors are process-wide singletons that ignore a
+    second ``instrument()``: one left on by another test (``auto_instrument=True``) is taken off first."""
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+    instrumentor.instrument(tracer_provider=provider)
+
+
 @pytest.fixture(scope="module")
 def harness() -> Iterator[Harness]:
     h = Harness()

@@ -16,7 +16,7 @@ from dspy.dsp.utils import dotdict
 from dspy.utils import DummyLM
 from openinference.instrumentation.dspy import DSPyInstrumentor
 
-from tests.frameworks.conftest import ANSWERS, CONTEXTS, QUESTION, Harness, assert_judged, assert_on_root
+from tests.frameworks.conftest import ANSWERS, CONTEXTS, QUESTION, Harness, assert_judged, assert_on_root, instrument
 
 
 def retrieval_model(query: str, k: int = 3, **kwargs: Any) -> list[dotdict]:
@@ -38,7 +38,7 @@ class RAG(dspy.Module):
 @pytest.fixture(scope="module", autouse=True)
 def instrumented(harness: Harness) -> Iterator[None]:
     instrumentor = DSPyInstrumentor()
-    instrumentor.instrument(tracer_provider=harness.provider)
+    instrument(instrumentor, harness.provider)
     yield
     instrumentor.uninstrument()
 

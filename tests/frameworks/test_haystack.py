@@ -17,7 +17,16 @@ from haystack.components.retrievers.in_memory import InMemoryBM25Retriever
 from haystack.document_stores.in_memory import InMemoryDocumentStore
 from openinference.instrumentation.haystack import HaystackInstrumentor
 
-from tests.frameworks.conftest import ANSWERS, CONTEXTS, QUESTION, Harness, Run, assert_judged, assert_on_root
+from tests.frameworks.conftest import (
+    ANSWERS,
+    CONTEXTS,
+    QUESTION,
+    Harness,
+    Run,
+    assert_judged,
+    assert_on_root,
+    instrument,
+)
 
 IDS = ["doc-paris", "doc-lyon"]
 #: Retrieved by BM25 too, but dropped by the ranker: it must not reach the contexts.
@@ -54,7 +63,7 @@ class KeepRanker:
 @pytest.fixture(scope="module")
 def store(harness: Harness) -> Iterator[InMemoryDocumentStore]:
     instrumentor = HaystackInstrumentor()
-    instrumentor.instrument(tracer_provider=harness.provider)
+    instrument(instrumentor, harness.provider)
     store = InMemoryDocumentStore()
     store.write_documents(
         [Document(id=i, content=t) for i, t in zip(IDS, CONTEXTS, strict=True)] + [Document(id="noise", content=NOISE)]

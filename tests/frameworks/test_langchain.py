@@ -33,6 +33,7 @@ from tests.frameworks.conftest import (
     Run,
     assert_judged,
     assert_on_root,
+    instrument,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the instrumentor's, on LangChain 1.x
@@ -57,7 +58,7 @@ class ListRetriever(BaseRetriever):
 @pytest.fixture(scope="module", autouse=True)
 def instrumented(harness: Harness) -> Iterator[None]:
     instrumentor = LangChainInstrumentor()
-    instrumentor.instrument(tracer_provider=harness.provider)
+    instrument(instrumentor, harness.provider)
     yield
     instrumentor.uninstrument()
 

@@ -18,7 +18,16 @@ from llama_index.core.llms.callbacks import llm_completion_callback
 from openinference.instrumentation.llama_index import LlamaIndexInstrumentor
 from pydantic import Field
 
-from tests.frameworks.conftest import ANSWERS, CONTEXTS, QUESTION, Harness, Run, assert_judged, assert_on_root
+from tests.frameworks.conftest import (
+    ANSWERS,
+    CONTEXTS,
+    QUESTION,
+    Harness,
+    Run,
+    assert_judged,
+    assert_on_root,
+    instrument,
+)
 
 IDS = ["doc-paris", "doc-lyon"]
 
@@ -58,7 +67,7 @@ class ScriptedLLM(CustomLLM):
 @pytest.fixture(scope="module")
 def index(harness: Harness) -> Iterator[VectorStoreIndex]:
     instrumentor = LlamaIndexInstrumentor()
-    instrumentor.instrument(tracer_provider=harness.provider)
+    instrument(instrumentor, harness.provider)
     Settings.embed_model = MockEmbedding(embed_dim=8)
     # All mock embeddings are equal, so both documents are retrieved, each with the same score.
     yield VectorStoreIndex.from_documents([Document(text=t, id_=i) for t, i in zip(CONTEXTS, IDS, strict=True)])

@@ -22,6 +22,7 @@ from tests.frameworks.conftest import (
     Run,
     assert_judged,
     assert_on_root,
+    instrument,
 )
 from tests.frameworks.openai_server import OpenAIServer
 
@@ -43,7 +44,7 @@ RERANKED = [
 @pytest.fixture(scope="module")
 def server(harness: Harness) -> Iterator[OpenAIServer]:
     instrumentor = OpenAIInstrumentor()
-    instrumentor.instrument(tracer_provider=harness.provider)
+    instrument(instrumentor, harness.provider)
     with OpenAIServer() as s:
         yield s
     instrumentor.uninstrument()
