@@ -45,7 +45,7 @@ def test_bad_arguments_raise_naming_the_argument(kwargs: dict, error: type[Excep
     ("kwargs", "named"),
     [
         ({"faithfulness": 1.2}, "faithfulness"),
-        ({"recall": -0.1}, "recall"),
+        ({"context_recall": -0.1}, "context_recall"),
         ({"benefit_to_cost": float("nan")}, "benefit_to_cost"),
     ],
 )
@@ -56,7 +56,7 @@ def test_bad_thresholds_raise(kwargs: dict, named: str) -> None:
 
 def test_thresholds_defaults_match_synapsekit() -> None:
     t = RAGEvaluationThresholds()
-    assert (t.recall, t.precision, t.relevance, t.answer_quality, t.faithfulness, t.benefit_to_cost) == (
+    assert (t.context_recall, t.context_precision, t.relevance, t.answer_quality, t.faithfulness, t.benefit_to_cost) == (
         0.65,
         0.65,
         0.65,

@@ -38,7 +38,7 @@ async def test_confident_local_decides(make, judge_server: JudgeServer, heavy_se
     judge_server.push(local_reply(faithfulness=0.95, confidence=0.9))
     result = await make().evaluate(Q, A, CONTEXTS)
     assert (result.tier, result.verdict, result.status) == ("local", "pass", "ok")
-    assert result.faithfulness == 0.95 and result.recall == 0.9 and result.precision == 0.9
+    assert result.faithfulness == 0.95 and result.context_recall == 0.9 and result.context_precision == 0.9
     assert result.document_relevance == [1.0, 0.2]
     assert result.tier_scores == {"deterministic": 1.0, "local": 0.95}
     assert result.prompt_tokens == 800 and result.eval_cost_usd == 0.0  # local prices default to 0
@@ -124,7 +124,7 @@ async def test_every_judge_failing_is_judge_error_with_no_score(
     heavy_server.push(Reply('{"faithfulness": "high"}'))
     result = await make().evaluate(Q, A, CONTEXTS)
     assert (result.status, result.verdict, result.tier) == ("judge_error", "uncertain", None)
-    for metric in ("faithfulness", "relevance", "answer_quality", "recall", "precision", "benefit_to_cost"):
+    for metric in ("faithfulness", "relevance", "answer_quality", "context_recall", "context_precision", "benefit_to_cost"):
         assert getattr(result, metric) is None
     assert "local judge" in (result.error or "") and "heavy judge" in (result.error or "")
     assert result.raw_response == '{"faithfulness": "high"}'

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from ragtriage.evaluator.cost import CostTracker
 from ragtriage.evaluator.results import TIERS, RAGEvaluationResult, RAGEvaluationThresholds
+from ragtriage.metrics_registry import BY_NAME, SCORES
 
 Comparison = Literal["below", "above"]
 _EPS = 1e-4
@@ -34,7 +35,7 @@ class Observation:
 
     @classmethod
     def of(cls, result: RAGEvaluationResult, at: float) -> Observation:
-        scores = {m: getattr(result, m) for m in ("faithfulness", "relevance", "answer_quality", "recall", "precision")}
+        scores = {m: getattr(result, m) for m in SCORES}
         return cls(at, result.tier, result.status, result.verdict, scores, result.eval_cost_usd)
 
 
@@ -83,22 +84,6 @@ class Rule:
         return "warning" if value <= threshold * 1.5 else "critical"
 
 
-_METRIC_THRESHOLDS = {
-    "faithfulness": "faithfulness",
-    "relevance": "relevance",
-    "answer_quality": "answer_quality",
-    "recall": "recall",
-    "precision": "precision",
-}
-_METRIC_ADVICE = {
-    "faithfulness": "answers state things the contexts do not support: constrain generation to the contexts",
-    "relevance": "answers drift from the questions: check query rewriting and the prompt",
-    "answer_quality": "answers are incomplete or wrong: review the generation prompt and model",
-    "recall": "retrieval misses needed information: raise top-k, add hybrid search, check chunking",
-    "precision": "retrieval returns noise: add a reranker or a relevance cut-off",
-}
-
-
 @dataclass(frozen=True, kw_only=True)
 class MetricRule(Rule):
     """Mean (or a quantile) of a score over the window below its threshold."""
@@ -109,8 +94,8 @@ class MetricRule(Rule):
 
     def __post_init__(self) -> None:
         Rule.__post_init__(self)
-        if self.metric not in _METRIC_THRESHOLDS:
-            raise ValueError(f"{self.name}: metric must be one of {sorted(_METRIC_THRESHOLDS)}, got {self.metric!r}")
+        if self.metric not in SCORES:
+            raise ValueError(f"{self.name}: metric must be one of {', '.join(SCORES)}, got {self.metric!r}")
         if self.quantile is not None and not 0 < self.quantile < 1:
             raise ValueError(f"{self.name}: quantile must be in (0, 1), got {self.quantile!r}")
 
@@ -292,11 +277,11 @@ def default_rules(
         MetricRule(
             name=f"{metric}_low",
             metric=metric,
-            threshold=getattr(thresholds, attr),
-            recommendation=_METRIC_ADVICE[metric],
+            threshold=getattr(thresholds, metric),
+            recommendation=BY_NAME[metric].alert_advice,
             **common,
         )
-        for metric, attr in _METRIC_THRESHOLDS.items()
+        for metric in SCORES
     ]
     limits = {"fail_share": fail_share_limit, "heavy_share": heavy_share_limit, "judge_errors": judge_error_limit}
     rules += [share_rule(kind, limit=limit, **common) for kind, limit in limits.items()]

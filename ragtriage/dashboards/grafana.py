@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ragtriage.dashboards.metrics import SCORES
 from ragtriage.dashboards.prometheus import prometheus_names
+from ragtriage.metrics_registry import ALL
 
 TITLE = "Eval Vector Distribution"
 UID = "ragtriage-eval-vectors"
@@ -179,7 +179,7 @@ def grafana_dashboard(*, heavy_share_limit: float = DEFAULT_HEAVY_SHARE_LIMIT) -
                     "name": "metric",
                     "label": "Score",
                     "type": "custom",
-                    "query": ",".join(SCORES),
+                    "query": ",".join(ALL),
                     "multi": True,
                     "includeAll": True,
                     "current": {"text": "faithfulness", "value": "faithfulness"},

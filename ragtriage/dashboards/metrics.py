@@ -21,20 +21,11 @@ from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observa
 from ragtriage._version import __version__
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
+from ragtriage.metrics_registry import ALL
 from ragtriage.span_processor.processor import EvalSpanProcessor
 
 Kind = Literal["counter", "histogram", "gauge"]
 
-#: Score attributes of a result, recorded in ``ragtriage.eval.score`` under the ``metric`` attribute.
-SCORES: tuple[str, ...] = (
-    "faithfulness",
-    "relevance",
-    "answer_quality",
-    "recall",
-    "precision",
-    "retrieval_benefit",
-    "benefit_to_cost",
-)
 _SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 2.0, 5.0)
 _DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: Processor counters that mean "a sample was not evaluated", as ``reason`` attribute values.
@@ -162,7 +153,7 @@ class EvalMetrics:
         tier = result.tier or _NO_TIER
         self._evaluations.add(1, {"tier": tier, "status": result.status, "verdict": result.verdict})
         self._duration.record(result.eval_latency_ms / 1000.0, {"tier": tier})
-        for name in SCORES:
+        for name in ALL:
             value = getattr(result, name)
             if value is not None:
                 self._scores.record(value, {"metric": name})

@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ragtriage.dashboards.sources import REPORT_SCORES, EvalRecord
+from ragtriage.dashboards.sources import EvalRecord
+from ragtriage.metrics_registry import SCORES
 
 _TIER_ORDER = ("cache", "deterministic", "local", "heavy", "none")
 _TIER_COLORS = {
@@ -125,7 +126,7 @@ def _score_figure(records: Sequence[EvalRecord]) -> Any:
     fig = go.Figure(
         layout=_layout("Score distributions", barmode="overlay", xaxis_title="score", xaxis_range=[0, 1.02])
     )
-    for name, _ in REPORT_SCORES:
+    for name in SCORES:
         values = [r.scores[name] for r in records if name in r.scores]
         fig.add_trace(go.Histogram(x=values, name=name, opacity=0.6, xbins={"start": 0, "end": 1.0001, "size": 0.05}))
     return fig
@@ -181,7 +182,7 @@ def _worst_table(records: Sequence[EvalRecord], project_url: str | None, worst: 
     rows = sorted(records, key=_badness)[:worst]
     if not rows:
         return "<p>No evaluations.</p>"
-    names = [n for n, _ in REPORT_SCORES]
+    names = list(SCORES)
     head = "".join(f"<th>{e(h)}</th>" for h in ["verdict", "trace", "tier", "status", *names, "cost", "ms", "question"])
     body = []
     for r in rows:

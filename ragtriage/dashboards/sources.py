@@ -16,11 +16,10 @@ from typing import Any
 import httpx
 
 from ragtriage.evaluator.results import RAGEvaluationResult
-from ragtriage.export.phoenix import SCORE_ANNOTATIONS, base_url
+from ragtriage.export.phoenix import base_url
+from ragtriage.metrics_registry import SCORES
 
 _TRACE_ID = re.compile(r"^([0-9a-f]{32})(?:-([0-9a-f]{16}))?$")
-#: Report score name -> attribute of RAGEvaluationResult (the Phoenix annotation names).
-REPORT_SCORES: tuple[tuple[str, str], ...] = SCORE_ANNOTATIONS
 _SPAN_CHUNK = 100
 
 
@@ -61,7 +60,7 @@ def records_from_jsonl(path: str | Path) -> list[EvalRecord]:
                     tier=result.tier or "none",
                     status=result.status,
                     verdict=result.verdict,
-                    scores={n: v for n, a in REPORT_SCORES if (v := getattr(result, a)) is not None},
+                    scores={n: v for n in SCORES if (v := getattr(result, n)) is not None},
                     cost_usd=result.eval_cost_usd,
                     latency_ms=result.eval_latency_ms,
                     time=_time(data.get("timestamp")),
@@ -113,7 +112,7 @@ def records_from_phoenix(
                 verdict=str(result.get("label") or "uncertain"),
                 scores={
                     name: float(score)
-                    for name, _ in REPORT_SCORES
+                    for name in SCORES
                     if (score := ((rows.get(name) or {}).get("result") or {}).get("score")) is not None
                 },
                 cost_usd=float(meta.get("cost_usd") or 0.0),

@@ -23,7 +23,6 @@ from opentelemetry import context as otel_context
 from ragtriage.evaluator.cache import Cache, MemoryCache, cache_key
 from ragtriage.evaluator.cost import CostTracker
 from ragtriage.evaluator.results import (
-    VERDICT_METRICS,
     RAGEvaluationResult,
     RAGEvaluationThresholds,
     Status,
@@ -35,6 +34,7 @@ from ragtriage.evaluator.sampling import is_sampled, sample_bound
 from ragtriage.evaluator.thresholds import alerts_for, near_threshold, verdict_for
 from ragtriage.judges.base import Judge, JudgeError, JudgeVerdict
 from ragtriage.judges.deterministic import DeterministicChecker, DeterministicReport
+from ragtriage.metrics_registry import SCORES, VERDICT_METRICS
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ class RAGEvaluator:
             "cache_hits": counts.get("cache_hit", 0),
             "cache_misses": counts.get("cache_miss", 0),
         }
-        for metric in ("faithfulness", "relevance", "answer_quality", "recall", "precision"):
+        for metric in SCORES:
             values = [v for r in results if (v := getattr(r, metric)) is not None]
             summary[f"mean_{metric}"] = round(sum(values) / len(values), 4) if values else None
         return summary
@@ -458,7 +458,7 @@ class RAGEvaluator:
         force_uncertain: bool = False,
     ) -> RAGEvaluationResult:
         metrics = _mean_metrics([_metrics(v) for v in verdicts])
-        recall, precision = metrics["recall"], metrics["precision"]
+        recall, precision = metrics["context_recall"], metrics["context_precision"]
         if recall is not None and precision is not None:
             benefit = 0.0 if recall + precision == 0 else 2 * recall * precision / (recall + precision)
             share = max(run.context_chars / self.max_context_chars, _MIN_CONTEXT_SHARE)
@@ -502,8 +502,8 @@ class RAGEvaluator:
         return RAGEvaluationResult(
             **base,
             faithfulness=metrics.get("faithfulness"),
-            recall=metrics.get("recall"),
-            precision=metrics.get("precision"),
+            context_recall=metrics.get("context_recall"),
+            context_precision=metrics.get("context_precision"),
             relevance=metrics.get("relevance"),
             answer_quality=metrics.get("answer_quality"),
             retrieval_benefit=metrics.get("retrieval_benefit"),
@@ -598,8 +598,8 @@ def _metrics(verdict: JudgeVerdict) -> dict[str, float | None]:
         "faithfulness": verdict.faithfulness,
         "relevance": out.relevance,
         "answer_quality": out.answer_quality,
-        "recall": out.context_recall,
-        "precision": out.context_precision,
+        "context_recall": out.context_recall,
+        "context_precision": out.context_precision,
     }
 
 

@@ -11,36 +11,35 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from ragtriage.metrics_registry import BY_NAME
+
 Verdict = Literal["pass", "fail", "uncertain"]
 Tier = Literal["cache", "deterministic", "local", "heavy"]
 Status = Literal["ok", "judge_error", "budget_exhausted"]
 Severity = Literal["warning", "critical"]
 
 TIERS: tuple[Tier, ...] = ("cache", "deterministic", "local", "heavy")
+#: Spellings of earlier versions, read from old cache entries and calibration files.
+RENAMED = {"recall": "context_recall", "precision": "context_precision"}
 
-#: Metrics compared with thresholds, in report order (name on the result, name on the thresholds).
-THRESHOLD_METRICS: tuple[tuple[str, str], ...] = (
-    ("faithfulness", "faithfulness"),
-    ("relevance", "relevance"),
-    ("answer_quality", "answer_quality"),
-    ("recall", "recall"),
-    ("precision", "precision"),
-    ("benefit_to_cost", "benefit_to_cost"),
-)
-#: Metrics that decide the verdict; retrieval metrics only raise alerts.
-VERDICT_METRICS: tuple[str, ...] = ("faithfulness", "relevance", "answer_quality")
+
+def _default(name: str) -> float:
+    threshold = BY_NAME[name].threshold
+    assert threshold is not None
+    return threshold
 
 
 @dataclass(frozen=True, slots=True)
 class RAGEvaluationThresholds:
-    """Minimum acceptable value of each metric (inclusive)."""
+    """Minimum acceptable value of each metric (inclusive); one field per metric of
+    :data:`ragtriage.metrics_registry.THRESHOLD_METRICS`, defaults from that table."""
 
-    recall: float = 0.65
-    precision: float = 0.65
-    relevance: float = 0.65
-    answer_quality: float = 0.70
-    faithfulness: float = 0.70
-    benefit_to_cost: float = 1.0
+    faithfulness: float = _default("faithfulness")
+    relevance: float = _default("relevance")
+    answer_quality: float = _default("answer_quality")
+    context_recall: float = _default("context_recall")
+    context_precision: float = _default("context_precision")
+    benefit_to_cost: float = _default("benefit_to_cost")
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -49,7 +48,7 @@ class RAGEvaluationThresholds:
                 raise TypeError(f"RAGEvaluationThresholds.{f.name} must be a number, got {value!r}")
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"RAGEvaluationThresholds.{f.name} must be finite and >= 0, got {value!r}")
-            if f.name != "benefit_to_cost" and value > 1:
+            if BY_NAME[f.name].unit_score and value > 1:
                 raise ValueError(f"RAGEvaluationThresholds.{f.name} must be in [0, 1], got {value!r}")
 
 
@@ -101,8 +100,8 @@ class RAGEvaluationResult:
     sample_key: str | None
     question: str
     faithfulness: float | None = None
-    recall: float | None = None
-    precision: float | None = None
+    context_recall: float | None = None
+    context_precision: float | None = None
     relevance: float | None = None
     answer_quality: float | None = None
     retrieval_benefit: float | None = None
@@ -130,7 +129,7 @@ class RAGEvaluationResult:
     def from_dict(cls, data: dict[str, Any]) -> RAGEvaluationResult:
         """Inverse of :meth:`to_dict`; unknown keys are ignored so old cache entries still load."""
         known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs = {RENAMED.get(k, k): v for k, v in data.items() if RENAMED.get(k, k) in known}
         kwargs["alerts"] = [RAGAlert(**a) for a in data.get("alerts", ())]
         kwargs["suggestions"] = [RAGRemediationSuggestion(**s) for s in data.get("suggestions", ())]
         kwargs["tiers"] = [TierOutcome(**t) for t in data.get("tiers", ())]

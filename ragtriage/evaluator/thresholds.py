@@ -5,42 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ragtriage.evaluator.results import (
-    THRESHOLD_METRICS,
-    VERDICT_METRICS,
     RAGAlert,
     RAGEvaluationThresholds,
     RAGRemediationSuggestion,
     Verdict,
     alert_severity,
 )
-
-_ADVICE: dict[str, tuple[str, str]] = {
-    "faithfulness": (
-        "Constrain generation to the retrieved contexts (quote-then-answer prompting, lower temperature) "
-        "and have the model say when the contexts do not contain the answer.",
-        "the answer states things the retrieved contexts do not support",
-    ),
-    "relevance": (
-        "Check query rewriting and the prompt: the answer drifts from what was asked.",
-        "the answer does not address the question directly",
-    ),
-    "answer_quality": (
-        "Review the generation prompt and model; add examples of complete answers for this kind of question.",
-        "the answer is incomplete, unclear or wrong given the contexts",
-    ),
-    "recall": (
-        "Retrieve more or better candidates: raise top-k, add hybrid (keyword + vector) search, check chunking.",
-        "the retrieved contexts lack information the question needs",
-    ),
-    "precision": (
-        "Add a reranker or a relevance cut-off; lower top-k so irrelevant chunks do not dilute the prompt.",
-        "many retrieved contexts are irrelevant to the question",
-    ),
-    "benefit_to_cost": (
-        "Retrieve fewer, more relevant characters: smaller chunks, a reranker, or a lower top-k.",
-        "the retrieved context is large for how much of it helps",
-    ),
-}
+from ragtriage.metrics_registry import BY_NAME, THRESHOLD_METRICS, VERDICT_METRICS
 
 
 def verdict_for(metrics: Mapping[str, float | None], thresholds: RAGEvaluationThresholds) -> Verdict:
@@ -59,12 +30,12 @@ def alerts_for(
 ) -> tuple[list[RAGAlert], list[RAGRemediationSuggestion]]:
     alerts: list[RAGAlert] = []
     suggestions: list[RAGRemediationSuggestion] = []
-    for metric, threshold_name in THRESHOLD_METRICS:
+    for metric in THRESHOLD_METRICS:
         value = metrics.get(metric)
-        threshold = getattr(thresholds, threshold_name)
+        threshold = getattr(thresholds, metric)
         if value is None or value >= threshold:
             continue
-        action, why = _ADVICE[metric]
+        action, why = BY_NAME[metric].action, BY_NAME[metric].why
         severity = alert_severity(value, threshold)
         alerts.append(
             RAGAlert(

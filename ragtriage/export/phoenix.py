@@ -40,6 +40,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, TraceFlags,
 
 from ragtriage._log_hygiene import own_http, redact
 from ragtriage.evaluator.results import RAGEvaluationResult
+from ragtriage.metrics_registry import SCORES
 from ragtriage.pipeline import WriteBackFailed
 from ragtriage.sample import RAGSample
 from ragtriage.span_processor.extraction import OWN_SPAN
@@ -47,14 +48,6 @@ from ragtriage.span_processor.extraction import OWN_SPAN
 logger = logging.getLogger(__name__)
 
 PROJECT_ATTRIBUTE = "openinference.project.name"
-#: Annotation name on the root span -> attribute of the result.
-SCORE_ANNOTATIONS = (
-    ("faithfulness", "faithfulness"),
-    ("relevance", "relevance"),
-    ("answer_quality", "answer_quality"),
-    ("context_recall", "recall"),
-    ("context_precision", "precision"),
-)
 _EXPLANATION_CHARS = 2000
 
 
@@ -75,8 +68,8 @@ def span_annotations(sample: RAGSample, result: RAGEvaluationResult) -> list[dic
     explanation = _explain(result)
     metadata = {"tier": result.tier, "status": result.status, "sample_id": sample.sample_id}
     rows = []
-    for name, attribute in SCORE_ANNOTATIONS:
-        score = getattr(result, attribute)
+    for name in SCORES:  # the annotation is named as the metric is everywhere
+        score = getattr(result, name)
         if score is None:
             continue
         rows.append(
@@ -87,7 +80,7 @@ def span_annotations(sample: RAGSample, result: RAGEvaluationResult) -> list[dic
                 "identifier": identifier,
                 "result": {
                     "score": score,
-                    "label": "fail" if attribute in alerted else "pass",
+                    "label": "fail" if name in alerted else "pass",
                     "explanation": explanation,
                 },
                 "metadata": metadata,
