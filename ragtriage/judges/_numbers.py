@@ -26,8 +26,9 @@ WORD_VALUES: dict[str, float] = {
     "dozen": 12.0, "once": 1.0, "twice": 2.0, "single": 1.0, "double": 2.0, "triple": 3.0,
     "hundred": 100.0, "hundredth": 100.0, "thousand": 1e3, "million": 1e6, "billion": 1e9, "trillion": 1e12,
 }  # fmt: skip
-_SCALES = {"hundred": 100.0, "thousand": 1e3, "million": 1e6, "billion": 1e9, "trillion": 1e12, "k": 1e3, "bn": 1e9,
-           "mn": 1e6}  # fmt: skip
+#: Words and abbreviations that multiply the digits before them.
+SCALES = {"hundred": 100.0, "thousand": 1e3, "million": 1e6, "billion": 1e9, "trillion": 1e12, "k": 1e3, "bn": 1e9,
+          "mn": 1e6}  # fmt: skip
 _FRACTIONS = {"half": 2.0, "halves": 2.0, "third": 3.0, "thirds": 3.0, "quarter": 4.0, "quarters": 4.0}
 _DIGIT_RUN = re.compile(r"\d{1,3}(?: \d{3})+(?![\d.,]\d)|\d+(?:[.,]\d+)*")
 #: What may follow digits: an ordinal ending, a scale word or abbreviation, a percent sign or word.
@@ -40,7 +41,7 @@ _PERCENT_AFTER = re.compile(r"\s*(?:%|per\s*-?\s*cent\b|percent\b|pct\b)", re.IG
 _LETTERS = re.compile(r"[^\W\d_]+")
 #: Every word that can be (part of) a number, and the scale words that multiply digits ("4.7 million").
 NUMBER_WORDS = frozenset((*WORD_VALUES, *_FRACTIONS))
-SCALE_WORDS = tuple(_SCALES)
+SCALE_WORDS = ("hundred", "thousand", "million", "billion", "trillion")
 _SPLIT = re.compile(r"[\s-]+")
 _ORDINAL_WORDS = frozenset((*_ORDINALS, *(w[:-1] + "ieth" for w in _TENS), "hundredth"))
 #: Factors a rewording applies without the contexts stating them: calendars, clocks, metric and binary
@@ -136,8 +137,8 @@ def quantities(text: str, *, words: bool = True) -> list[Quantity]:
         start = match.start()
         if start and (text[start - 1].isalnum() or text[start - 1] in ".,"):
             continue  # part of a code or a longer token ("A320", "v1.2")
-        after = _AFTER_DIGITS.match(text, match.end())
-        scale = _SCALES.get((after.group("scale") or after.group("abbr") or "").lower(), 1.0) if after else 1.0
+        after = _AFTER_DIGITS.match(text, match.end()) if _may_follow(text, match.end()) else None
+        scale = SCALES.get((after.group("scale") or after.group("abbr") or "").lower(), 1.0) if after else 1.0
         values = tuple(v * scale for v in digit_values(match.group()))
         if values:
             end = after.end() if after else match.end()
@@ -183,6 +184,15 @@ def _word_quantities(text: str, spans: list[tuple[int, int]], words: list[str]) 
     return singles
 
 
+def _may_follow(text: str, end: int) -> bool:
+    """A cheap look at what follows digits, before the regex for ordinals, scales and percent signs."""
+    peek = text[end : end + 3].lstrip(" -").lower()
+    return peek[:1] in _FOLLOW_INITIALS
+
+
+_FOLLOW_INITIALS = frozenset("%stnrdhmbkp")
+
+
 def token_values(tokens: list[str]) -> set[float]:
     """The values of the number words among lower-case ``tokens`` (runs like "one hundred and twenty" as one)."""
     found: set[float] = set()
@@ -193,7 +203,7 @@ def token_values(tokens: list[str]) -> set[float]:
             continue
         while run and run[-1] in _JOINERS:
             run.pop()
-        if run and not all(w in _SCALES for w in run):  # a bare "million" (of "4.7 million") is no value
+        if run and not all(w in SCALES for w in run):  # a bare "million" (of "4.7 million") is no value
             value = words_value(run)
             found.update((value,) if value is not None else (v for w in run if (v := words_value([w])) is not None))
         run = []

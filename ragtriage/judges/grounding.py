@@ -25,6 +25,7 @@ from ragtriage.judges._normalize import fold, phrase_text, skeleton, variant_kin
 from ragtriage.judges._numbers import (
     NUMBER_WORDS,
     SCALE_WORDS,
+    SCALES,
     Quantity,
     derivation,
     digit_values,
@@ -43,6 +44,7 @@ _HAS_DIGIT = re.compile(r"\d")
 _NUMERIC_DATE = re.compile(r"\d[-/.]\d{1,2}[-/.]\d")
 _LETTERS = re.compile(r"[^\W\d_]+")
 _JOINERS = frozenset(("and", "a", "an"))
+_DIGITS_BEFORE = re.compile(r"(\d+(?:[.,]\d+)*)\s*-?\s*$")
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
 _UNIT_GAP = re.compile(r"[\s°]*(?:degrees?\s+)?")
 _CAPITALISED = re.compile(r"\b[A-Z][^\W_]*")
@@ -139,11 +141,14 @@ class EvidenceIndex:
     def values(self) -> set[float]:
         """Every number the texts state, digits or words, with scales ("4.7 million") applied."""
         if "values" not in self._lazy:
-            tokens = self.padded.split()
-            found = self.numbers | token_values(tokens)
-            if any(self.has(w) for w in SCALE_WORDS) or "%" in self.text:
-                for quantity in quantities(self.text, words=False):
-                    found.update(quantity.values)
+            found = self.numbers | token_values(self.padded.split())
+            for word in SCALE_WORDS:  # "4.7 million": the digits just before each scale word, scaled
+                at = self.lowered.find(word)
+                while at >= 0:
+                    before = _DIGITS_BEFORE.search(self.lowered, max(0, at - 24), at)
+                    if before:
+                        found.update(v * SCALES[word] for v in digit_values(before.group(1)))
+                    at = self.lowered.find(word, at + 1)
             self._lazy["values"] = found
         return self._lazy["values"]
 
@@ -247,6 +252,10 @@ class _Findings:
         self.consumed: list[tuple[int, int]] = []
         self.quantities: list[Quantity] = []
 
+    @property
+    def certain(self) -> bool:
+        return bool(self.hard or self.entities or self.conflicts)
+
     def inside(self, start: int, end: int) -> bool:
         if not self.consumed:
             return False
@@ -331,6 +340,8 @@ def _check_numbers(
         spelled = " ".join(_TOKEN.findall(quantity.raw.lower()))
         if quantity.is_word and (contexts.has(spelled) or question.has(spelled)):
             continue  # "twelve" where a context writes "twelve"
+        if found.certain:
+            continue  # already proven wrong: the slow readings would only add work, not a verdict
         if _stated(quantity, contexts.values) or _stated(quantity, question.values):
             continue
         known = contexts.values | question.values
@@ -353,7 +364,7 @@ def _stated(quantity: Quantity, known: set[float]) -> bool:
 def _check_words(answer: str, contexts: EvidenceIndex, question: EvidenceIndex, found: _Findings) -> None:
     matches = list(_WORD.finditer(answer))
     units = {_UNIT_GAP.match(answer, q.end).end() for q in found.quantities}  # "2 GB", "212 degrees Fahrenheit"
-    bare = all(m.group()[0].isupper() or m.group().lower() in _COMMON for m in matches)
+    bare: bool | None = None
     seen: set[str] = set()
     for index, match in enumerate(matches):
         word = match.group()
@@ -362,7 +373,7 @@ def _check_words(answer: str, contexts: EvidenceIndex, question: EvidenceIndex, 
             continue
         seen.add(lowered)
         if word[0].isupper():
-            roman = _roman(word)
+            roman = _roman(word) if word.isupper() else None
             if roman is not None and not (contexts.has(lowered) or question.has(lowered)):
                 found.checked += 1
                 if roman not in contexts.values and roman not in question.values:
@@ -370,9 +381,14 @@ def _check_words(answer: str, contexts: EvidenceIndex, question: EvidenceIndex, 
                     if roman > SMALL_NUMBER:
                         found.hard.append(word)
                 continue
-            if _sentence_start(answer, match.start()) and not _starts_a_name(word, index, matches, bare):
-                _check_rare(word, lowered, contexts, question, found)
-                continue
+            if _sentence_start(answer, match.start()):
+                if bare is None:
+                    bare = all(m.group()[0].isupper() or m.group().lower() in _COMMON for m in matches)
+                if not _starts_a_name(word, index, matches, bare):
+                    _check_rare(word, lowered, contexts, question, found)
+                    continue
+            if found.certain and not (contexts.has(lowered) or question.has(lowered)):
+                continue  # already proven wrong: other spellings would only add work, not a verdict
             found.checked += 1
             verdict = _name_support(word, lowered, answer, match, contexts, question)
             if verdict is None:
