@@ -110,6 +110,7 @@ async def collect(
                 except JudgeError as exc:
                     cost, score = exc.usage.cost_usd, TierScore("undecided")  # failed calls cost money too
         budget.spend(cost)
+        evaluator.cost_tracker.record("heavy" if heavy else "local", usd=cost)  # what the budget alert reads
         return score
 
     for tier, judge in (("local", evaluator.local_judge), ("heavy", evaluator.heavy_judge)):
