@@ -51,7 +51,7 @@ EXACT_FACTORS = (12.0, 7.0, 24.0, 60.0, 100.0, 365.0, 52.0, 30.0, 1e3, 1024.0, 3
 ROUNDED_FACTORS = (1.609344, 2.54, 0.3048, 0.9144, 0.4536, 28.35)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Quantity:
     """A number as written (``raw``, span ``start:end``) and the values it may mean (a "1.500" is two)."""
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ragtriage.judges._dates import MONTHS, Ymd, agrees, conflict, find_dates, show
-from ragtriage.judges._normalize import fold, phrase_text, skeleton, variant_kind
+from ragtriage.judges._normalize import DEMONYMS, fold, phrase_text, skeleton, variant_kind
 from ragtriage.judges._numbers import (
     NUMBER_WORDS,
     SCALE_WORDS,
@@ -166,6 +166,29 @@ class EvidenceIndex:
         return self._lazy["names"]
 
     @property
+    def names_by_prefix(self) -> dict[str, list[str]]:
+        """Capitalised words by their first four letters, and under "demonyms" those that are demonyms."""
+        if "by_prefix" not in self._lazy:
+            by_prefix: dict[str, list[str]] = {}
+            for name in self.names:
+                by_prefix.setdefault(name[:4], []).append(name)
+                if name in DEMONYMS:
+                    by_prefix.setdefault("demonyms", []).append(name)
+            self._lazy["by_prefix"] = by_prefix
+        return self._lazy["by_prefix"]
+
+    @property
+    def short_words(self) -> dict[str, list[str]]:
+        """Words of two to four letters by first letter: the candidates for an abbreviation ("St", "Ltd")."""
+        if "short" not in self._lazy:
+            short: dict[str, list[str]] = {}
+            for word in set(self.padded.split()):
+                if 2 <= len(word) <= 4 and word.isalpha():
+                    short.setdefault(word[0], []).append(word)
+            self._lazy["short"] = short
+        return self._lazy["short"]
+
+    @property
     def skeletons(self) -> dict[str, str]:
         """The transliteration key of every capitalised word (see ``_normalize.skeleton``)."""
         if "skeletons" not in self._lazy:
@@ -270,7 +293,9 @@ def check_grounding(answer: str, contexts: EvidenceIndex, question: EvidenceInde
     digits = _HAS_DIGIT.search(answer) is not None
     if digits and (_NUMERIC_DATE.search(answer) or not words.isdisjoint(MONTHS)):
         _check_dates(answer, contexts, question, found)
-    number_words = not words.isdisjoint(NUMBER_WORDS)
+    spelled = words & NUMBER_WORDS
+    # A number word the contexts (or the question) write the same way needs no reading ("the first film").
+    number_words = any(not (contexts.has(w) or question.has(w)) for w in spelled - _JOINERS)
     if digits or number_words:
         _check_numbers(answer, contexts, question, found, words=number_words)
     _check_words(answer, contexts, question, found)
@@ -363,40 +388,46 @@ def _stated(quantity: Quantity, known: set[float]) -> bool:
 
 def _check_words(answer: str, contexts: EvidenceIndex, question: EvidenceIndex, found: _Findings) -> None:
     matches = list(_WORD.finditer(answer))
+    # Only capitalised words and long words can be evidence; everything else is skipped in one pass.
+    candidates = [
+        (i, m, w, lowered)
+        for i, m in enumerate(matches)
+        if ((w := m.group())[0].isupper() or len(w) >= 6) and (lowered := _base(w.lower())) not in _COMMON
+    ]
+    if not candidates:
+        return
     units = {_UNIT_GAP.match(answer, q.end).end() for q in found.quantities}  # "2 GB", "212 degrees Fahrenheit"
     bare: bool | None = None
     seen: set[str] = set()
-    for index, match in enumerate(matches):
-        word = match.group()
-        lowered = _base(word.lower())
-        if lowered in seen or lowered in _COMMON or found.inside(match.start(), match.end()) or match.start() in units:
+    for index, match, word, lowered in candidates:
+        if lowered in seen or match.start() in units or found.inside(match.start(), match.end()):
             continue
         seen.add(lowered)
-        if word[0].isupper():
-            roman = _roman(word) if word.isupper() else None
-            if roman is not None and not (contexts.has(lowered) or question.has(lowered)):
-                found.checked += 1
-                if roman not in contexts.values and roman not in question.values:
-                    found.numbers.append(word)
-                    if roman > SMALL_NUMBER:
-                        found.hard.append(word)
-                continue
-            if _sentence_start(answer, match.start()):
-                if bare is None:
-                    bare = all(m.group()[0].isupper() or m.group().lower() in _COMMON for m in matches)
-                if not _starts_a_name(word, index, matches, bare):
-                    _check_rare(word, lowered, contexts, question, found)
-                    continue
-            if found.certain and not (contexts.has(lowered) or question.has(lowered)):
-                continue  # already proven wrong: other spellings would only add work, not a verdict
-            found.checked += 1
-            verdict = _name_support(word, lowered, answer, match, contexts, question)
-            if verdict is None:
-                found.entities.append(word)
-            elif verdict:
-                found.variants.append(verdict)
-        else:
+        if not word[0].isupper():
             _check_rare(word, lowered, contexts, question, found)
+            continue
+        roman = _roman(word) if word.isupper() else None
+        if roman is not None and not (contexts.has(lowered) or question.has(lowered)):
+            found.checked += 1
+            if roman not in contexts.values and roman not in question.values:
+                found.numbers.append(word)
+                if roman > SMALL_NUMBER:
+                    found.hard.append(word)
+            continue
+        if _sentence_start(answer, match.start()):
+            if bare is None:
+                bare = all(m.group()[0].isupper() or m.group().lower() in _COMMON for m in matches)
+            if not _starts_a_name(word, index, matches, bare):
+                _check_rare(word, lowered, contexts, question, found)
+                continue
+        if found.certain and not (contexts.has(lowered) or question.has(lowered)):
+            continue  # already proven wrong: other spellings would only add work, not a verdict
+        found.checked += 1
+        verdict = _name_support(word, lowered, answer, match, contexts, question)
+        if verdict is None:
+            found.entities.append(word)
+        elif verdict:
+            found.variants.append(verdict)
 
 
 def _sentence_start(text: str, at: int) -> bool:
@@ -469,8 +500,11 @@ def _name_support(
             return ""
         if _abbreviation(lowered, answer, match, evidence):
             return ""
-        kind = next((k for name in evidence.names if (k := variant_kind(lowered, name)) == "form"), None)
-        if kind:
+        related = evidence.names_by_prefix.get(lowered[:4], ())
+        demonym = DEMONYMS.get(lowered)
+        if any(variant_kind(lowered, name) for name in related) or (demonym and evidence.has(demonym)):
+            return ""
+        if any(DEMONYMS.get(name) == lowered for name in evidence.names_by_prefix.get("demonyms", ())):
             return ""
     for evidence in (contexts, question):
         spelled = evidence.skeletons.get(skeleton(lowered))
@@ -492,7 +526,9 @@ def _acronym(word: str, lowered: str, answer: str, match: re.Match[str], evidenc
         if run.start() <= match.start() < run.end():
             words = [w for w in re.split(r"[\s-]+", run.group()) if w.lower() not in _RUN_LINKS | _COMMON]
             initials = "".join(w[0] for w in words).upper()
-            return len(words) >= 2 and re.search(rf"\b{initials}\b", evidence.text) is not None
+            if len(words) < 2 or initials not in evidence.text:
+                return False
+            return re.search(rf"\b{initials}\b", evidence.text) is not None
     return False
 
 
@@ -504,7 +540,7 @@ def _abbreviation(lowered: str, answer: str, match: re.Match[str], evidence: Evi
         letters = "".join(f"[a-z]*{re.escape(c)}" for c in lowered[1:])
         if re.search(rf" {re.escape(lowered[0])}{letters} ", evidence.padded):
             return True
-    for short in re.findall(rf"(?<= )({re.escape(lowered[0])}[a-z]{{1,3}})(?= )", evidence.padded):
+    for short in evidence.short_words.get(lowered[0], ()):
         if short != lowered and (lowered.startswith(short) or _is_contraction(short, lowered)):
             return True
     return False
