@@ -12,6 +12,8 @@ import os
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from ragtriage._log_hygiene import redact
+
 logger = logging.getLogger(__name__)
 
 
@@ -137,11 +139,14 @@ class Config:
         return env
 
     def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{f.name}={'<set>' if f.metadata.get('secret') and getattr(self, f.name) else getattr(self, f.name)!r}"
-            for f in fields(self)
-        )
-        return f"Config({shown})"
+        return f"Config({', '.join(f'{f.name}={_shown(getattr(self, f.name), f.metadata)}' for f in fields(self))})"
+
+
+def _shown(value: Any, meta: Any) -> str:
+    """A field as ``repr`` may show it: secrets as ``<set>``, a URL without the password it may carry."""
+    if meta.get("secret") and value:
+        return "<set>"
+    return repr(redact(value) if isinstance(value, str) and "://" in value else value)
 
 
 def _contradiction(evaluate_in: str, queue_url: str | None) -> str | None:

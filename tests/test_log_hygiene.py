@@ -408,6 +408,8 @@ def test_the_repr_of_every_object_holding_a_secret_hides_it() -> None:
     where = next(f for f in dataclasses.fields(Config) if f.name == "evaluate_in")
     if "queue_url" in values and "queue" in where.metadata.get("choices", ()):
         values["evaluate_in"] = "queue"  # a queue URL needs it
+    # Not secret themselves, but a URL may carry a password: shown without it.
+    values["local_judge_url"] = f"https://user:{LOCAL_KEY}@judge.internal/v1"
     config = Config(**values)
     judge = LLMJudge(model="m", base_url=f"https://user:{LOCAL_KEY}@judge.internal/v1", api_key=HEAVY_KEY)
     cache = RedisCache(redis_url)

@@ -227,7 +227,14 @@ class AlertManager:
             return True
         self.counts[f"failed_{sink.name}"] += 1
         # Never the exception text: it may carry the webhook URL or a key.
-        logger.warning("ragtriage: alert sink %s failed for %s: %s", sink.name, event.rule, reason)
+        setting = getattr(sink, "setting", None)
+        logger.warning(
+            "ragtriage: alert sink %s failed for %s: %s%s",
+            sink.name,
+            event.rule,
+            reason,
+            f"; check {setting}" if setting else "",
+        )
         return False
 
     async def flush(self) -> None:

@@ -52,6 +52,7 @@ class SlackSink(_HttpSink):
     """Slack incoming webhook with a Block Kit message (header, fields, recommendation, Phoenix button)."""
 
     name = "slack"
+    setting = "slack_webhook_url (RAGTRIAGE_SLACK_WEBHOOK_URL)"
 
     def __init__(self, webhook_url: str, *, timeout_s: float = 10.0) -> None:
         super().__init__(timeout_s=timeout_s)
@@ -120,6 +121,7 @@ class PagerDutySink(_HttpSink):
     """PagerDuty Events API v2: ``trigger`` when firing, ``resolve`` when resolved, one ``dedup_key`` per rule."""
 
     name = "pagerduty"
+    setting = "pagerduty_routing_key (RAGTRIAGE_PAGERDUTY_ROUTING_KEY)"
 
     def __init__(self, routing_key: str, *, url: str = PAGERDUTY_EVENTS_URL, timeout_s: float = 10.0) -> None:
         super().__init__(timeout_s=timeout_s)
@@ -169,6 +171,7 @@ class WebhookSink(_HttpSink):
     """POSTs the event as JSON (``AlertEvent.to_dict()``) to any URL."""
 
     name = "webhook"
+    setting = "alert_webhook_url (RAGTRIAGE_ALERT_WEBHOOK_URL)"
 
     def __init__(self, url: str, *, headers: dict[str, str] | None = None, timeout_s: float = 10.0) -> None:
         super().__init__(timeout_s=timeout_s)
@@ -189,6 +192,7 @@ class EmailSink:
     """Plain-text email over SMTP (STARTTLS and login optional); the blocking client runs in a thread."""
 
     name = "email"
+    setting = "smtp_* (RAGTRIAGE_SMTP_*)"
 
     def __init__(
         self,
