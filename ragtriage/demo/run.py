@@ -118,3 +118,10 @@ def _print_summary(
         f"cost ${cost:.4f}; dropped {stats.get('samples_dropped_queue_full', 0)}; "
         f"write-back failures {stats.get('write_back_failed', 0)}"
     )
+    undecided = sum(1 for _, r in results if r.tier == "deterministic" and r.verdict == "uncertain")
+    if undecided:
+        console.print(
+            f"{undecided} of {len(results)} answers would have been settled by an LLM judge (the free tiers only "
+            "prove fails); add one in one line: RAGTRIAGE_LOCAL_JUDGE_URL=http://localhost:8000/v1 (vLLM) or "
+            "OPENAI_API_KEY=sk-..."
+        )
