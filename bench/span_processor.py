@@ -26,7 +26,7 @@ Part 2 - memory. In a fresh child interpreter per configuration (so one's freed 
 hide the other's growth), 1,000,000 spans in 100,000 traces of 10 small spans each; every tenth
 trace never ends its root (start root, start/end 9 children, the root is never ended and dropped).
 Measures VmRSS (/proc/self/status) before/after. "eval": a TracerProvider with ONLY
-EvalSpanProcessor(RAGEvaluator(sample_rate=1.0), writer=None, max_traces_in_flight=10_000);
+EvalSpanProcessor(Pipeline(RAGEvaluator(sample_rate=1.0)), sample_rate=1.0, max_traces_in_flight=10_000);
 "baseline": the same workload on a TracerProvider with no processors. Goal: growth <= 50 MB.
 
 Loopback only; stops by itself (the hung judge is released at the end).
@@ -50,6 +50,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from ragtriage import EvalSpanProcessor, LLMJudge, RAGEvaluator
+from ragtriage.pipeline import Pipeline
 from ragtriage.span_processor.child_process import ProcessHandler
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 
@@ -126,22 +127,19 @@ def part1(window_s: float, rounds: int, only: set[str] | None) -> None:
 
     def in_thread(rate: float, judge_url: str | None = None) -> EvalSpanProcessor:
         judge = None if judge_url is None else LLMJudge(model="m", base_url=judge_url, timeout_s=600, max_retries=0)
-        return EvalSpanProcessor(RAGEvaluator(sample_rate=rate, cache=False, local_judge=judge), writer=None)
+        evaluator = RAGEvaluator(sample_rate=rate, cache=False, local_judge=judge)
+        return EvalSpanProcessor(Pipeline(evaluator), sample_rate=rate)
 
     def in_child(rate: float, judge_url: str | None = None) -> EvalSpanProcessor:
         env = {**os.environ, "RAGTRIAGE_WRITE_BACK": "false"}
         if judge_url is not None:
             env["RAGTRIAGE_LOCAL_JUDGE_URL"] = judge_url
         # as instrument(evaluate_in="process") sets it up: the child bounds concurrency, not the parent
-        return EvalSpanProcessor(
-            RAGEvaluator(sample_rate=rate), max_concurrency=2048, handler=ProcessHandler(CHILD, env=env)
-        )
+        return EvalSpanProcessor(ProcessHandler(CHILD, env=env), sample_rate=rate, max_concurrency=2048)
 
     procs = {
         BASE: None,
-        "b0 processor only (no-op handler), 0.1": EvalSpanProcessor(
-            RAGEvaluator(sample_rate=0.1), writer=None, handler=skip
-        ),
+        "b0 processor only (no-op handler), 0.1": EvalSpanProcessor(skip, sample_rate=0.1),
         "b  free tiers, 0.1, thread": in_thread(0.1),
         "bp free tiers, 0.1, process": in_child(0.1),
         "c  hung judge, 1.0, thread": in_thread(1.0, hung_judge.url),
@@ -234,7 +232,7 @@ def memory_child(kind: str, traces: int) -> None:
     tp = TracerProvider(shutdown_on_exit=False)
     proc = None
     if kind == "eval":
-        proc = EvalSpanProcessor(RAGEvaluator(sample_rate=1.0), writer=None, max_traces_in_flight=10_000)
+        proc = EvalSpanProcessor(Pipeline(RAGEvaluator(sample_rate=1.0)), sample_rate=1.0, max_traces_in_flight=10_000)
         tp.add_span_processor(proc)
     tracer = tp.get_tracer("app")
     gc.collect()

@@ -19,11 +19,11 @@ Ideal per worker: C / L samples/s.
 
 Part 2, end-to-end lag. Producers ``XADD`` samples at a steady rate whose ``ended_at`` is stamped
 right before the ``XADD`` (as ``RAGSample`` does when the span processor builds it). The workers run
-in this process, ``StreamWorker(processor, url, on_result=cb)``, each in its own thread with its own
-event loop; ``cb`` runs right after ``XACK`` and records ``time.time() - sample.ended_at``. This is
-measured up to acknowledgement with write-back disabled: with write-back on, the worker acks only
-after the Phoenix annotation was written, so annotation time = this lag minus one Phoenix upsert;
-a Phoenix server is not part of a loopback-only benchmark.
+in this process, ``StreamWorker(Pipeline(evaluator, on_result=cb), url)``, each in its own thread with
+its own event loop; ``cb`` runs when the pipeline has the result (right before ``XACK``: one Redis round
+trip earlier than up to session 3, when it ran right after) and records ``time.time() - sample.ended_at``.
+Write-back is disabled: with write-back on, the result is written to Phoenix before ``cb`` and the ack,
+so annotation time = this lag; a Phoenix server is not part of a loopback-only benchmark.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ from pathlib import Path
 import redis
 from _support import JudgeProcess, RedisProcess, machine, make_samples, percentile
 
-from ragtriage import EvalSpanProcessor, LLMJudge, RAGEvaluator
+from ragtriage import LLMJudge, RAGEvaluator
+from ragtriage.pipeline import Pipeline
 from ragtriage.sample import STREAM_FIELD, Document, RAGSample
 from ragtriage.streams import StreamWorker
 from ragtriage.streams.worker import DEFAULT_GROUP
@@ -224,7 +225,7 @@ def throughput_phase(
 
 
 class InProcessWorker:
-    """A StreamWorker in its own thread and event loop; records lag at acknowledgement."""
+    """A StreamWorker in its own thread and event loop; records lag when the result is ready (before the ack)."""
 
     def __init__(self, url: str, stream: str, judge_url: str, name: str, concurrency: int) -> None:
         self.lags: list[float] = []
@@ -248,10 +249,8 @@ class InProcessWorker:
     async def _run(self) -> None:
         url, stream, judge_url, name, concurrency = self._args
         evaluator = RAGEvaluator(local_judge=LLMJudge(model="bench-judge", base_url=judge_url), sample_rate=1.0)
-        processor = EvalSpanProcessor(evaluator, writer=None)
-        self.worker = StreamWorker(
-            processor, url, stream=stream, consumer=name, concurrency=concurrency, on_result=self._on_result
-        )
+        pipeline = Pipeline(evaluator, on_result=self._on_result)
+        self.worker = StreamWorker(pipeline, url, stream=stream, consumer=name, concurrency=concurrency)
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self._ready.set()
