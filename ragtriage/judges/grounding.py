@@ -85,28 +85,49 @@ def normalize_number(text: str) -> str:
 class EvidenceIndex:
     """The tokens and numbers of some texts, built once per sample; slower readings on first use."""
 
-    __slots__ = ("_lazy", "lowered", "numbers", "padded", "text")
+    __slots__ = ("_lazy", "lowered", "padded", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
         lowered = text.lower()
         self.lowered = lowered
         if lowered.isascii():
-            raw = lowered.encode()
-            self.padded = " " + raw.translate(_KEEP_WORD).decode() + " "
-            digit_runs = raw.translate(_KEEP_NUMBER).decode().split()
+            self.padded = " " + lowered.encode().translate(_KEEP_WORD).decode() + " "
         else:
             self.padded = " " + " ".join(_TOKEN.findall(lowered)) + " "
-            digit_runs = _DIGIT_RUN.findall(lowered)
-        numbers: set[float] = set()
-        for run in digit_runs:
-            run = run.strip(".,")
-            if run.isdigit():
-                numbers.add(float(run))
-            elif run:
-                numbers.update(digit_values(run))
-        self.numbers = numbers
         self._lazy: dict[str, Any] = {}
+
+    @property
+    def numbers(self) -> set[float]:
+        """Every value written in digits ("1,500" gives 1500 and 1.5)."""
+        if "numbers" not in self._lazy:
+            lowered = self.lowered
+            if lowered.isascii():
+                digit_runs = lowered.encode().translate(_KEEP_NUMBER).decode().split()
+            else:
+                digit_runs = _DIGIT_RUN.findall(lowered)
+            numbers: set[float] = set()
+            for run in digit_runs:
+                run = run.strip(".,")
+                if run.isdigit():
+                    numbers.add(float(run))
+                elif run:
+                    numbers.update(digit_values(run))
+            self._lazy["numbers"] = numbers
+        return self._lazy["numbers"]
+
+    def has_number(self, value: float) -> bool:
+        """The value is written in digits somewhere: its usual spellings are looked for first, as substrings
+        with number boundaries, and only if none is found is every number of the texts read."""
+        lowered = self.lowered
+        for form in _digit_forms(value):
+            at = lowered.find(form)
+            while at >= 0:
+                end = at + len(form)
+                if not _continues_number(lowered, at - 1, -1) and not _continues_number(lowered, end, 1):
+                    return True
+                at = lowered.find(form, at + 1)
+        return value in self.numbers
 
     @classmethod
     def build(cls, texts: Sequence[str]) -> EvidenceIndex:
@@ -202,6 +223,29 @@ class EvidenceIndex:
         if "acronyms" not in self._lazy:
             self._lazy["acronyms"] = _initials(self.text)
         return self._lazy["acronyms"]
+
+
+def _digit_forms(value: float) -> list[str]:
+    if value == int(value) and abs(value) < 1e15:
+        whole = int(value)
+        forms = [str(whole)]
+        if whole >= 1000:
+            grouped = f"{whole:,}"
+            forms += [grouped, grouped.replace(",", "."), grouped.replace(",", " ")]
+        return forms
+    text = f"{value:.10g}"
+    return [text, text.replace(".", ",")] if "e" not in text else []
+
+
+def _continues_number(text: str, i: int, step: int) -> bool:
+    """The character at ``i`` (going ``step``) extends the number: a digit, or a separator then a digit."""
+    if not 0 <= i < len(text):
+        return False
+    c = text[i]
+    if c.isdigit():
+        return True
+    j = i + step
+    return c in ".," and 0 <= j < len(text) and text[j].isdigit()
 
 
 def _initials(text: str) -> set[str]:
@@ -336,9 +380,9 @@ def _check_dates(answer: str, contexts: EvidenceIndex, question: EvidenceIndex, 
 def _parts_stated(date: Ymd, evidence: EvidenceIndex) -> bool:
     """Every part of the date appears in the evidence on its own (the fast path, before parsing its dates)."""
     year, month, day = date
-    if year is not None and float(year) not in evidence.numbers:
+    if year is not None and not evidence.has_number(float(year)):
         return False
-    if day is not None and float(day) not in evidence.numbers:
+    if day is not None and not evidence.has_number(float(day)):
         return False
     if month is not None:
         names = [name for name, number in MONTHS.items() if number == month]
@@ -361,7 +405,7 @@ def _check_numbers(
         found.checked += 1
         found.consumed.append((quantity.start, quantity.end))
         found.quantities.append(quantity)
-        if _stated(quantity, contexts.numbers) or _stated(quantity, question.numbers):
+        if _written(quantity, contexts) or _written(quantity, question):
             continue
         spelled = " ".join(_TOKEN.findall(quantity.raw.lower()))
         if quantity.is_word and (contexts.has(spelled) or question.has(spelled)):
@@ -378,6 +422,13 @@ def _check_numbers(
         found.numbers.append(quantity.raw)
         if not any(0 <= v <= SMALL_NUMBER and (v == int(v) or quantity.is_word) for v in quantity.values):
             found.hard.append(quantity.raw)  # "two", "half", "7" are paraphrased too often to be proof
+
+
+def _written(quantity: Quantity, evidence: EvidenceIndex) -> bool:
+    for value in quantity.values:
+        if evidence.has_number(value) or (quantity.percent and evidence.has_number(round(value / 100, 6))):
+            return True
+    return False
 
 
 def _stated(quantity: Quantity, known: set[float]) -> bool:
