@@ -6,7 +6,7 @@ import pytest
 
 from ragtriage.judges._dates import agrees, conflict, find_dates
 from ragtriage.judges._normalize import fold, skeleton, variant_kind
-from ragtriage.judges._numbers import derivation, digit_values, quantities, words_value
+from ragtriage.judges._numbers import Known, derivation, digit_values, quantities, token_values, words_value
 
 
 @pytest.mark.parametrize(
@@ -81,6 +81,11 @@ def test_number_words_that_are_two_numbers_stay_two() -> None:
     assert quantities("the A320 and v1.2") == []  # digits inside a code are not quantities
 
 
+def test_token_values_read_runs_of_number_words_in_a_text() -> None:
+    tokens = "three quarters of the members and one third of the rest a dozen 4 7 million".split()
+    assert {round(v, 6) for v in token_values(tokens)} == {0.75, 0.333333, 12.0}  # a bare "million" is no value
+
+
 def test_ambiguous_separators_keep_both_readings() -> None:
     assert set(digit_values("1,500")) == {1500.0, 1.5}
     assert digit_values("1,234.5") == (1234.5,)
@@ -100,12 +105,12 @@ def test_ambiguous_separators_keep_both_readings() -> None:
     ],
 )
 def test_derivation_names_how_a_value_follows(value: float, known: list[float], how: str) -> None:
-    assert how in (derivation(value, known) or "")
+    assert how in (derivation(value, Known(known)) or "")
 
 
 @pytest.mark.parametrize(("value", "known"), [(1867.0, [1865.0, 23.0, 1500.0]), (47.0, [4.7]), (91044.0, [81044.0])])
 def test_values_that_follow_from_nothing_are_not_derived(value: float, known: list[float]) -> None:
-    assert derivation(value, known) is None
+    assert derivation(value, Known(known)) is None
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ answer word and a context word are one name in another form (a plural, a demonym
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -47,6 +48,7 @@ def fold(text: str) -> str:
     return _COMBINING.sub("", unicodedata.normalize("NFKD", text.translate(_SPECIAL)))
 
 
+@functools.lru_cache(maxsize=1 << 16)  # names recur across samples; the key is a pure function of the word
 def skeleton(word: str) -> str:
     """A consonant key (vowels but the last dropped) under which transliterations of one name coincide."""
     for old, new in _SKELETON_RULES:

@@ -195,18 +195,22 @@ _FOLLOW_INITIALS = frozenset("%stnrdhmbkp")
 
 def token_values(tokens: list[str]) -> set[float]:
     """The values of the number words among lower-case ``tokens`` (runs like "one hundred and twenty" as one)."""
+    hits = [i for i, t in enumerate(tokens) if t in NUMBER_WORDS or t in _JOINERS]
     found: set[float] = set()
-    run: list[str] = []
-    for token in [*tokens, ""]:
-        if token in NUMBER_WORDS or (run and token in _JOINERS):
-            run.append(token)
+    run: list[int] = []
+    for i in [*hits, -2]:
+        if run and i == run[-1] + 1:
+            run.append(i)
             continue
-        while run and run[-1] in _JOINERS:
-            run.pop()
-        if run and not all(w in SCALES for w in run):  # a bare "million" (of "4.7 million") is no value
-            value = words_value(run)
-            found.update((value,) if value is not None else (v for w in run if (v := words_value([w])) is not None))
-        run = []
+        words = [tokens[k] for k in run]
+        while words and words[0] in _JOINERS:
+            words.pop(0)
+        while words and words[-1] in _JOINERS:
+            words.pop()
+        if words and not all(w in SCALES for w in words):  # a bare "million" (of "4.7 million") is no value
+            value = words_value(words)
+            found.update((value,) if value is not None else (v for w in words if (v := words_value([w])) is not None))
+        run = [i]
     return found
 
 
@@ -215,11 +219,21 @@ def decimals(value: float) -> int:
     return 0 if text.endswith(".0") else len(text.split(".")[1]) if "." in text and "e" not in text else 0
 
 
-def derivation(value: float, known: Iterable[float]) -> str | None:
+class Known:
+    """Known values prepared once per sample for ``derivation``: sorted, and rounded for exact lookups."""
+
+    __slots__ = ("exact", "ordered")
+
+    def __init__(self, values: Iterable[float]) -> None:
+        self.ordered = sorted(v for v in values if v)
+        self.exact = {round(v, 6) for v in self.ordered}
+
+
+def derivation(value: float, known: Known) -> str | None:
     """How ``value`` follows from ``known`` values, or ``None``: a conversion by an implicit factor (exact,
     or rounded to the value's precision), a temperature conversion, or one arithmetic step between two
     known values."""
-    ordered = sorted(k for k in known if k)
+    ordered, exact = known.ordered, known.exact
     if not ordered:
         return None
     precision = 0.5 * 10 ** -decimals(value)
@@ -228,7 +242,6 @@ def derivation(value: float, known: Iterable[float]) -> str | None:
     for source in ((value - 32) / 1.8, value * 1.8 + 32):
         if (k := _near(ordered, source, 1.0)) is not None:
             return f"a temperature conversion of {_show(k)}"
-    exact = {round(k, 6) for k in ordered}
     for a in ordered:
         if round(value - a, 6) in exact:
             return f"{_show(a)} + {_show(value - a)}"

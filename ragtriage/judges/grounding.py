@@ -26,6 +26,7 @@ from ragtriage.judges._numbers import (
     NUMBER_WORDS,
     SCALE_WORDS,
     SCALES,
+    Known,
     Quantity,
     derivation,
     digit_values,
@@ -47,7 +48,7 @@ _JOINERS = frozenset(("and", "a", "an"))
 _DIGITS_BEFORE = re.compile(r"(\d+(?:[.,]\d+)*)\s*-?\s*$")
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
 _UNIT_GAP = re.compile(r"[\s°]*(?:degrees?\s+)?")
-_CAPITALISED = re.compile(r"\b[A-Z][^\W_]*")
+_PUNCTUATION = "".join(c for c in map(chr, range(33, 127)) if not c.isalnum()) + "“”‘’«»"
 _ROMAN = re.compile(r"^(?=[IVXLC]{2,}$)(C{0,3})(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})$")
 _ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100}
 #: Endings of common words (adjectives, adverbs, agent nouns) that start a sentence before a name.
@@ -184,7 +185,10 @@ class EvidenceIndex:
     def names(self) -> set[str]:
         """Lower-case words written capitalised somewhere: the candidates for another spelling of a name."""
         if "names" not in self._lazy:
-            self._lazy["names"] = {w.lower() for w in _CAPITALISED.findall(self.text)}
+            words = self.text.split()  # split and strip: a regex over the whole text costs ten times more
+            self._lazy["names"] = {
+                n for w in words if w[:1].isupper() and (n := w.strip(_PUNCTUATION).lower()).isalpha()
+            }
         return self._lazy["names"]
 
     @property
@@ -204,8 +208,8 @@ class EvidenceIndex:
         """Words of two to four letters by first letter: the candidates for an abbreviation ("St", "Ltd")."""
         if "short" not in self._lazy:
             short: dict[str, list[str]] = {}
-            for word in set(self.padded.split()):
-                if 2 <= len(word) <= 4 and word.isalpha():
+            for word in self.names:  # abbreviations are written capitalised: "St.", "Ltd", "Mt"
+                if 2 <= len(word) <= 4:
                     short.setdefault(word[0], []).append(word)
             self._lazy["short"] = short
         return self._lazy["short"]
@@ -399,6 +403,7 @@ def _overlap(a: Ymd, b: Ymd) -> int:
 def _check_numbers(
     answer: str, contexts: EvidenceIndex, question: EvidenceIndex, found: _Findings, *, words: bool
 ) -> None:
+    known: Known | None = None
     for quantity in quantities(answer, words=words):
         if found.inside(quantity.start, quantity.end):
             continue
@@ -414,7 +419,8 @@ def _check_numbers(
             continue  # already proven wrong: the slow readings would only add work, not a verdict
         if _stated(quantity, contexts.values) or _stated(quantity, question.values):
             continue
-        known = contexts.values | question.values
+        if known is None:
+            known = Known(contexts.values | question.values)
         how = next((h for v in quantity.values if (h := derivation(v, known))), None)
         if how is not None:
             found.derived.append(f"answer states {quantity.raw!r}, which no context states; it could be {how}")
