@@ -55,6 +55,8 @@ class Config:
     )
     #: The Redis Stream that ``evaluate_in="queue"`` publishes to (and ``ragtriage worker`` consumes).
     queue_url: str | None = field(default=None, metadata=_env("RAGTRIAGE_QUEUE_URL", secret=True))
+    #: Keep (and log on ``ragtriage.explain``) why each of the last N completed traces was or was not evaluated.
+    explain_traces: int | None = field(default=None, metadata=_env("RAGTRIAGE_EXPLAIN_TRACES"))
     #: The interpreter of the evaluator process (default: ``sys.executable``, which under uWSGI is not Python).
     evaluator_python: str | None = field(default=None, metadata=_env("RAGTRIAGE_EVALUATOR_PYTHON"))
 

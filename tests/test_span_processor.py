@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -149,7 +150,8 @@ def test_traces_without_retrieval_or_answer_are_ignored_and_counted(provider: Tr
         pass
     assert processor.force_flush(5_000)
     assert writer.items == []
-    assert processor.stats["traces_not_rag"] == 1 and processor.stats["traces_incomplete"] == 1
+    stats = processor.stats
+    assert stats["traces_skipped_no_retrieval"] == 1 and stats["traces_skipped_no_answer"] == 1
 
 
 def test_two_local_roots_of_one_trace_become_two_samples(provider: TracerProvider) -> None:
@@ -360,3 +362,25 @@ def test_processor_arguments_are_checked() -> None:
         EvalSpanProcessor(Pipeline(RAGEvaluator()), max_queue_size=0)
     with pytest.raises(ValueError, match="trace_ttl_s"):
         EvalSpanProcessor(Pipeline(RAGEvaluator()), trace_ttl_s=-1)
+
+
+def test_explain_traces_says_why_each_trace_was_or_was_not_evaluated(
+    provider: TracerProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    processor, writer = attach(provider, explain_traces=2)
+    tracer = provider.get_tracer("app")
+    with caplog.at_level(logging.INFO, logger="ragtriage.explain"):
+        with tracer.start_as_current_span("healthcheck", attributes={"input.value": "ping", "output.value": "pong"}):
+            pass  # no retrieval: skipped on the app's thread, explained on the background thread
+        assert processor.force_flush(5_000)
+        rag_request(provider)
+        assert processor.force_flush(5_000)
+    skipped, evaluated = processor.explanations()
+    assert [root["evaluated"] for root in skipped["roots"]] == [False]
+    assert skipped["roots"][0]["reason"] == "no_retrieval"
+    assert [root["evaluated"] for root in evaluated["roots"]] == [True]
+    assert evaluated["roots"][0]["answer"]["text"] == ANSWER
+    assert len(writer.items) == 1 and processor.stats["samples_queued"] == 1  # explaining is not evaluating
+    assert any(r.name == "ragtriage.explain" and '"no_retrieval"' in r.getMessage() for r in caplog.records)
+    with pytest.raises(ValueError, match="explain_traces"):
+        EvalSpanProcessor(Pipeline(RAGEvaluator()), explain_traces=-1)

@@ -130,7 +130,7 @@ def grafana_dashboard(*, heavy_share_limit: float = DEFAULT_HEAVY_SHARE_LIMIT) -
             pos=(8, 26, 8, 8),
         ),
         _timeseries(
-            "Cache hit ratio, drops, judge errors and retries",
+            "Cache hit ratio, drops, judge errors, retries, traces not evaluated",
             [
                 _target(
                     f'sum(rate({cache}{{result="hit"}}{_RATE})) / sum(rate({cache}{{result=~"hit|miss"}}{_RATE}))',
@@ -148,6 +148,11 @@ def grafana_dashboard(*, heavy_share_limit: float = DEFAULT_HEAVY_SHARE_LIMIT) -
                 ),
                 _target(
                     f"sum by (tier) (rate({n['ragtriage.eval.judge.retries']}{_RATE}))", "retries: {{tier}}", ref="D"
+                ),
+                _target(
+                    f'sum by (reason) (rate({n["ragtriage.eval.traces.skipped"]}{{reason!="not_sampled"}}{_RATE}))',
+                    "not evaluated: {{reason}}",
+                    ref="E",
                 ),
             ],
             unit="short",

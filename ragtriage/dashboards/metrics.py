@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,7 +22,7 @@ from ragtriage._version import __version__
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.metrics_registry import ALL
-from ragtriage.span_processor.processor import EvalSpanProcessor
+from ragtriage.span_processor.processor import SKIP_COUNTERS, EvalSpanProcessor
 
 Kind = Literal["counter", "histogram", "gauge"]
 
@@ -83,6 +83,13 @@ SPECS: tuple[MetricSpec, ...] = (
         "Samples dropped before evaluation (a full queue never blocks the app).",
         ("reason",),
     ),
+    MetricSpec(
+        "ragtriage.eval.traces.skipped",
+        "counter",
+        "{trace}",
+        "Traces not evaluated, by reason (not sampled, or no retrieval, question or answer found in them).",
+        ("reason",),
+    ),
     MetricSpec("ragtriage.eval.judge.errors", "counter", "{error}", "Judge calls that gave no verdict.", ("tier",)),
     MetricSpec("ragtriage.eval.judge.retries", "counter", "{retry}", "Retried judge HTTP calls.", ("tier",)),
     MetricSpec(
@@ -141,6 +148,7 @@ class EvalMetrics:
         m.create_observable_gauge(callbacks=[self._observe_heavy_share], **_kw("ragtriage.eval.heavy_share"))
         m.create_observable_counter(callbacks=[self._observe_cache], **_kw("ragtriage.eval.cache.lookups"))
         m.create_observable_counter(callbacks=[self._observe_dropped], **_kw("ragtriage.eval.samples.dropped"))
+        m.create_observable_counter(callbacks=[self._observe_skipped], **_kw("ragtriage.eval.traces.skipped"))
         m.create_observable_counter(callbacks=[self._observe_judge_errors], **_kw("ragtriage.eval.judge.errors"))
         m.create_observable_counter(callbacks=[self._observe_retries], **_kw("ragtriage.eval.judge.retries"))
 
@@ -211,11 +219,17 @@ class EvalMetrics:
                 yield Observation(retries, {"tier": tier})
 
     def _observe_dropped(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._by_reason(_DROP_REASONS)
+
+    def _observe_skipped(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._by_reason(SKIP_COUNTERS)
+
+    def _by_reason(self, counters: Mapping[str, str]) -> list[Observation]:
         processor = self._processor() if self._processor is not None else None
         if processor is None or not self._enabled:
             return []
         stats = processor.stats
-        return [Observation(stats.get(key, 0), {"reason": reason}) for key, reason in _DROP_REASONS.items()]
+        return [Observation(stats.get(key, 0), {"reason": reason}) for key, reason in counters.items()]
 
     def _counters(self) -> dict[str, int]:
         evaluator = self._evaluator()

@@ -152,6 +152,7 @@ def instrument(
             trace_ttl_s=config.trace_ttl_s,
             # a child evaluates max_concurrency at once; the parent only waits for its replies
             max_concurrency=config.max_queue_size if in_child else config.max_concurrency,
+            explain_traces=config.explain_traces or 0,
         )
         # In process mode the child serves metrics_port; here, the app's own drop counts.
         runtime.start_metrics(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import math
 import os
@@ -29,10 +30,13 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from ragtriage.evaluator.sampling import TRACE_ID_MASK, sample_bound
 from ragtriage.pipeline import WriteBackFailed
 from ragtriage.sample import RAGSample
-from ragtriage.span_processor._assembly import BufferedSpan, assemble
+from ragtriage.span_processor._assembly import SKIP_REASONS, UNATTRIBUTED, BufferedSpan, assemble, explain
 from ragtriage.span_processor.extraction import FALLBACK_CONTEXTS, KIND, OWN_SPAN
 
 logger = logging.getLogger(__name__)
+explain_logger = logging.getLogger("ragtriage.explain")
+#: Spans whose documents are contexts (a reranker's output documents replace its input's).
+_CONTEXT_KINDS = ("RETRIEVER", "RERANKER")
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY
 #: How often an idle worker looks at the queue; force_flush() and shutdown() wake it at once. Every
 #: look takes the GIL from the app's thread; at 200 ms instead of 50 ms the worker's CPU per sample at
@@ -72,6 +76,15 @@ class _TraceBuffer:
 class _CompletedTrace:
     trace_id: int
     spans: list[BufferedSpan]
+    rag: bool = True  # False: queued only to be explained (``explain_traces``), never evaluated
+
+
+#: Why a trace was not evaluated: the ``stats`` counter -> the ``reason`` of ``ragtriage.eval.traces.skipped``.
+#: (Traces dropped for lack of room are ``ragtriage.eval.samples.dropped``.)
+SKIP_COUNTERS: dict[str, str] = {
+    "traces_not_sampled": "not_sampled",
+    **{f"traces_skipped_{reason}": reason for reason in SKIP_REASONS},
+}
 
 
 class EvalSpanProcessor(SpanProcessor):
@@ -91,6 +104,7 @@ class EvalSpanProcessor(SpanProcessor):
         max_spans_per_trace: int = 256,
         trace_ttl_s: float = 300.0,
         max_concurrency: int = 8,
+        explain_traces: int = 0,
     ) -> None:
         if not callable(handler):
             raise TypeError(f"handler must be a SampleHandler (async, called with a RAGSample), got {handler!r}")
@@ -104,6 +118,8 @@ class EvalSpanProcessor(SpanProcessor):
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if isinstance(explain_traces, bool) or not isinstance(explain_traces, int) or explain_traces < 0:
+            raise ValueError(f"explain_traces must be an int >= 0, got {explain_traces!r}")
         if isinstance(trace_ttl_s, bool) or not isinstance(trace_ttl_s, int | float) or trace_ttl_s <= 0:
             raise ValueError(f"trace_ttl_s must be a positive number, got {trace_ttl_s!r}")
         self.handler = handler
@@ -113,6 +129,7 @@ class EvalSpanProcessor(SpanProcessor):
         self._max_spans = max_spans_per_trace
         self._ttl = float(trace_ttl_s)
         self._max_concurrency = max_concurrency
+        self._explain_traces = explain_traces
         self._bound = sample_bound(self.sample_rate)  # RAGEvaluator.should_sample's rule, inlined for the hot path
         self._init_state()
         ref = weakref.WeakMethod(self._at_fork_reinit)
@@ -136,6 +153,9 @@ class EvalSpanProcessor(SpanProcessor):
         self._stopping = False
         self._shutdown = False
         self._last_error_log = -math.inf
+        self._explained: deque[dict[str, Any]] | None = (
+            deque(maxlen=self._explain_traces) if self._explain_traces else None
+        )
 
     def _at_fork_reinit(self) -> None:
         """In a forked child: fresh locks, queue and worker; the parent's in-flight traces are not ours."""
@@ -188,7 +208,7 @@ class EvalSpanProcessor(SpanProcessor):
                 # A reference, not a copy: an ended span's attributes no longer change. Extraction
                 # happens on the background thread; here only two dict lookups.
                 buffer.spans.append((attributes, ctx.span_id, 0 if is_root else parent.span_id, is_root))
-                if attributes.get(KIND) == "RETRIEVER" or FALLBACK_CONTEXTS in attributes:
+                if attributes.get(KIND) in _CONTEXT_KINDS or FALLBACK_CONTEXTS in attributes:
                     buffer.rag = True
             else:
                 self._count("spans_dropped_trace_full")
@@ -201,23 +221,42 @@ class EvalSpanProcessor(SpanProcessor):
                 if buffer.rag:
                     self._enqueue(_CompletedTrace(ctx.trace_id, buffer.spans))
                 else:
-                    self._count("traces_not_rag")
+                    self._count("traces_skipped_no_retrieval")
+                    if self._explained is not None:  # debugging: say why, off the app's thread
+                        self._enqueue(_CompletedTrace(ctx.trace_id, buffer.spans, rag=False))
         except Exception:
             self._internal_error()
 
     def _assemble(self, trace: _CompletedTrace) -> list[RAGSample]:
         """Question, contexts and answer per local root of a completed trace (background thread)."""
+        if self._explained is not None:
+            self._explain(trace)
+        if not trace.rag:
+            return []
         samples, skipped = assemble(trace.trace_id, trace.spans)
         for reason, n in skipped.items():
-            self._count(reason, n)
+            self._count(reason if reason == UNATTRIBUTED else f"traces_skipped_{reason}", n)
         return samples
+
+    def _explain(self, trace: _CompletedTrace) -> None:
+        explanation = explain(trace.trace_id, trace.spans)
+        assert self._explained is not None
+        self._explained.append(explanation)
+        explain_logger.info("%s", json.dumps(explanation, ensure_ascii=False, default=str))
+
+    def explanations(self) -> list[dict[str, Any]]:
+        """With ``explain_traces=N``: the last N completed traces, what each span gave and why each local root
+        was or was not evaluated (also logged on the ``ragtriage.explain`` logger). Empty otherwise."""
+        return list(self._explained or ())
 
     def _enqueue(self, trace: _CompletedTrace) -> None:
         if len(self._queue) >= self._max_queue_size:
-            self._count("samples_dropped_queue_full")
+            if trace.rag:
+                self._count("samples_dropped_queue_full")
             return
         self._queue.append(trace)
-        next(self._queued)
+        if trace.rag:
+            next(self._queued)
         if self._thread is None:
             self._start_worker()
         # No wake-up here: the worker polls every _POLL_S. A wake-up per sample costs the app a syscall
