@@ -556,8 +556,9 @@ def _name_support(
 ) -> str | None:
     """``""`` when the name is stated (in some form or spelling), a note when only a transliteration-like
     spelling is, ``None`` when nothing is."""
+    spaced = lowered.replace("'", " ")  # "O'Hara" is indexed as "o hara"
     for evidence in (contexts, question):
-        if evidence.has(lowered) or (lowered.endswith("s") and evidence.has(lowered[:-1])):
+        if evidence.has(spaced) or (lowered.endswith("s") and evidence.has(spaced[:-1])):
             return ""
     if len(word) == 1:
         return ""  # an initial: "J. Smith" for "John Smith" proves nothing
