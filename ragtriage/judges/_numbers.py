@@ -222,18 +222,20 @@ def decimals(value: float) -> int:
 class Known:
     """Known values prepared once per sample for ``derivation``: sorted, and rounded for exact lookups."""
 
-    __slots__ = ("exact", "ordered")
+    __slots__ = ("exact", "integral", "ordered", "raw")
 
     def __init__(self, values: Iterable[float]) -> None:
         self.ordered = sorted(v for v in values if v)
-        self.exact = {round(v, 6) for v in self.ordered}
+        self.raw = set(self.ordered)
+        self.integral = all(v == int(v) for v in self.ordered)
+        self.exact = self.raw if self.integral else {round(v, 6) for v in self.ordered}
 
 
 def derivation(value: float, known: Known) -> str | None:
     """How ``value`` follows from ``known`` values, or ``None``: a conversion by an implicit factor (exact,
     or rounded to the value's precision), a temperature conversion, or one arithmetic step between two
     known values."""
-    ordered, exact = known.ordered, known.exact
+    ordered = known.ordered
     if not ordered:
         return None
     precision = 0.5 * 10 ** -decimals(value)
@@ -242,7 +244,15 @@ def derivation(value: float, known: Known) -> str | None:
     for source in ((value - 32) / 1.8, value * 1.8 + 32):
         if (k := _near(ordered, source, 1.0)) is not None:
             return f"a temperature conversion of {_show(k)}"
-    for a in ordered:
+    how = _one_step_integral(value, known) if known.integral and value == int(value) else _one_step(value, known)
+    if how is not None:
+        return how
+    return _converted(value, ordered, ROUNDED_FACTORS, max(abs(value) * 0.003, precision))
+
+
+def _one_step(value: float, known: Known) -> str | None:
+    exact = known.exact
+    for a in known.ordered:
         if round(value - a, 6) in exact:
             return f"{_show(a)} + {_show(value - a)}"
         if round(a - value, 6) in exact:
@@ -253,7 +263,24 @@ def derivation(value: float, known: Known) -> str | None:
             return f"{_show(a)} x {_show(value / a)}"
         if value and abs(a / value) != 1 and round(a / value, 6) in exact:
             return f"{_show(a)} / {_show(a / value)}"
-    return _converted(value, ordered, ROUNDED_FACTORS, max(abs(value) * 0.003, precision))
+    return None
+
+
+def _one_step_integral(value: float, known: Known) -> str | None:
+    """``_one_step`` for whole numbers, where the arithmetic is exact and needs no rounding."""
+    raw = known.raw
+    for a in known.ordered:
+        if value - a in raw:
+            return f"{_show(a)} + {_show(value - a)}"
+        if a - value in raw:
+            return f"{_show(a)} - {_show(a - value)}"
+        if value + a in raw:
+            return f"{_show(value + a)} - {_show(a)}"
+        if abs(a) != 1 and value % a == 0 and abs(value / a) != 1 and value / a in raw:
+            return f"{_show(a)} x {_show(value / a)}"
+        if value and a % value == 0 and abs(a / value) != 1 and a / value in raw:
+            return f"{_show(a)} / {_show(a / value)}"
+    return None
 
 
 def _converted(value: float, ordered: list[float], factors: tuple[float, ...], tolerance: float) -> str | None:
