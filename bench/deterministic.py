@@ -29,7 +29,6 @@ from ragtriage import DeterministicChecker, RAGEvaluator
 from ragtriage.judges import _contradictions as contradictions
 from ragtriage.judges import deterministic as det_module
 from ragtriage.judges import grounding as grounding_module
-from ragtriage.judges._normalize import phrase_text
 from ragtriage.judges.deterministic import DeterministicReport
 from ragtriage.judges.grounding import GroundingReport
 
@@ -94,7 +93,7 @@ def breakdown(samples: list[Sample]) -> list[tuple[str, float]]:
                 "contradictions (choice, negation)",
                 lambda s: (
                     wrong_choice(s.question, s.answer, built[id(s)][0].text)
-                    or negation_flip(phrase_text(" " + s.answer.lower() + " "), built[id(s)][0])
+                    or negation_flip(s.answer.lower(), built[id(s)][0])
                 ),
             )
         )

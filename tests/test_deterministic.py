@@ -177,6 +177,12 @@ def test_agreeing_negations_do_not_fail(answer: str) -> None:
     assert not DeterministicChecker().check("Was it signed?", answer, [VETO]).decided_fail
 
 
+def test_a_negation_about_another_subject_is_no_flip() -> None:
+    context = "Attachments larger than 250 MB cannot be uploaded on any plan."
+    answer = "Attachments up to 250 MB can be uploaded; larger ones cannot, on any plan."
+    assert not DeterministicChecker().check("What is the largest upload?", answer, [context]).decided_fail
+
+
 CHOICE = "Jorge Luis Borges (24 August 1899 - 14 June 1986) was a writer. Octavio Paz (31 March 1914) was a poet."
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from ragtriage.judges._normalize import phrase_text
+
 if TYPE_CHECKING:
     from ragtriage.judges.grounding import EvidenceIndex
 
 _AUX = frozenset("is was are were did does do has have had can could will would should may might must".split())
 _NEGATIONS = frozenset(("not", "never"))
 _PHRASE_TOKEN = re.compile(r"[^\W_]+")
+_CLAUSE = re.compile(r"[,;.!?\n]+|\s(?:but|and|while|whereas|although)\s")
 #: Comparative words over a date, and whether the earlier date wins ("older": yes, "younger": no).
 _EARLIER_WINS = {
     **dict.fromkeys("older oldest elder eldest first earlier earliest sooner before".split(), True),
@@ -30,30 +33,30 @@ _YEAR = re.compile(r"(?<![\d.,])(1\d{3}|20\d{2})(?![\d.,]\d)")
 _OPTION_CUT = re.compile(r"^.*(?:,|:|\b(?:" + "|".join(_EARLIER_WINS) + r"))\s+", re.DOTALL)
 
 
-def negation_flip(answer_phrases: str, context: EvidenceIndex) -> str | None:
+def negation_flip(answer_lowered: str, context: EvidenceIndex) -> str | None:
     """The answer states a context sentence with its negation added or dropped.
 
-    Around each negation of the answer, the words without it (two before, two after) must be a context
-    phrase while the negated words are not; around each auxiliary verb without a negation, the words with
-    "not" inserted must be a context phrase while the words as written are not.
+    Each clause of the answer is compared on its own. Around a negation, the clause's words without it
+    (from up to four words before, at least two, to up to two after) must be a context phrase while the negated
+    words are not; around an auxiliary verb without a negation, the words with "not" inserted must be a
+    context phrase while the words as written are not. The words before reach back to the clause's start
+    where they can, so "up to 250 MB can be uploaded" is not read as "larger than 250 MB cannot be".
     """
-    tokens = answer_phrases.split()
-    candidates = [i for i, t in enumerate(tokens) if t in _NEGATIONS or t in _AUX]
-    if not candidates:
-        return None
-    context_phrases = context.phrases
-    for i in candidates:
-        token = tokens[i]
-        if token in _NEGATIONS and i >= 2 and i + 2 < len(tokens) and tokens[i + 1] != "only":
-            plain = " ".join(tokens[i - 2 : i] + tokens[i + 1 : i + 3])
-            negated = " ".join(tokens[i - 2 : i + 3])
-            if f" {plain} " in context_phrases and f" {negated} " not in context_phrases:
-                return f"answer negates what a context states: the context says '{plain}'"
-        elif token in _AUX and i >= 1 and i + 2 < len(tokens) and tokens[i + 1] not in _NEGATIONS:
-            plain = " ".join(tokens[i - 1 : i + 3])
-            negated = " ".join([*tokens[i - 1 : i + 1], "not", *tokens[i + 1 : i + 3]])
-            if f" {negated} " in context_phrases and f" {plain} " not in context_phrases:
-                return f"answer drops the negation of a context statement: the context says '{negated}'"
+    for clause in _CLAUSE.split(answer_lowered):
+        tokens = phrase_text(" " + " ".join(_PHRASE_TOKEN.findall(clause)) + " ").split()
+        for i, token in enumerate(tokens):
+            if token in _NEGATIONS and i >= 2 and i + 1 < len(tokens) and tokens[i + 1] != "only":
+                left = tokens[max(0, i - 4) : i]
+                plain = " ".join(left + tokens[i + 1 : i + 3])
+                negated = " ".join(left + tokens[i : i + 3])
+                if f" {plain} " in context.phrases and f" {negated} " not in context.phrases:
+                    return f"answer negates what a context states: the context says '{plain}'"
+            elif token in _AUX and i >= 1 and i + 2 < len(tokens) and tokens[i + 1] not in _NEGATIONS:
+                left = tokens[max(0, i - 4) : i + 1]
+                plain = " ".join(left + tokens[i + 1 : i + 3])
+                negated = " ".join([*left, "not", *tokens[i + 1 : i + 3]])
+                if f" {negated} " in context.phrases and f" {plain} " not in context.phrases:
+                    return f"answer drops the negation of a context statement: the context says '{negated}'"
     return None
 
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ragtriage.judges._contradictions import negation_flip, wrong_choice
-from ragtriage.judges._normalize import fold, phrase_text
+from ragtriage.judges._normalize import fold
 from ragtriage.judges.grounding import SMALL_NUMBER, EvidenceIndex, GroundingReport, check_grounding
 
 _REFUSAL = re.compile(
@@ -37,7 +37,6 @@ _INJECTION = re.compile(
 #: Every alternative of _INJECTION contains one of these; most contexts contain none, and skip the regex.
 _INJECTION_WORDS = ("ignore", "disregard", "forget", "instruction", "now ", "now\n", "now\t", "prompt", "score",
                     "rating", "1.0", "10/10", "faithfulness")  # fmt: skip
-_TOKENS = re.compile(r"[^\W_]+")
 _CONTENT_WORD = re.compile(r"[^\W\d_]{4,}")
 _QUESTION_STOP = frozenset(
     """
@@ -151,7 +150,7 @@ class DeterministicChecker:
             signals.append("answer uses " + _quote(grounding.unsupported_words) + ", found in no context")
         if not failures and not refusal:
             contradiction = wrong_choice(asked.text, stripped, evidence.text) or negation_flip(
-                phrase_text(" " + " ".join(_TOKENS.findall(stripped.lower())) + " "), evidence
+                stripped.lower(), evidence
             )
             if contradiction:
                 failures.append(contradiction)
