@@ -28,6 +28,7 @@ _COMPARATIVE = re.compile(r"\b(?:" + "|".join(_EARLIER_WINS) + r")\b")
 _TURNS = re.compile(r"\b(?:not|never|no|neither|nor|than|both|same|unknown)\b")
 #: A full stop, then space and a capital, not after an initial or a short abbreviation ("v.", "U.S.", "Dr.").
 _SENTENCE_END = re.compile(r"(?<!\b[A-Za-z])(?<!\b[A-Z][a-z])[.!?]\s+(?=[A-Z\"'(])")
+_BETWEEN = re.compile(r"\b(?:out of|between|of)\s+(.+?)\s+and\s+([^?]+?)\s*\??\s*$", re.IGNORECASE)
 _ARTICLE = re.compile(r"^(?:the|a|an)\s+", re.IGNORECASE)
 _YEAR = re.compile(r"(?<![\d.,])(1\d{3}|20\d{2})(?![\d.,]\d)")
 _OPTION_CUT = re.compile(r"^.*(?:,|:|\b(?:" + "|".join(_EARLIER_WINS) + r"))\s+", re.DOTALL)
@@ -66,13 +67,18 @@ def wrong_choice(question: str, answer: str, context: str) -> str | None:
     the same sentence; both options need one, the years must differ, and the answer must name exactly one
     option, with no negation or comparison words that could turn its meaning around."""
     lowered_q = question.lower()
-    if " or " not in lowered_q:
+    between = _BETWEEN.search(question)  # "Who was born first out of A and B?"
+    if " or " not in lowered_q and between is None:
         return None
     asked = _COMPARATIVE.search(lowered_q)
     if asked is None:
         return None
     rule = _EARLIER_WINS[asked.group()]
-    head, _, tail = question.rstrip(" ?.\t\n").rpartition(" or ")
+    if " or " in lowered_q:
+        head, _, tail = question.rstrip(" ?.\t\n").rpartition(" or ")
+    else:
+        assert between is not None
+        head, tail = between.group(1), between.group(2)
     options = [_ARTICLE.sub("", o) for o in (_OPTION_CUT.sub("", head).strip(" \"'"), tail.strip(" \"'?"))]
     if not all(options) or any(len(o) > 80 for o in options):
         return None

@@ -247,7 +247,10 @@ def derivation(value: float, known: Known) -> str | None:
     how = _one_step_integral(value, known) if known.integral and value == int(value) else _one_step(value, known)
     if how is not None:
         return how
-    return _converted(value, ordered, ROUNDED_FACTORS, max(abs(value) * 0.003, precision))
+    # Rounded conversions: 0.6% of the value, plus the value's own precision only if it has decimals, so
+    # that a small whole number is not "derived" from any number times 2.2 (13 is not 6 lb in kg).
+    loose = abs(value) * 0.006 + (precision if decimals(value) else 0.0)
+    return _converted(value, ordered, ROUNDED_FACTORS, loose)
 
 
 def _one_step(value: float, known: Known) -> str | None:

@@ -419,6 +419,11 @@ def _check_numbers(
             continue  # already proven wrong: the slow readings would only add work, not a verdict
         if _stated(quantity, contexts.values) or _stated(quantity, question.values):
             continue
+        decade = _decade(answer, quantity)
+        if decade is not None:
+            if not any(e.has_number(y) for y in decade for e in (contexts, question)):
+                found.derived.append(f"answer names the decade {quantity.raw!r}s, and no context has a year in it")
+            continue  # "the early 70s" for 1972: a decade is too loose to be proof either way
         if known is None:
             known = Known(contexts.values | question.values)
         how = next((h for v in quantity.values if (h := derivation(v, known))), None)
@@ -428,6 +433,16 @@ def _check_numbers(
         found.numbers.append(quantity.raw)
         if not any(0 <= v <= SMALL_NUMBER and (v == int(v) or quantity.is_word) for v in quantity.values):
             found.hard.append(quantity.raw)  # "two", "half", "7" are paraphrased too often to be proof
+
+
+def _decade(answer: str, quantity: Quantity) -> range | None:
+    """The years of "1970s", "70s" or "1920's" (two digits are read as the 1900s)."""
+    follows = answer[quantity.end : quantity.end + 2]
+    value = quantity.values[0]
+    if not (follows[:1] == "s" or follows == "'s") or value % 10 or not (10 <= value < 100 or 1000 <= value < 2100):
+        return None
+    start = int(value) + (1900 if value < 100 else 0)
+    return range(start, start + 10)
 
 
 def _written(quantity: Quantity, evidence: EvidenceIndex) -> bool:
