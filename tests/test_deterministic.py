@@ -195,6 +195,8 @@ CHOICE = "Jorge Luis Borges (24 August 1899 - 14 June 1986) was a writer. Octavi
         ("Who is younger, Jorge Luis Borges or Octavio Paz?", "Paz is younger than Borges.", False),
         ("Who is younger, Jorge Luis Borges or Octavio Paz?", "Borges is not younger.", False),  # no decision
         ("Who wrote more, Jorge Luis Borges or Octavio Paz?", "Octavio Paz.", False),  # not a date question
+        ("Who was born first out of Jorge Luis Borges and Octavio Paz?", "Paz was born first.", True),
+        ("Who was born first out of Jorge Luis Borges and Octavio Paz?", "Jorge Luis Borges", False),
     ],
 )
 def test_dated_choice_questions(question: str, answer: str, wrong: bool) -> None:
