@@ -1,45 +1,43 @@
-"""Cascade throughput through a loopback judge of latency L at concurrency C
-(goals: throughput >= 0.9 x C/L, ragtriage CPU <= 1 ms per evaluation).
+"""Judge-call CPU and cascade throughput through a loopback judge of latency L at concurrency C
+(#19 goals: <= 1 ms of client CPU per judge call and <= 3x the raw-stream floor; cascade throughput
+>= 0.9 x C/L at C = 8 and 32).
 
 The scripted judge (``JudgeServer(default=Reply(verdict_json(), delay_s=L))``) runs in a child
 process, so ``time.process_time()`` here counts only the client side. C workers in one asyncio
-loop issue a fixed number of evaluations of ~2 KB-context samples whose answers pass the
-deterministic tier, with ``cache=False``, so every evaluation makes one local-judge call. Workers
-start L/C apart (as independent requests arrive); throughput is the steady-state rate, from the
-C-th completion to the last. The
-baseline in the same run is the bare client: ``openai.AsyncOpenAI().chat.completions.create`` with
-the very request ragtriage sends (built once, up front) to the same server at the same C. Phases
-alternate baseline / ragtriage. Reported: throughput / (C/L), mean call latency (C / throughput), client
-CPU per call, and ragtriage's extra CPU over the bare client; then, because that difference of two
-~4 ms numbers is noisy, ragtriage's own CPU measured directly: ``evaluate()`` through ``LLMJudge``
-with only the SDK call replaced by a prebuilt reply (no I/O). The judge is built with
-``max_concurrency=C``; one extra phase shows the default (16) at the highest C.
+loop issue a fixed number of calls with ~2 KB-context samples (whose answers pass the
+deterministic tier, ``cache=False``, so every evaluation makes one local-judge call). Workers start
+L/C apart (as independent requests arrive); throughput is the steady-state rate, from the C-th
+completion to the last. Phases, back to back at each C, per round:
+
+- ``raw streams (floor)``: keep-alive POSTs of the very request ragtriage sends on bare asyncio
+  streams, ``json.loads`` of the reply: the least a Python client can spend;
+- ``bare AsyncOpenAI``: ``openai.AsyncOpenAI().chat.completions.create`` with that request (the
+  SDK, for reference: what ``LLMJudge`` used before #19);
+- ``LLMJudge.judge()``: one judge call, prompt building and validation included;
+- ``ragtriage evaluate()``: the whole cascade (deterministic tier, then the local judge).
 
 The judge server's sockets get TCP_NODELAY here (``--stock-server`` leaves them as
-``JudgeServer`` makes them: it writes headers and body in two sends, and Nagle + delayed ACK then
-add ~40 ms to every call on Linux loopback).
+``JudgeServer`` makes them).
 
     python bench/cascade.py
-    python bench/cascade.py --latency-ms 50 --concurrency 8 32 --seconds 1.5 --rounds 4
-    python bench/cascade.py --stock-server --rounds 1
+    python bench/cascade.py --latency-ms 50 --concurrency 1 8 32 --seconds 1.0 --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 import openai
 from _support import JudgeProcess, machine, make_samples
 
 from ragtriage import DeterministicChecker, LLMJudge, RAGEvaluator
-from ragtriage.judges.prompts import build_messages
-from ragtriage.judges.schema import output_json_schema
 
 
 @dataclass
@@ -90,46 +88,29 @@ async def run_phase(
     return Phase(name, c, n, wall, rate, time.process_time() - cpu, server.cpu_s() - server_cpu)
 
 
-class _InstantClient:
-    """Stands in for ``AsyncOpenAI``: ``chat.completions.create`` returns one prebuilt reply, no I/O."""
+class RawStreams:
+    """The floor: keep-alive POSTs on asyncio streams, the reply read by Content-Length and ``json.loads``."""
 
-    def __init__(self, completion: object) -> None:
-        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self._create))
-        self._completion = completion
+    def __init__(self, url: str, body: bytes) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname, parts.port
+        self.message = (
+            b"POST %s/chat/completions HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (parts.path.encode(), self.host.encode(), self.port, len(body))
+        ) + body
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
-    async def _create(self, **request: object) -> object:
-        return self._completion
+    async def call(self, i: int) -> None:
+        reader, writer = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
+        writer.write(self.message)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+        json.loads(await reader.readexactly(length))
+        self.idle.append((reader, writer))
 
-    async def close(self) -> None:
-        pass
-
-
-async def own_cpu(samples: list, completion: object, base_url: str, n: int) -> tuple[float, float] | None:
-    """ragtriage's own CPU per evaluation, measured directly: ``evaluate()`` through ``LLMJudge`` with only
-    the SDK call swapped for a prebuilt reply (sequential, no I/O). Also the deterministic check alone.
-    Uses ``LLMJudge._per_loop`` (internal); returns None if that moved."""
-    judge = LLMJudge(model="bench-judge", base_url=base_url)
-    if not hasattr(judge, "_per_loop"):
-        return None
-    _, semaphore = judge._client()
-    judge._per_loop[asyncio.get_running_loop()] = (_InstantClient(completion), semaphore)
-    evaluator = RAGEvaluator(local_judge=judge, sample_rate=1.0, cache=False)
-    checker = DeterministicChecker()
-    for s in samples[:20]:
-        assert (await evaluator.evaluate(s.question, s.answer, s.contexts)).tier == "local"
-    runs, checks = [], []
-    for _ in range(3):
-        cpu = time.process_time()
-        for i in range(n):
-            s = samples[i % len(samples)]
-            await evaluator.evaluate(s.question, s.answer, s.contexts)
-        runs.append((time.process_time() - cpu) / n * 1000)
-        cpu = time.process_time()
-        for i in range(n):
-            s = samples[i % len(samples)]
-            checker.check(s.question, s.answer, s.contexts)
-        checks.append((time.process_time() - cpu) / n * 1000)
-    return statistics.median(runs), statistics.median(checks)
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
 
 
 async def main(latency_ms: float, concurrency: list[int], seconds: float, rounds: int, nodelay: bool) -> None:
@@ -146,35 +127,51 @@ async def main(latency_ms: float, concurrency: list[int], seconds: float, rounds
         f"~{seconds:g} s of ideal traffic per phase; {rounds} round(s)"
     )
     print(f"judge server: {'TCP_NODELAY set by the benchmark' if nodelay else 'stock JudgeServer (Nagle on)'}")
+    kinds = ("floor", "sdk", "judge", "evaluate")
+    labels = ("raw streams (floor)", "bare AsyncOpenAI", "LLMJudge.judge()", "ragtriage evaluate()")
+    names = dict(zip(kinds, labels, strict=True))
     with JudgeProcess(delay_s=latency, nodelay=nodelay) as server:
-        # The exact request ragtriage sends, built once, for the bare-client baseline.
+        # The exact request ragtriage sends, built once, for the floor and the SDK baseline.
         proto = LLMJudge(model="bench-judge", base_url=server.url)
         s0 = samples[0]
-        keys = list(output_json_schema(verify_claims=False)["properties"])
-        request = proto._request(
-            build_messages(s0.question, s0.answer, s0.contexts, verify_claims=False, keys=keys),
+        request = proto.request_body(
+            proto.messages(s0.question, s0.answer, s0.contexts, verify_claims=False),
             verify_claims=False,
             temperature=0.0,
         )
-        print(f"request body: ~{sum(len(m['content']) for m in request['messages'])} characters of messages")
-        client = openai.AsyncOpenAI(base_url=server.url, api_key="EMPTY", max_retries=0, timeout=30.0)
-        direct = await own_cpu(samples, await client.chat.completions.create(**request), server.url, 1000)
-        await client.close()
+        body = json.dumps(request).encode()
+        print(f"request body: {len(body)} bytes")
 
         results: dict[tuple[str, int], list[Phase]] = {}
         for _ in range(rounds):
             for c in concurrency:
                 n = max(4 * c, round(seconds * c / latency))
+                raw = RawStreams(server.url, body)
+                results.setdefault(("floor", c), []).append(
+                    await run_phase(names["floor"], c, n, latency, raw.call, server)
+                )
+                raw.close()
+
                 client = openai.AsyncOpenAI(base_url=server.url, api_key="EMPTY", max_retries=0, timeout=30.0)
 
                 async def bare(i: int, client: openai.AsyncOpenAI = client) -> None:
                     await client.chat.completions.create(**request)
 
-                phase = await run_phase("bare AsyncOpenAI", c, n, latency, bare, server)
-                results.setdefault(("bare", c), []).append(phase)
+                results.setdefault(("sdk", c), []).append(await run_phase(names["sdk"], c, n, latency, bare, server))
                 await client.close()
 
-                judge = LLMJudge(model="bench-judge", base_url=server.url, max_concurrency=c)
+                judge = LLMJudge(model="bench-judge", base_url=server.url, max_concurrency=max(c, 8))
+
+                async def one_call(i: int, judge: LLMJudge = judge) -> None:
+                    s = samples[i % len(samples)]
+                    await judge.judge(s.question, s.answer, s.contexts)
+
+                results.setdefault(("judge", c), []).append(
+                    await run_phase(names["judge"], c, n, latency, one_call, server)
+                )
+                await judge.aclose()
+
+                judge = LLMJudge(model="bench-judge", base_url=server.url, max_concurrency=max(c, 8))
                 evaluator = RAGEvaluator(local_judge=judge, sample_rate=1.0, cache=False)
                 tiers: set[str | None] = set()
 
@@ -182,77 +179,53 @@ async def main(latency_ms: float, concurrency: list[int], seconds: float, rounds
                     s = samples[i % len(samples)]
                     tiers.add((await evaluator.evaluate(s.question, s.answer, s.contexts)).tier)
 
-                results.setdefault(("ragtriage", c), []).append(
-                    await run_phase("ragtriage evaluate()", c, n, latency, evaluate, server)
+                results.setdefault(("evaluate", c), []).append(
+                    await run_phase(names["evaluate"], c, n, latency, evaluate, server)
                 )
                 assert tiers == {"local"}, tiers
                 await evaluator.aclose()
 
-        c = max(concurrency)
-        if c > 16:
-            n = max(4 * c, round(seconds * c / latency))
-            judge = LLMJudge(model="bench-judge", base_url=server.url)  # default max_concurrency=16
-            evaluator = RAGEvaluator(local_judge=judge, sample_rate=1.0, cache=False)
-
-            async def default_cap(i: int) -> None:
-                s = samples[i % len(samples)]
-                await evaluator.evaluate(s.question, s.answer, s.contexts)
-
-            default_phase = await run_phase("ragtriage, max_concurrency=16", c, n, latency, default_cap, server)
-            await evaluator.aclose()
-        else:
-            default_phase = None
-
-    summary = []
     for c in concurrency:
         ideal = c / latency
         print(f"C={c}: ideal C/L = {ideal:.0f}/s")
-        for kind in ("bare", "ragtriage"):
+        for kind in kinds:
             for phase in results[(kind, c)]:
                 print(phase.line(ideal))
-        pairs = list(zip(results[("bare", c)], results[("ragtriage", c)], strict=True))  # measured back to back
-        bare_rate = statistics.median(b.rate for b, _ in pairs)
-        rt_rate = statistics.median(r.rate for _, r in pairs)
-        rel = [r.rate / b.rate for b, r in pairs]
-        bare_cpu = statistics.median(b.cpu_s / b.n for b, _ in pairs) * 1000
-        rt_cpu = statistics.median(r.cpu_s / r.n for _, r in pairs) * 1000
-        own = [(r.cpu_s / r.n - b.cpu_s / b.n) * 1000 for b, r in pairs]
-        summary.append((c, rt_rate / ideal, bare_rate / ideal, rel, rt_cpu, bare_cpu, own))
-    if default_phase is not None:
-        print("default judge concurrency cap:")
-        print(default_phase.line(default_phase.c / latency))
 
-    print(f"summary (medians over {rounds} rounds; [min..max] of the back-to-back pairs):")
-    for c, rt_ratio, bare_ratio, rel, rt_cpu, bare_cpu, own in summary:
+    def cpu(kind: str, c: int) -> float:
+        return statistics.median(p.cpu_s / p.n for p in results[(kind, c)]) * 1000
+
+    print(f"summary (medians over {rounds} rounds; ratios of phases run back to back):")
+    for c in concurrency:
+        floor = cpu("floor", c)
+        ratios = [
+            j.cpu_s / j.n / (f.cpu_s / f.n) for f, j in zip(results[("floor", c)], results[("judge", c)], strict=True)
+        ]
+        rate = statistics.median(p.rate for p in results[("evaluate", c)]) / (c / latency)
         print(
-            f"  C={c:<3d} throughput/(C/L): ragtriage {rt_ratio:.3f}, bare client {bare_ratio:.3f}; "
-            f"ragtriage/bare {statistics.median(rel):.3f} [{min(rel):.3f}..{max(rel):.3f}]"
+            f"  C={c:<3d} CPU/call: floor {floor:.3f} ms, SDK {cpu('sdk', c):.3f} ms, LLMJudge.judge() "
+            f"{cpu('judge', c):.3f} ms = {statistics.median(ratios):.2f} x floor "
+            f"[{min(ratios):.2f}..{max(ratios):.2f}], "
+            f"evaluate() {cpu('evaluate', c):.3f} ms; cascade throughput {rate:.3f} x C/L"
         )
-        print(
-            f"        CPU/call: ragtriage {rt_cpu:.3f} ms, bare client {bare_cpu:.3f} ms; ragtriage's own "
-            f"{statistics.median(own):.3f} ms [{min(own):.3f}..{max(own):.3f}]"
-        )
-    if direct is not None:
-        print(
-            f"  ragtriage's own CPU, direct (evaluate() with the SDK call replaced by a prebuilt reply): "
-            f"{direct[0]:.3f} ms/eval, of which DeterministicChecker.check {direct[1]:.3f} ms "
-            f"({direct[1] / direct[0]:.0%})"
-        )
-    for c, rt_ratio, _, _, rt_cpu, _, own in summary:
-        mine = direct[0] if direct is not None else statistics.median(own)
-        print(
-            f"  goal C={c}: throughput >= 0.9 x C/L {'met' if rt_ratio >= 0.9 else 'NOT met'} ({rt_ratio:.3f}); "
-            f"ragtriage CPU <= 1 ms/eval {'met' if mine <= 1 else 'NOT met'} for ragtriage's own code "
-            f"({mine:.3f} ms), {'met' if rt_cpu <= 1 else 'NOT met'} counting the OpenAI SDK ({rt_cpu:.3f} ms)"
-        )
+    for c in concurrency:
+        judge_cpu, floor = cpu("judge", c), cpu("floor", c)
+        rate = statistics.median(p.rate for p in results[("evaluate", c)]) / (c / latency)
+        goals = [
+            f"judge CPU <= 1 ms {'met' if judge_cpu <= 1 else 'NOT met'} ({judge_cpu:.3f})",
+            f"<= 3 x floor {'met' if judge_cpu <= 3 * floor else 'NOT met'} ({judge_cpu / floor:.2f})",
+        ]
+        if c > 1:
+            goals.append(f"cascade >= 0.9 x C/L {'met' if rate >= 0.9 else 'NOT met'} ({rate:.3f})")
+        print(f"  goal C={c}: " + "; ".join(goals))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency-ms", type=float, default=50.0)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
-    parser.add_argument("--seconds", type=float, default=1.5, help="ideal duration of each phase")
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--seconds", type=float, default=1.0, help="ideal duration of each phase")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--stock-server", action="store_true", help="leave Nagle on in the judge server (adds ~40 ms a call)"
     )

@@ -248,3 +248,66 @@ def test_bad_judge_arguments(kwargs: dict, named: str) -> None:
 
 def test_repr_hides_the_api_key() -> None:
     assert "sk-secret" not in repr(LLMJudge(model="m", api_key="sk-secret"))
+
+
+# -- the lean HTTP client (#19): what the SDK did for us, the judge still does ------------------------------------
+
+
+async def test_chunked_replies_parse(judge_server: JudgeServer) -> None:
+    judge_server.push(Reply(VALID, chunked=True), Reply(VALID, chunked=True))
+    j = judge_for(judge_server)
+    for _ in range(2):  # the second on the same kept-alive connection: the chunked body was read to its end
+        assert (await j.judge("q", "a", CONTEXTS)).output.faithfulness == 0.8
+    await j.aclose()
+
+
+async def test_a_restarted_server_is_reached_on_a_fresh_connection() -> None:
+    first = JudgeServer(default=Reply(VALID)).start()
+    j = LLMJudge(model="m", base_url=first.url, max_retries=0, timeout_s=5)
+    await j.judge("q", "a", CONTEXTS)  # leaves a kept-alive connection in the pool
+    port = int(first.url.rsplit(":", 1)[1].split("/")[0])
+    first.stop()  # the pooled connection is now dead
+    with JudgeServer(default=Reply(VALID), port=port) as second:
+        verdict = await j.judge("q", "a", CONTEXTS)  # max_retries=0: only the stale-connection resend may happen
+        assert verdict.usage.attempts == 1 and len(second.requests) == 1
+    await j.aclose()
+
+
+async def test_connection_close_is_honoured(judge_server: JudgeServer) -> None:
+    judge_server.default = Reply(VALID, headers={"Connection": "close"})
+    j = judge_for(judge_server, max_retries=0)
+    for _ in range(3):
+        await j.judge("q", "a", CONTEXTS)
+    assert len(judge_server.requests) == 3
+
+
+async def test_a_reply_that_is_not_a_chat_completion_is_an_error(judge_server: JudgeServer) -> None:
+    judge_server.push(Reply(body="<html>gateway</html>"), Reply(body='{"choices": "nope"}'))
+    for _ in range(2):
+        with pytest.raises(JudgeError, match="not a chat completion"):
+            await judge(judge_server)
+
+
+async def test_the_server_error_message_is_kept(judge_server: JudgeServer) -> None:
+    judge_server.push(Reply(status=404, body='{"error": {"message": "The model `judge-model` does not exist."}}'))
+    with pytest.raises(JudgeError, match=r"HTTP 404: The model `judge-model` does not exist"):
+        await judge(judge_server)
+
+
+async def test_request_body_and_headers(judge_server: JudgeServer) -> None:
+    judge_server.push(Reply(VALID), Reply(VALID))
+    keyed = judge_for(judge_server, api_key="sk-test-123", max_tokens=77)
+    await keyed.judge("q", "a", CONTEXTS)
+    await judge_for(judge_server).judge("q", "a", CONTEXTS)
+    sent = judge_server.requests[0]
+    expected = keyed.request_body(sent["messages"], verify_claims=False, temperature=0.0)
+    assert sent == expected and sent["max_tokens"] == 77 and sent["model"] == "judge-model"
+    assert judge_server.headers[0]["authorization"] == "Bearer sk-test-123"
+    assert judge_server.headers[0]["content-type"] == "application/json"
+    assert "authorization" not in judge_server.headers[1]  # vLLM without --api-key needs none
+
+
+async def test_openai_without_a_key_is_a_judge_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(JudgeError, match="no API key"):
+        await LLMJudge(model="gpt-4o-mini").judge("q", "a", ["c"])

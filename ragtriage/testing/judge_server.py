@@ -8,7 +8,9 @@ answers (a :class:`Reply` or a function of the request body).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from collections import deque
@@ -31,6 +33,8 @@ class Reply:
     completion_tokens: int = 120
     finish_reason: str = "stop"
     body: str | None = None
+    chunked: bool = False
+    """Send the body with ``Transfer-Encoding: chunked`` (as proxies and some servers do) instead of a length."""
 
 
 def verdict_json(
@@ -75,9 +79,12 @@ class JudgeServer:
     def __init__(self, *, default: Reply | Responder | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.default = default
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        """The headers of each request, in the order of :attr:`requests` (lower-cased names)."""
         self._queue: deque[Reply] = deque()
         self._lock = threading.Lock()
         self.in_flight = 0
+        self._connections: set[Any] = set()
         server = self
         self._httpd = _Server((host, port), _handler(server))
         self._thread = threading.Thread(
@@ -93,9 +100,10 @@ class JudgeServer:
         with self._lock:
             self._queue.extend(replies)
 
-    def _next(self, body: dict[str, Any]) -> Reply:
+    def _next(self, body: dict[str, Any], headers: dict[str, str]) -> Reply:
         with self._lock:
             self.requests.append(body)
+            self.headers.append(headers)
             if self._queue:
                 return self._queue.popleft()
         if isinstance(self.default, Reply):
@@ -109,8 +117,14 @@ class JudgeServer:
         return self
 
     def stop(self) -> None:
+        """Stop as a killed server would: the listening socket and every open connection are closed."""
         self._httpd.shutdown()
         self._httpd.server_close()
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for sock in connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> JudgeServer:
         return self.start()
@@ -127,10 +141,21 @@ def _handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
 
+        def setup(self) -> None:
+            super().setup()
+            with server._lock:
+                server._connections.add(self.connection)
+
+        def finish(self) -> None:
+            with server._lock:
+                server._connections.discard(self.connection)
+            with contextlib.suppress(OSError):
+                super().finish()
+
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", 0))
             body = json.loads(self.rfile.read(length) or b"{}")
-            reply = server._next(body)
+            reply = server._next(body, {k.lower(): v for k, v in self.headers.items()})
             with server._lock:
                 server.in_flight += 1
             try:
@@ -146,7 +171,14 @@ def _handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
             try:
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
+                if reply.chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                    half = len(data) // 2
+                    data = (
+                        b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (data[:half], data[half:]) if c) + b"0\r\n\r\n"
+                    )
+                else:
+                    self.send_header("Content-Length", str(len(data)))
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
                 self.end_headers()
