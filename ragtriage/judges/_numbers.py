@@ -222,13 +222,13 @@ def decimals(value: float) -> int:
 class Known:
     """Known values prepared once per sample for ``derivation``: sorted, and rounded for exact lookups."""
 
-    __slots__ = ("exact", "integral", "ordered", "raw")
+    __slots__ = ("exact", "ordered", "raw", "whole")
 
     def __init__(self, values: Iterable[float]) -> None:
         self.ordered = sorted(v for v in values if v)
         self.raw = set(self.ordered)
-        self.integral = all(v == int(v) for v in self.ordered)
-        self.exact = self.raw if self.integral else {round(v, 6) for v in self.ordered}
+        self.whole = [v for v in self.ordered if v == int(v)]
+        self.exact = {round(v, 6) for v in self.ordered}
 
 
 def derivation(value: float, known: Known) -> str | None:
@@ -244,7 +244,7 @@ def derivation(value: float, known: Known) -> str | None:
     for source in ((value - 32) / 1.8, value * 1.8 + 32):
         if (k := _near(ordered, source, 1.0)) is not None:
             return f"a temperature conversion of {_show(k)}"
-    how = _one_step_integral(value, known) if known.integral and value == int(value) else _one_step(value, known)
+    how = _one_step_whole(value, known) if value == int(value) else _one_step(value, known)
     if how is not None:
         return how
     # Rounded conversions: 0.6% of the value, plus the value's own precision only if it has decimals, so
@@ -269,10 +269,11 @@ def _one_step(value: float, known: Known) -> str | None:
     return None
 
 
-def _one_step_integral(value: float, known: Known) -> str | None:
-    """``_one_step`` for whole numbers, where the arithmetic is exact and needs no rounding."""
+def _one_step_whole(value: float, known: Known) -> str | None:
+    """``_one_step`` for a whole number: sums and differences of whole numbers are exact and need no rounding
+    (a whole number is rarely the sum of two fractions the contexts state)."""
     raw = known.raw
-    for a in known.ordered:
+    for a in known.whole:
         if value - a in raw:
             return f"{_show(a)} + {_show(value - a)}"
         if a - value in raw:
