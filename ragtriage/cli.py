@@ -29,6 +29,7 @@ def version() -> None:
 
 def _register_subcommands() -> None:
     from ragtriage.alerts.cli import alerts_app
+    from ragtriage.collector.cli import collect
     from ragtriage.dashboards.cli import dashboards_app, report
     from ragtriage.gate.cli import register as register_release_gate
     from ragtriage.streams.cli import worker
@@ -38,6 +39,7 @@ def _register_subcommands() -> None:
     app.command("report")(report)
     register_release_gate(app)
     app.command("worker")(worker)
+    app.command("collect")(collect)
 
 
 _register_subcommands()

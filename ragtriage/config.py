@@ -55,6 +55,11 @@ class Config:
     )
     #: The Redis Stream that ``evaluate_in="queue"`` publishes to (and ``ragtriage worker`` consumes).
     queue_url: str | None = field(default=None, metadata=_env("RAGTRIAGE_QUEUE_URL", secret=True))
+    #: ``ragtriage collect``: a trace whose root arrived is complete after this long without a new span. Longer than
+    #: the exporters' batch delay (``OTEL_BSP_SCHEDULE_DELAY``, 5 s in the OTel SDKs), or a late service is missed.
+    collector_quiet_s: float = field(default=6.0, metadata=_env("RAGTRIAGE_COLLECTOR_QUIET_S"))
+    #: ``ragtriage collect``: requests waiting to be forwarded, at most (then it answers 503, retry later).
+    forward_buffer_mb: int = field(default=64, metadata=_env("RAGTRIAGE_FORWARD_BUFFER_MB"))
     #: Keep (and log on ``ragtriage.explain``) why each of the last N completed traces was or was not evaluated.
     explain_traces: int | None = field(default=None, metadata=_env("RAGTRIAGE_EXPLAIN_TRACES"))
     #: The interpreter of the evaluator process (default: ``sys.executable``, which under uWSGI is not Python).

@@ -6,6 +6,7 @@ The roles, and what each one gets:
 ``app``                   ``instrument()``. ``evaluate_in="thread"``: the whole pipeline, here. ``"process"``:
                           a handler that sends samples to the evaluator process. ``"queue"``: a handler
                           that publishes them to the Redis Stream. Nothing else is built in the app then.
+``collector``             ``ragtriage collect``: as ``app``, for traces received over OTLP.
 ``evaluator_process``     the child of ``evaluate_in="process"``: the pipeline, with the app's drop counts.
 ``worker``                ``ragtriage worker``: the pipeline, alert windows shared by the fleet in Redis.
 ``offline``               ``ragtriage ci``/``calibrate``, the pytest plugin: the pipeline without write-back;
@@ -40,7 +41,7 @@ from ragtriage.alerts import (
     sinks_from_config,
 )
 from ragtriage.config import Config
-from ragtriage.dashboards.metrics import EvalMetrics, enable_metrics
+from ragtriage.dashboards.metrics import EvalMetrics, HasStats, enable_metrics
 from ragtriage.dashboards.prometheus import MetricsServer, serve_metrics
 from ragtriage.evaluator.cache import RedisCache
 from ragtriage.evaluator.calibration import load_calibration
@@ -52,13 +53,15 @@ from ragtriage.judges.llm import LLMJudge
 from ragtriage.pipeline import Pipeline, ResultWriter
 from ragtriage.sample import RAGSample
 from ragtriage.span_processor.child_process import ProcessHandler
-from ragtriage.span_processor.processor import EvalSpanProcessor, SampleHandler
+from ragtriage.span_processor.processor import SampleHandler
 from ragtriage.span_processor.stream_publisher import StreamPublisher
 
 logger = logging.getLogger(__name__)
 
-Role = Literal["app", "evaluator_process", "worker", "offline"]
-ROLES: tuple[Role, ...] = ("app", "evaluator_process", "worker", "offline")
+Role = Literal["app", "collector", "evaluator_process", "worker", "offline"]
+ROLES: tuple[Role, ...] = ("app", "collector", "evaluator_process", "worker", "offline")
+#: Roles that see traces (and so sample, and may drop): where evaluation happens is theirs to choose.
+_FRONT = ("app", "collector")
 
 
 class DropCounter:
@@ -68,10 +71,10 @@ class DropCounter:
     evaluator process it holds the totals the app sends over the pipe (``totals``)."""
 
     def __init__(self) -> None:
-        self.processor: EvalSpanProcessor | None = None
+        self.processor: HasStats | None = None
         self.totals = (0, 0)
 
-    def bind(self, processor: EvalSpanProcessor) -> None:
+    def bind(self, processor: HasStats) -> None:
         self.processor = processor
 
     def __call__(self) -> tuple[int, int]:
@@ -108,7 +111,7 @@ class Runtime:
     def start_metrics(
         self,
         *,
-        processor: EvalSpanProcessor | None = None,
+        processor: HasStats | None = None,
         meter_provider: MeterProvider | None = None,
         port: int | None = None,
     ) -> EvalMetrics:
@@ -167,15 +170,15 @@ def build(
         raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     project = project or config.project_name
     drops = DropCounter()
-    if role == "app" and config.evaluate_in == "queue":
+    if role in _FRONT and config.evaluate_in == "queue":
         assert config.queue_url is not None  # Config guarantees it
         return Runtime(config, role, project, StreamPublisher(config.queue_url), drops=drops)
-    if role == "app" and config.evaluate_in == "process":
+    if role in _FRONT and config.evaluate_in == "process":
         return Runtime(config, role, project, _evaluator_process(config, project, metrics_port, drops), drops=drops)
 
     if evaluator is None:
         # Elsewhere than in the app, the sampling was done where the trace was seen.
-        evaluator = build_evaluator(config, sample_rate=config.sample_rate if role == "app" else 1.0)
+        evaluator = build_evaluator(config, sample_rate=config.sample_rate if role in _FRONT else 1.0)
     if role == "offline" or (writer is None and not config.write_back):
         writer = None
     elif writer is None:
@@ -188,7 +191,7 @@ def build(
         alert_sinks = sinks_from_config(config) if role != "offline" or send_alerts else []
     if recorded is not None:
         alert_sinks = [*alert_sinks, recorded]
-    can_drop = role in ("app", "evaluator_process")
+    can_drop = role in (*_FRONT, "evaluator_process")
     if alert_rules is None:
         alert_rules = _rules(config, evaluator, drops if can_drop else None)
     alerts = AlertManager(
@@ -196,6 +199,8 @@ def build(
         alert_sinks,
         project=project,
         phoenix_url=base_url(config.endpoint),
+        # to the traces each alert is about, once the writer knows the project's id in Phoenix
+        phoenix_link=writer.links.for_alert if isinstance(writer, PhoenixWriter) else None,
         # a fleet of workers judges one window, kept in Redis next to the queue
         state=RedisAlertState(config.queue_url, project=project) if role == "worker" and config.queue_url else None,
         evaluate_every_s=0.0 if role == "offline" else 1.0,

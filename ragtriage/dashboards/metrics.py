@@ -13,7 +13,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
@@ -22,9 +22,17 @@ from ragtriage._version import __version__
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.metrics_registry import ALL
-from ragtriage.span_processor.processor import SKIP_COUNTERS, EvalSpanProcessor
+from ragtriage.span_processor.processor import SKIP_COUNTERS
 
 Kind = Literal["counter", "histogram", "gauge"]
+
+
+class HasStats(Protocol):
+    """What counts the traces it drops or skips: the span processor, the collector."""
+
+    @property
+    def stats(self) -> Mapping[str, int]: ...
+
 
 _SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 2.0, 5.0)
 _DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -112,14 +120,14 @@ class EvalMetrics:
         self,
         evaluator: RAGEvaluator | None,
         *,
-        processor: EvalSpanProcessor | None = None,
+        processor: HasStats | None = None,
         meter_provider: MeterProvider | None = None,
         heavy_share_window: int = 200,
     ) -> None:
         if evaluator is not None and not isinstance(evaluator, RAGEvaluator):
             raise TypeError(f"evaluator must be a RAGEvaluator, got {type(evaluator).__name__}")
-        if processor is not None and not isinstance(processor, EvalSpanProcessor):
-            raise TypeError(f"processor must be an EvalSpanProcessor, got {type(processor).__name__}")
+        if processor is not None and not isinstance(getattr(type(processor), "stats", None), property):
+            raise TypeError(f"processor must have stats (an EvalSpanProcessor), got {type(processor).__name__}")
         if isinstance(heavy_share_window, bool) or not isinstance(heavy_share_window, int) or heavy_share_window < 1:
             raise ValueError(f"heavy_share_window must be a positive int, got {heavy_share_window!r}")
         provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
@@ -239,7 +247,7 @@ class EvalMetrics:
 def enable_metrics(
     evaluator: RAGEvaluator,
     *,
-    processor: EvalSpanProcessor | None = None,
+    processor: HasStats | None = None,
     meter_provider: MeterProvider | None = None,
 ) -> EvalMetrics:
     """Emit ``ragtriage.eval.*`` metrics for ``evaluator`` through ``meter_provider`` (default: the global one).

@@ -1,0 +1,227 @@
+"""The OTLP collector: receive, forward unchanged, assemble whole traces, hand samples to the pipeline.
+
+One asyncio loop does it all, in three independent lanes, so none waits on another:
+
+* receiving (the ASGI app): read the body, queue it for forwarding, decode, buffer sampled spans; answer;
+* forwarding (:class:`~ragtriage.collector.forwarder.Forwarder`): a byte-bounded buffer to the next hop;
+* evaluating: every ``tick_s``, complete traces are assembled into samples (the same
+  :func:`~ragtriage.span_processor._assembly.assemble` as ``instrument()``) and handed to the sample
+  handler the runtime built (the pipeline, or the Redis Stream for ``ragtriage worker``\\ s), at most
+  ``max_concurrency`` at once, from a bounded queue whose overflow is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from ragtriage.collector.assembly import TraceAssembler
+from ragtriage.collector.forwarder import Forwarder
+from ragtriage.collector.otlp import OTLPError, decoded_body, empty_response, media_type, spans
+from ragtriage.pipeline import WriteBackFailed
+from ragtriage.sample import RAGSample
+from ragtriage.span_processor._assembly import UNATTRIBUTED, assemble
+from ragtriage.span_processor.processor import SampleHandler
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+#: The largest request body taken (OTLP exporters batch 512 spans by default: far below this).
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+class Collector:
+    """An ASGI app receiving OTLP/HTTP traces on ``/v1/traces``; see the module docstring."""
+
+    def __init__(
+        self,
+        handler: SampleHandler,
+        forwarder: Forwarder | None,
+        assembler: TraceAssembler,
+        *,
+        max_queue_size: int = 2048,
+        max_concurrency: int = 8,
+        tick_s: float = 0.25,
+    ) -> None:
+        self.handler = handler
+        self.forwarder = forwarder
+        self.assembler = assembler
+        self._max_queue = max_queue_size
+        self._max_concurrency = max_concurrency
+        self._tick = tick_s
+        self._samples: deque[RAGSample] = deque()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._in_flight = 0
+        self._counts: Counter[str] = Counter()
+
+    # -- the ASGI app ---------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"].rstrip("/"), scope["method"]
+        if path == "/health" and method == "GET":
+            await _respond(send, 200, b"ok", "text/plain")
+        elif path != "/v1/traces":
+            await _respond(send, 404, b"not found: OTLP/HTTP traces go to /v1/traces", "text/plain")
+        elif method != "POST":
+            await _respond(send, 405, b"POST OTLP traces to /v1/traces", "text/plain")
+        else:
+            await self._export(scope, receive, send)
+
+    async def _export(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            kind = media_type(headers.get("content-type"))
+        except OTLPError as exc:
+            await _respond(send, 415, str(exc).encode(), "text/plain")
+            return
+        body = await _body(receive)
+        self._counts["requests_received"] += 1
+        if body is None:
+            await _respond(send, 413, f"body over {MAX_BODY_BYTES} bytes".encode(), "text/plain")
+            return
+        if self.forwarder is not None and not self.forwarder.offer(body, headers):
+            # The next hop is behind: tell the exporter to retry later, and take nothing of it now, so a
+            # retried request is neither forwarded nor evaluated twice.
+            self._counts["requests_rejected_backpressure"] += 1
+            await _respond(send, 503, b"forward buffer full; retry", "text/plain", retry_after="1")
+            return
+        try:
+            received = spans(decoded_body(body, headers.get("content-encoding")), kind, self.assembler.sampled)
+        except OTLPError as exc:  # forwarded all the same: the next hop may know better; not evaluated
+            self._counts["requests_undecodable"] += 1
+            await _respond(send, 400, str(exc).encode(), "text/plain")
+            return
+        self._counts["spans_received"] += len(received)
+        self.assembler.add(received, time.monotonic())
+        await _respond(send, 200, empty_response(kind), kind)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- the evaluating lane --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.forwarder is not None:
+            self.forwarder.start()
+        self._tasks = [asyncio.create_task(self._complete_traces())]
+        self._tasks += [asyncio.create_task(self._evaluate()) for _ in range(self._max_concurrency)]
+
+    async def _complete_traces(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick)
+            try:
+                self._take(self.assembler.complete(time.monotonic()))
+            except Exception:
+                self._counts["internal_errors"] += 1
+                logger.exception("ragtriage collect: assembling traces failed")
+
+    def _take(self, traces: list[tuple[int, list[Any]]]) -> None:
+        for trace_id, buffered in traces:
+            samples, skipped = assemble(trace_id, buffered)
+            for reason, n in skipped.items():
+                self._counts[reason if reason == UNATTRIBUTED else f"traces_skipped_{reason}"] += n
+            for sample in samples:
+                if len(self._samples) >= self._max_queue:
+                    self._counts["samples_dropped_queue_full"] += 1
+                    continue
+                self._samples.append(sample)
+                self._counts["samples_queued"] += 1
+        if self._samples:
+            self._wake.set()
+
+    async def _evaluate(self) -> None:
+        while True:
+            if not self._samples:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            sample = self._samples.popleft()
+            self._in_flight += 1
+            try:
+                await self.handler(sample)
+            except WriteBackFailed:
+                pass  # counted by the pipeline
+            except Exception:
+                self._counts["internal_errors"] += 1
+                logger.exception("ragtriage collect: evaluating %s failed", sample.sample_id)
+            finally:
+                self._in_flight -= 1
+
+    async def flush(self, timeout_s: float = 30.0) -> bool:
+        """Complete every buffered trace now (as if its quiet period had passed), evaluate, forward."""
+        deadline = time.monotonic() + timeout_s
+        self._take(self.assembler.complete(float("inf")))
+        while self._samples or self._in_flight:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return self.forwarder is None or await self.forwarder.drain(max(0.0, deadline - time.monotonic()))
+
+    async def aclose(self) -> None:
+        """Evaluate what is buffered, forward what is queued (bounded), then stop."""
+        with contextlib.suppress(Exception):
+            await self.flush(30.0)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.forwarder is not None:
+            await self.forwarder.aclose()
+        close = getattr(self.handler, "aclose", None)
+        if close is not None:
+            await close()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters of every lane (the names the span processor uses where the concept is the same)."""
+        counts = Counter(self._counts)
+        counts.update(self.assembler.counts)
+        if self.forwarder is not None:
+            counts.update(self.forwarder.counts)
+            counts["forward_buffer_bytes"] = self.forwarder.buffered_bytes
+        for name, value in getattr(self.handler, "counts", {}).items():
+            counts[getattr(self.handler, "stats_prefix", "handler_") + name] += value
+        counts["traces_in_flight"] = self.assembler.in_flight
+        counts["queue_size"] = len(self._samples)
+        return dict(counts)
+
+
+async def _body(receive: Receive) -> bytes | None:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _respond(send: Send, status: int, body: bytes, content_type: str, *, retry_after: str | None = None) -> None:
+    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    if retry_after is not None:
+        headers.append((b"retry-after", retry_after.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
