@@ -42,7 +42,6 @@ _LETTERS = re.compile(r"[^\W\d_]+")
 #: Every word that can be (part of) a number, and the scale words that multiply digits ("4.7 million").
 NUMBER_WORDS = frozenset((*WORD_VALUES, *_FRACTIONS))
 SCALE_WORDS = ("hundred", "thousand", "million", "billion", "trillion")
-_SPLIT = re.compile(r"[\s-]+")
 _ORDINAL_WORDS = frozenset((*_ORDINALS, *(w[:-1] + "ieth" for w in _TENS), "hundredth"))
 #: Factors a rewording applies without the contexts stating them: calendars, clocks, metric and binary
 #: prefixes, percent, and the common imperial/metric conversions.

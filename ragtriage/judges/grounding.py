@@ -77,12 +77,6 @@ _COMMON = frozenset(
 )
 
 
-def normalize_number(text: str) -> str:
-    """The first reading of a digit string, as digits ("1,500" -> "1500"); kept for callers of the old API."""
-    values = digit_values(text)
-    return _show(values[0]) if values else text
-
-
 class EvidenceIndex:
     """The tokens and numbers of some texts, built once per sample; slower readings on first use."""
 
@@ -139,19 +133,6 @@ class EvidenceIndex:
 
     def has_prefix(self, prefix: str) -> bool:
         return f" {prefix}" in self.padded
-
-    @property
-    def stems(self) -> set[str]:
-        """First five letters of the longer words (the refusal check's view)."""
-        if "stems" not in self._lazy:
-            self._lazy["stems"] = {w[:5] for w in self.padded.split() if len(w) >= 5}
-        return self._lazy["stems"]
-
-    @property
-    def words(self) -> set[str]:
-        if "words" not in self._lazy:
-            self._lazy["words"] = set(self.padded.split())
-        return self._lazy["words"]
 
     @property
     def phrases(self) -> str:
