@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -262,3 +263,33 @@ def test_a_collector_from_settings_builds_the_same_runtime(monkeypatch: pytest.M
     assert runtime.alerts is not None and "dropped_samples_high" in [r.name for r in runtime.alerts.rules]
     assert runtime.drops() == (0, 0)
     asyncio.run(runtime.aclose())
+
+
+TS_APP = HERE / "ts_app"
+
+
+def built_ts_app() -> Path:
+    """tests/ts_app, installed from the npm registry (pinned by its lockfile) and compiled; skip without Node."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("Node.js and npm are not installed (.ci/run installs them)")
+    built = TS_APP / "dist" / "app.js"
+    if not built.exists() or built.stat().st_mtime < (TS_APP / "app.ts").stat().st_mtime:
+        for command in (["npm", "ci", "--no-audit", "--no-fund"], ["npm", "run", "build"]):
+            subprocess.run(command, cwd=TS_APP, check=True, capture_output=True, timeout=300)
+    return built
+
+
+def test_a_typescript_app_traced_with_openinference_js_is_evaluated_like_a_python_one() -> None:
+    app = built_ts_app()
+    coll, samples = collector(None)
+    with serving(coll) as url:
+        ran = subprocess.run(["node", str(app), url, QUESTION, ANSWER], capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0, ran.stderr
+        ids = json.loads(ran.stdout.strip().splitlines()[-1])
+        wait_until(lambda: samples.results, timeout_s=20, what="the TypeScript app's trace to be evaluated")
+    [(sample, result)] = samples.results
+    assert (f"{sample.trace_id:032x}", f"{sample.root_span_id:016x}") == (ids["trace_id"], ids["root_span_id"])
+    assert (sample.question, sample.answer) == (QUESTION, ANSWER)
+    assert [(d.id, d.score) for d in sample.documents] == [("ts-1", 0.92), ("ts-2", 0.81)]
+    assert sample.contexts[0] == "The Eiffel Tower was completed on 31 March 1889."
+    assert result.status == "ok" and result.tier == "deterministic"
