@@ -12,6 +12,25 @@ import functools
 import re
 import unicodedata
 
+#: Function words and the everyday vocabulary of answers: never a name, never a rare word.
+COMMON_WORDS = frozenset(
+    """
+    a about above after again against all also although always am among an and another any are around as
+    at be because been before being below between both but by can cannot could did do does doing done
+    down during each either else enough even ever every few for from further had has have having he her
+    here hers herself him himself his how however i if in into is it its itself just least less like
+    made make many may me might more most much must my myself neither no nor not now of off often on
+    once only or other others otherwise our ours ourselves out over own per perhaps rather same several
+    shall she should since so some such than that the their theirs them themselves then there therefore
+    these they this those though through thus to too toward towards under until up upon us very was we
+    were what whatever when where whether which while who whom whose why will with within without would
+    yes yet you your yours yourself answer answers based called context contexts document documents
+    information known mentioned named provided question questions several stated text therefore although
+    because number people person place thing things time times year years called known including include
+    includes well first second third later earlier many most also still both either
+    sure overall today thanks okay sorry yeah yep nope note please actually basically briefly answer
+    """.split()
+)
 _SPECIAL = str.maketrans(
     {
         "ß": "ss", "ø": "o", "Ø": "O", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ł": "l", "Ł": "L",

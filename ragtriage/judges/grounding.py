@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ragtriage.judges._dates import MONTHS, Ymd, agrees, conflict, find_dates, show
-from ragtriage.judges._normalize import DEMONYMS, fold, phrase_text, skeleton, variant_kind
+from ragtriage.judges._names import initials, name_support
+from ragtriage.judges._normalize import COMMON_WORDS as _COMMON
+from ragtriage.judges._normalize import DEMONYMS, fold, phrase_text, skeleton
 from ragtriage.judges._numbers import (
     NUMBER_WORDS,
     SCALE_WORDS,
@@ -53,28 +55,6 @@ _ROMAN = re.compile(r"^(?=[IVXLC]{2,}$)(C{0,3})(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})$
 _ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100}
 #: Endings of common words (adjectives, adverbs, agent nouns) that start a sentence before a name.
 _WORD_ENDINGS = ("ly", "ing", "ed", "er", "or", "ous", "ful", "ive", "al", "ic", "ist", "ent", "ant", "ary", "ness")
-_RUN = re.compile(r"[A-Z][^\W_]*(?:[\s-]+(?:(?:of|the|and|for|de|du|la|von|van)[\s-]+)?[A-Z][^\W_]*)*")
-_RUN_LINKS = frozenset("of the and for de du la le von van der den y et da di".split())
-
-# Function words and the everyday vocabulary of answers; a word here is never "rare".
-_COMMON = frozenset(
-    """
-    a about above after again against all also although always am among an and another any are around as
-    at be because been before being below between both but by can cannot could did do does doing done
-    down during each either else enough even ever every few for from further had has have having he her
-    here hers herself him himself his how however i if in into is it its itself just least less like
-    made make many may me might more most much must my myself neither no nor not now of off often on
-    once only or other others otherwise our ours ourselves out over own per perhaps rather same several
-    shall she should since so some such than that the their theirs them themselves then there therefore
-    these they this those though through thus to too toward towards under until up upon us very was we
-    were what whatever when where whether which while who whom whose why will with within without would
-    yes yet you your yours yourself answer answers based called context contexts document documents
-    information known mentioned named provided question questions several stated text therefore although
-    because number people person place thing things time times year years called known including include
-    includes well first second third later earlier many most also still both either
-    sure overall today thanks okay sorry yeah yep nope note please actually basically briefly answer
-    """.split()
-)
 
 
 class EvidenceIndex:
@@ -206,7 +186,7 @@ class EvidenceIndex:
     def acronyms(self) -> set[str]:
         """Initials of every run of capitalised words ("United Nations" -> "un", "New York City" -> "nyc")."""
         if "acronyms" not in self._lazy:
-            self._lazy["acronyms"] = _initials(self.text)
+            self._lazy["acronyms"] = initials(self.text)
         return self._lazy["acronyms"]
 
 
@@ -231,24 +211,6 @@ def _continues_number(text: str, i: int, step: int) -> bool:
         return True
     j = i + step
     return c in ".," and 0 <= j < len(text) and text[j].isdigit()
-
-
-def _initials(text: str) -> set[str]:
-    """Initials of each run of capitalised words and of its sub-runs, with and without linking words."""
-    found: set[str] = set()
-    for run in _RUN.finditer(text):
-        words = re.split(r"[\s-]+", run.group())
-        for i, first in enumerate(words):
-            if first.lower() in _RUN_LINKS:
-                continue
-            strict = loose = ""
-            for word in words[i : i + 8]:
-                loose += word[0].lower()
-                if word.lower() not in _RUN_LINKS:
-                    strict += word[0].lower()
-                if len(strict) >= 2:
-                    found.update((strict, loose))
-    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,7 +439,7 @@ def _check_words(answer: str, contexts: EvidenceIndex, question: EvidenceIndex, 
         if found.certain and not (contexts.has(lowered) or question.has(lowered)):
             continue  # already proven wrong: other spellings would only add work, not a verdict
         found.checked += 1
-        verdict = _name_support(word, lowered, answer, match, contexts, question)
+        verdict = name_support(word, lowered, answer, match, contexts, question)
         if verdict is None:
             found.entities.append(word)
         elif verdict:
@@ -545,79 +507,3 @@ def _unknown_word(word: str, lowered: str, contexts: EvidenceIndex, question: Ev
         return False
     stem = lowered[: max(4, min(5, len(lowered) - 1))]
     return not any(e.has(lowered) or e.has_prefix(stem) for e in (contexts, question))
-
-
-def _name_support(
-    word: str, lowered: str, answer: str, match: re.Match[str], contexts: EvidenceIndex, question: EvidenceIndex
-) -> str | None:
-    """``""`` when the name is stated (in some form or spelling), a note when only a transliteration-like
-    spelling is, ``None`` when nothing is."""
-    spaced = lowered.replace("'", " ")  # "O'Hara" is indexed as "o hara"
-    for evidence in (contexts, question):
-        if evidence.has(spaced) or (lowered.endswith("s") and evidence.has(spaced[:-1])):
-            return ""
-    if len(word) == 1:
-        return ""  # an initial: "J. Smith" for "John Smith" proves nothing
-    if lowered in MONTHS and any(d[1] == MONTHS[lowered] for d in contexts.dates + question.dates):
-        return ""
-    for evidence in (contexts, question):
-        if _split_differently(lowered, evidence) or _acronym(word, lowered, answer, match, evidence):
-            return ""
-        if _abbreviation(lowered, answer, match, evidence):
-            return ""
-        related = evidence.names_by_prefix.get(lowered[:4], ())
-        demonym = DEMONYMS.get(lowered)
-        if any(variant_kind(lowered, name) for name in related) or (demonym and evidence.has(demonym)):
-            return ""
-        if any(DEMONYMS.get(name) == lowered for name in evidence.names_by_prefix.get("demonyms", ())):
-            return ""
-    for evidence in (contexts, question):
-        spelled = evidence.skeletons.get(skeleton(lowered))
-        if spelled and abs(len(spelled) - len(lowered)) <= 3:
-            return f"answer writes {word!r} where a context has {spelled.capitalize()!r}: another spelling, or a name"
-    return None
-
-
-def _split_differently(lowered: str, evidence: EvidenceIndex) -> bool:
-    """ "Cocacola" where a context writes "Coca-Cola" or "Coca Cola"."""
-    return any(evidence.has(f"{lowered[:i]} {lowered[i:]}") for i in range(2, len(lowered) - 1))
-
-
-def _acronym(word: str, lowered: str, answer: str, match: re.Match[str], evidence: EvidenceIndex) -> bool:
-    """ "NYC" where a context writes "New York City", and "United Nations" where it writes "UN"."""
-    if word.isupper() and 2 <= len(word) <= 8:
-        return lowered in evidence.acronyms
-    for run in _RUN.finditer(answer):
-        if run.start() <= match.start() < run.end():
-            words = [w for w in re.split(r"[\s-]+", run.group()) if w.lower() not in _RUN_LINKS | _COMMON]
-            initials = "".join(w[0] for w in words).upper()
-            if len(words) < 2 or initials not in evidence.text:
-                return False
-            return re.search(rf"\b{initials}\b", evidence.text) is not None
-    return False
-
-
-def _abbreviation(lowered: str, answer: str, match: re.Match[str], evidence: EvidenceIndex) -> bool:
-    """ "Gen." for "General", "St" for "Saint" or "Street", and "Saint" where a context writes "St."."""
-    if len(lowered) <= 4 or answer[match.end() : match.end() + 1] == ".":
-        if evidence.has_prefix(lowered) and re.search(rf" {lowered}[a-z]+ ", evidence.padded):
-            return True
-        letters = "".join(f"[a-z]*{re.escape(c)}" for c in lowered[1:])
-        if re.search(rf" {re.escape(lowered[0])}{letters} ", evidence.padded):
-            return True
-    for short in evidence.short_words.get(lowered[0], ()):
-        if short != lowered and (lowered.startswith(short) or _is_contraction(short, lowered)):
-            return True
-    return False
-
-
-def _is_contraction(short: str, long: str) -> bool:
-    """``short`` keeps the first and last letter of ``long`` and some letters between, in order ("st", "saint")."""
-    if short[0] != long[0] or short[-1] != long[-1]:
-        return False
-    rest = iter(long[1:-1])
-    return all(c in rest for c in short[1:-1])
-
-
-def _show(value: float) -> str:
-    return str(int(value)) if value == int(value) else f"{value:g}"
