@@ -61,7 +61,7 @@ def template() -> ExportTraceServiceRequest:
                     _kv("input.value", "When was the Eiffel Tower completed?"),
                     _kv("output.value", "It was completed on 31 March 1889."),
                 ],
-            )  # fmt: skip
+            )
         )
         retriever = [_kv("openinference.span.kind", "RETRIEVER")]
         for i in range(2):
