@@ -57,7 +57,10 @@ async def serve(
     metrics_port: int | None = None,
 ) -> None:
     """Receive OTLP/HTTP on ``host:port`` until cancelled or SIGTERM (uvicorn handles the signals)."""
-    import uvicorn
+    try:
+        import uvicorn
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise ImportError("ragtriage collect needs the collector extra: pip install 'ragtriage[collector]'") from exc
 
     collector, runtime = build_collector(config, forward=forward)
     if metrics_port is not None:
