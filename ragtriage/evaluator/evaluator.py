@@ -66,11 +66,39 @@ class _Run:
 
 
 class RAGEvaluator:
-    """Scores RAG answers with a cost-aware cascade of judges.
+    """Scores RAG answers with a cost-aware cascade of judges: cache, deterministic checks, local judge,
+    heavy judge only when the local one is unsure.
 
-    Keyword-only; every argument is checked at once and a bad one raises
-    ``ValueError``/``TypeError`` naming it. With no LLM judge the free tiers
-    run alone and undecided samples end ``uncertain``, never guessed.
+    Keyword-only; every argument is checked at once and a bad one raises ``ValueError``/``TypeError``
+    naming it. With no LLM judge the free tiers run alone and undecided samples end ``uncertain``, never
+    guessed; a judge that fails gives ``status="judge_error"``, never a default score.
+
+    Args:
+        local_judge: the cheap judge (a vLLM server through :class:`~ragtriage.LLMJudge`), asked first.
+        heavy_judge: the expensive judge (OpenAI), asked only when the local one is unsure or failed.
+        sample_rate: share of samples evaluated, decided by :meth:`should_sample` on the sample key.
+        thresholds: the minimum of each metric (:class:`~ragtriage.RAGEvaluationThresholds`).
+        confidence_threshold: below this local-judge confidence, the heavy judge decides.
+        cache: a :class:`~ragtriage.Cache` (default: in-memory), or ``False`` for none.
+        cost_tracker, budget_usd_per_hour: judge spend; heavy calls stop when the hourly budget is spent.
+        max_context_chars: contexts are truncated to this many characters (with a note).
+        history_size: how many recent results :attr:`history` keeps.
+        citation_pattern: a regex of the app's citations (``r"\[(\d+)\]"``), checked against the contexts.
+        escalation_margin: a score this close to its threshold escalates to the heavy judge.
+        deterministic: your own :class:`~ragtriage.DeterministicChecker`.
+
+    Alerts are not the evaluator's: attach an :class:`~ragtriage.alerts.AlertManager` as an observer
+    (``evaluator.add_observer(manager.observe)``), as :func:`ragtriage.instrument` does.
+
+    Example::
+
+        evaluator = RAGEvaluator(
+            local_judge=LLMJudge(model="meta-llama/Llama-3.1-8B-Instruct", base_url="http://vllm:8000/v1"),
+            heavy_judge=LLMJudge(model="gpt-4o-mini"),
+            sample_rate=1.0,
+        )
+        result = await evaluator.evaluate(question, answer, contexts)
+        result.verdict, result.tier, result.faithfulness, result.eval_cost_usd
     """
 
     def __init__(
