@@ -66,7 +66,7 @@ class _Run:
 
 
 class RAGEvaluator:
-    """Scores RAG answers with a cost-aware cascade of judges: cache, deterministic checks, local judge,
+    r"""Scores RAG answers with a cost-aware cascade of judges: cache, deterministic checks, local judge,
     heavy judge only when the local one is unsure.
 
     Keyword-only; every argument is checked at once and a bad one raises ``ValueError``/``TypeError``
