@@ -221,13 +221,20 @@ def decimals(value: float) -> int:
 class Known:
     """Known values prepared once per sample for ``derivation``: sorted, and rounded for exact lookups."""
 
-    __slots__ = ("exact", "ordered", "raw", "whole")
+    __slots__ = ("_exact", "ordered", "raw", "whole")
 
     def __init__(self, values: Iterable[float]) -> None:
         self.ordered = sorted(v for v in values if v)
         self.raw = set(self.ordered)
         self.whole = [v for v in self.ordered if v == int(v)]
-        self.exact = {round(v, 6) for v in self.ordered}
+        self._exact: set[float] | None = None
+
+    @property
+    def exact(self) -> set[float]:
+        """The values rounded to six decimals, for arithmetic on fractions (built on first use)."""
+        if self._exact is None:
+            self._exact = {round(v, 6) for v in self.ordered}
+        return self._exact
 
 
 def derivation(value: float, known: Known) -> str | None:
