@@ -16,6 +16,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -25,6 +26,10 @@ from ragtriage.alerts.state import AlertState, MemoryAlertState, RuleState
 from ragtriage.evaluator.results import RAGEvaluationResult
 
 logger = logging.getLogger(__name__)
+
+#: Builds an event's ``phoenix_url``: ``(rule, since, until)`` -> the traces the alert is about, evaluated between
+#: ``since`` and ``until`` (epoch seconds); given by whoever knows Phoenix (``ragtriage.runtime``).
+PhoenixLink = Callable[[Rule, float, float], str | None]
 
 
 class AlertManager:
@@ -37,6 +42,7 @@ class AlertManager:
         *,
         project: str = "default",
         phoenix_url: str | None = None,
+        phoenix_link: PhoenixLink | None = None,
         send_timeout_s: float = 10.0,
         max_retries: int = 2,
         evaluate_every_s: float = 1.0,
@@ -59,7 +65,8 @@ class AlertManager:
         self.rules = tuple(rules)
         self.sinks = tuple(sinks)
         self.project = project
-        self.phoenix_url = phoenix_url
+        self.phoenix_url = phoenix_url  # the fallback link, when there is no phoenix_link or it fails
+        self._phoenix_link = phoenix_link
         self._timeout = send_timeout_s
         self._max_retries = max_retries
         self._every = evaluate_every_s
@@ -131,7 +138,8 @@ class AlertManager:
             if check is not None:
                 event = self._transition(rule, states.setdefault(rule.name, RuleState()), check, now)
                 if event is not None:
-                    events.append(event)
+                    since = window[0].at if window else now - rule.window_s
+                    events.append(replace(event, phoenix_url=self._link(rule, since, now)))
         return events
 
     def _windows(
@@ -183,6 +191,17 @@ class AlertManager:
             at=datetime.now(timezone.utc),
             phoenix_url=self.phoenix_url,
         )
+
+    def _link(self, rule: Rule, since: float, now: float) -> str | None:
+        """The event's link: to the traces it is about when a ``phoenix_link`` is given, else ``phoenix_url``."""
+        if self._phoenix_link is None:
+            return self.phoenix_url
+        try:
+            return self._phoenix_link(rule, since, now) or self.phoenix_url
+        except Exception:  # a broken link builder costs the link, never the alert
+            self.counts["link_errors"] += 1
+            logger.exception("ragtriage: building the Phoenix link for %s failed", rule.name)
+            return self.phoenix_url
 
     # -- delivery -------------------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """``ragtriage report``: one self-contained HTML file (plotly, JS inlined) that works offline.
 
 Tier distribution, score histograms, cost and latency over time, and the
-worst traces with links into Phoenix. Every piece of text from the data is
-escaped; the page loads nothing from the network.
+worst traces with links into Phoenix, plus one link that opens the report's
+failing traces in Phoenix, already filtered. Every piece of text from the data
+is escaped; the page loads nothing from the network.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import html
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from ragtriage.dashboards.sources import EvalRecord
+from ragtriage.export.links import EVALUATION_LAG_S, FAILING, traces_url
 from ragtriage.metrics_registry import SCORES
 
 _TIER_ORDER = ("cache", "deterministic", "local", "heavy", "none")
@@ -83,7 +85,7 @@ def render_report(
 <body><h1>{e(title)}</h1><p class="sub">{e(source)} &middot; generated {generated}</p>
 {_cards(records)}
 <div class="grid">{"".join(f"<div>{d}</div>" for d in divs)}</div>
-<h2>Worst traces</h2>{_worst_table(records, phoenix_project_url, worst)}
+<h2>Worst traces</h2>{_failing_link(records, phoenix_project_url)}{_worst_table(records, phoenix_project_url, worst)}
 </body></html>
 """
 
@@ -175,6 +177,19 @@ def _badness(record: EvalRecord) -> tuple[int, float, int]:
         (record.scores[n] for n in ("faithfulness", "relevance", "answer_quality") if n in record.scores), default=1.0
     )
     return (_VERDICT_RANK.get(record.verdict, 1), lowest, 0 if record.status != "ok" else 1)
+
+
+def _failing_link(records: Sequence[EvalRecord], project_url: str | None) -> str:
+    """The report's failing traces in Phoenix: filtered on ``eval_verdict``, over the report's time range (from a
+    little before its first record: a JSONL's times may be evaluation times, which lag their traces)."""
+    fails = sum(r.verdict == "fail" for r in records)
+    if not project_url or not fails:
+        return ""
+    times = [r.time for r in records if r.time is not None]
+    start = min(times) - timedelta(seconds=EVALUATION_LAG_S) if len(times) == len(records) else None
+    end = max(times) + timedelta(seconds=1) if start is not None else None
+    url = html.escape(traces_url(project_url, FAILING, start, end))
+    return f'<p><a href="{url}" target="_blank" rel="noopener">Open the {fails} failing traces in Phoenix</a></p>'
 
 
 def _worst_table(records: Sequence[EvalRecord], project_url: str | None, worst: int) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from ragtriage.evaluator.results import RAGEvaluationResult
+from ragtriage.export.links import ProjectLinks
 from ragtriage.export.phoenix import base_url
 from ragtriage.metrics_registry import SCORES
 
@@ -135,7 +136,9 @@ def phoenix_project_url(endpoint: str, project: str, *, api_key: str | None = No
     try:
         response = httpx.get(f"{url}/v1/projects/{project}", headers=headers, timeout=10.0)
         response.raise_for_status()
-        return f"{url}/projects/{response.json()['data']['id']}"
+        links = ProjectLinks(url, project)
+        links.project_id = response.json()["data"]["id"]
+        return links.project_url
     except (httpx.HTTPError, KeyError, ValueError):
         return None
 

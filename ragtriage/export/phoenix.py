@@ -10,12 +10,23 @@ Per evaluation:
 * Phoenix span annotations on the root span (REST ``/v1/span_annotations``),
   upserted under ``identifier = "ragtriage:<sample id>"`` so a re-delivered
   sample replaces, never duplicates;
-* per-document relevance as document annotations on the retriever spans.
+* the same annotations on the trace (``/v1/trace_annotations``, same
+  identifier), which the traces table sorts and filters by;
+* per-document relevance as document annotations on the retriever spans;
+* once per writer: the annotation configs (:mod:`.annotation_configs`) and the
+  project's id for links (:mod:`.links`), neither of which can fail a write.
 
 Phoenix answers 404 while the annotated span has not arrived yet (the app's
 exporter batches): that is retried with back-off, and after ``span_wait_s``
 the annotations are handed to Phoenix's own queue (``sync=false``). Phoenix
 unreachable: bounded retries, then the write is dropped and counted.
+
+Hand-written REST rather than ``arize-phoenix-client``: the client has no
+annotation-config calls, its errors would have to be unpicked for the
+404-while-ingesting retry anyway, and ``import phoenix.client`` runs
+``arize-phoenix``'s ``phoenix/__init__.py`` when that is installed (our
+``phoenix`` extra): FastAPI, SQLAlchemy, the whole server, 20 s of CPU measured
+on a shared two-core machine against 0.4 s for httpx. The host app would pay it.
 """
 
 from __future__ import annotations
@@ -40,6 +51,8 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, TraceFlags,
 
 from ragtriage._log_hygiene import own_http, redact
 from ragtriage.evaluator.results import RAGEvaluationResult
+from ragtriage.export.annotation_configs import TIER, VERDICT, AnnotationConfigs
+from ragtriage.export.links import ProjectLinks
 from ragtriage.metrics_registry import SCORES
 from ragtriage.pipeline import WriteBackFailed
 from ragtriage.sample import RAGSample
@@ -93,7 +106,7 @@ def span_annotations(sample: RAGSample, result: RAGEvaluationResult) -> list[dic
     rows.append(
         {
             "span_id": span_id,
-            "name": "eval_tier",
+            "name": TIER,
             "annotator_kind": "CODE",
             "identifier": identifier,
             "result": {"label": result.tier or result.status, "explanation": tier_text},
@@ -103,7 +116,7 @@ def span_annotations(sample: RAGSample, result: RAGEvaluationResult) -> list[dic
     rows.append(
         {
             "span_id": span_id,
-            "name": "eval_verdict",
+            "name": VERDICT,
             "annotator_kind": kind,
             "identifier": identifier,
             "result": {"label": result.verdict, "explanation": explanation},
@@ -111,6 +124,12 @@ def span_annotations(sample: RAGSample, result: RAGEvaluationResult) -> list[dic
         }
     )
     return rows
+
+
+def trace_annotations(sample: RAGSample, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The span annotations ``rows`` again, on the sample's trace (same names, same identifier)."""
+    trace_id = f"{sample.trace_id:032x}"
+    return [{**{k: v for k, v in row.items() if k != "span_id"}, "trace_id": trace_id} for row in rows]
 
 
 def document_annotations(sample: RAGSample, result: RAGEvaluationResult) -> list[dict[str, Any]]:
@@ -205,16 +224,22 @@ class PhoenixWriter:
         )
         self._provider.add_span_processor(SimpleSpanProcessor(exporter))
         self._tracer = self._provider.get_tracer("ragtriage")
+        self.configs = AnnotationConfigs(project_name)
+        self.links = ProjectLinks(self.base_url, project_name)
         self.counts: Counter[str] = Counter()
 
     async def write(self, sample: RAGSample, result: RAGEvaluationResult) -> None:
         annotations = span_annotations(sample, result)
         with own_http(self._api_key):  # to_thread copies the marker to the OTLP export's thread
             await asyncio.to_thread(self._emit_span, sample, result, annotations)
-            await self._post("/v1/span_annotations", annotations)
+            sync = await self._post("/v1/span_annotations", annotations)
+            # the trace is in Phoenix once its root span is; if that span was not, do not wait for it twice
+            await self._post("/v1/trace_annotations", trace_annotations(sample, annotations), sync=sync)
             documents = document_annotations(sample, result)
             if documents:
-                await self._post("/v1/document_annotations", documents)
+                await self._post("/v1/document_annotations", documents, sync=sync)
+            await self.configs.ensure(self._client())
+            await self.links.resolve(self._client())
         self.counts["writes"] += 1
 
     def _emit_span(self, sample: RAGSample, result: RAGEvaluationResult, annotations: list[dict[str, Any]]) -> None:
@@ -244,11 +269,12 @@ class PhoenixWriter:
             self._clients[loop] = client
         return client
 
-    async def _post(self, path: str, rows: list[dict[str, Any]]) -> None:
+    async def _post(self, path: str, rows: list[dict[str, Any]], *, sync: str = "true") -> str:
+        """POST ``rows``; returns the ``sync`` it took: ``"false"`` when the span never arrived and Phoenix
+        queued the rows."""
         client = self._client()
         waited_for_span = 0.0
         waits = failures = 0
-        sync = "true"
         while True:
             try:
                 response = await client.post(path, params={"sync": sync}, json={"data": rows})
@@ -258,7 +284,7 @@ class PhoenixWriter:
             else:
                 status = response.status_code
                 if status < 300:
-                    return
+                    return sync
                 reason = f"HTTP {status}: {response.text[:200]}"
                 if status == 404 and "do not exist" in response.text:
                     # The span is still in the app's export batch: wait for it, then let Phoenix queue it.

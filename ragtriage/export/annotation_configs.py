@@ -1,0 +1,122 @@
+"""Phoenix annotation configs for ragtriage's annotations, registered once per writer and project.
+
+Without a config Phoenix shows ``faithfulness`` as an untyped annotation: it cannot plot it on [0, 1] or offer
+``eval_verdict``'s labels as choices. The configs are built from the metrics registry and the result types, so a
+new metric, tier or status gets its config without a second list.
+
+Phoenix's REST API (checked against 20.26.1): ``POST /v1/annotation_configs`` creates a config (names are unique
+server-wide; a duplicate answers 409), ``PUT /v1/projects/{project}/annotation_configs/{name}`` attaches it to a
+project (idempotent; 404 "Project ... not found" until the project's first span is ingested). A server without the
+routes answers 404/405; a viewer's key 403. Either is logged once and the annotations are written untyped.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, get_args
+from urllib.parse import quote
+
+import httpx
+
+from ragtriage.evaluator.results import TIERS, Status, Verdict
+from ragtriage.metrics_registry import BY_NAME, SCORES
+
+logger = logging.getLogger(__name__)
+
+VERDICT = "eval_verdict"
+TIER = "eval_tier"
+_VERDICT_SCORES = {"pass": 1.0, "fail": 0.0}  # "uncertain" has no score: it is not halfway between
+
+
+def annotation_configs() -> list[dict[str, Any]]:
+    """The config of every annotation the writer puts on a span or trace (``POST /v1/annotation_configs`` bodies)."""
+    configs: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "type": "CONTINUOUS",
+            "description": f"ragtriage score in [0, 1], higher is better; low: {BY_NAME[name].why}",
+            "optimization_direction": "MAXIMIZE",
+            "lower_bound": 0.0,
+            "upper_bound": 1.0,
+        }
+        for name in SCORES
+    ]
+    configs.append(
+        {
+            "name": VERDICT,
+            "type": "CATEGORICAL",
+            "description": "ragtriage's verdict on the answer",
+            "optimization_direction": "MAXIMIZE",
+            "values": [{"label": v, "score": _VERDICT_SCORES.get(v)} for v in get_args(Verdict)],
+        }
+    )
+    labels = [*TIERS, *(s for s in get_args(Status) if s != "ok")]  # the writer's label: tier, else status
+    configs.append(
+        {
+            "name": TIER,
+            "type": "CATEGORICAL",
+            "description": "the ragtriage tier that decided, or why none did",
+            "optimization_direction": "NONE",
+            "values": [{"label": label} for label in labels],
+        }
+    )
+    return configs
+
+
+class AnnotationConfigs:
+    """Registers :func:`annotation_configs` on one project, once; never raises."""
+
+    def __init__(self, project: str) -> None:
+        self.project = project
+        #: ``pending`` (try at the next write), ``done``, or ``unsupported`` (logged once, never tried again).
+        self.state = "pending"
+        self._busy = False  # the first writes of a burst register once, not once each
+        self._warned = False
+
+    async def ensure(self, client: httpx.AsyncClient) -> None:
+        if self.state != "pending" or self._busy:
+            return
+        self._busy = True
+        try:
+            self.state = await self._register(client)
+        except Exception as exc:  # Phoenix busy or away: the next write tries again; the annotations are in
+            self._warn_once("could not register annotation configs (%s); will retry", type(exc).__name__)
+        finally:
+            self._busy = False
+
+    async def _register(self, client: httpx.AsyncClient) -> str:
+        project = quote(self.project, safe="")
+        for config in annotation_configs():
+            created = await client.post("/v1/annotation_configs", json=config)
+            if created.status_code in (404, 405, 401, 403):
+                return self._unsupported(created)
+            if created.status_code not in (200, 409):  # 409: the name exists (another process made it)
+                self._warn_once("could not register annotation config %s: HTTP %d", config["name"], created.status_code)
+                return "pending"
+            attached = await client.put(f"/v1/projects/{project}/annotation_configs/{quote(config['name'], safe='')}")
+            if attached.status_code == 404 and "Project" in attached.text:
+                return "pending"  # the project's first span is not ingested yet
+            if attached.status_code in (404, 405, 401, 403):
+                return self._unsupported(attached)
+            attached.raise_for_status()
+        return "done"
+
+    def _unsupported(self, response: httpx.Response) -> str:
+        if response.status_code in (401, 403):
+            how = "set PHOENIX_API_KEY to a member's or a system key (viewers may not create annotation configs)"
+        else:
+            how = f"this Phoenix has no {response.request.method} {response.request.url.path}: upgrade Phoenix"
+        logger.warning(
+            "ragtriage: Phoenix answered HTTP %d to the annotation config API; scores are written as untyped "
+            "annotations (%s)",
+            response.status_code,
+            how,
+        )
+        return "unsupported"
+
+    def _warn_once(self, message: str, *args: object) -> None:
+        if not self._warned:
+            self._warned = True
+            logger.warning("ragtriage: " + message, *args)
+        else:
+            logger.debug("ragtriage: " + message, *args)
