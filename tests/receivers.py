@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -9,12 +10,13 @@ from typing import Any
 
 
 class Receiver:
-    """Records JSON bodies; answers ``status``/``body``, or hangs while ``hang`` is set."""
+    """Records bodies (and the JSON ones parsed); answers ``status``/``body``, or hangs while ``hang`` is set."""
 
     def __init__(self, *, status: int = 200, body: str = "ok") -> None:
         self.status, self.body = status, body
         self.hang = threading.Event()
-        self.received: list[dict[str, Any]] = []
+        self.received: list[dict[str, Any]] = []  # the JSON bodies
+        self.bodies: list[bytes] = []  # every body, as received
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -24,8 +26,10 @@ class Receiver:
                 pass
 
             def do_POST(self) -> None:
-                data = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                receiver.received.append(data)
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.bodies.append(raw)
+                with contextlib.suppress(ValueError):  # e.g. an OTLP/protobuf request forwarded here
+                    receiver.received.append(json.loads(raw))
                 if receiver.hang.is_set():
                     receiver.release.wait(30)
                 payload = receiver.body.encode()

@@ -56,7 +56,14 @@ def test_bad_thresholds_raise(kwargs: dict, named: str) -> None:
 
 def test_thresholds_defaults_match_synapsekit() -> None:
     t = RAGEvaluationThresholds()
-    assert (t.context_recall, t.context_precision, t.relevance, t.answer_quality, t.faithfulness, t.benefit_to_cost) == (
+    assert (
+        t.context_recall,
+        t.context_precision,
+        t.relevance,
+        t.answer_quality,
+        t.faithfulness,
+        t.benefit_to_cost,
+    ) == (
         0.65,
         0.65,
         0.65,

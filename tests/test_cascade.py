@@ -124,7 +124,14 @@ async def test_every_judge_failing_is_judge_error_with_no_score(
     heavy_server.push(Reply('{"faithfulness": "high"}'))
     result = await make().evaluate(Q, A, CONTEXTS)
     assert (result.status, result.verdict, result.tier) == ("judge_error", "uncertain", None)
-    for metric in ("faithfulness", "relevance", "answer_quality", "context_recall", "context_precision", "benefit_to_cost"):
+    for metric in (
+        "faithfulness",
+        "relevance",
+        "answer_quality",
+        "context_recall",
+        "context_precision",
+        "benefit_to_cost",
+    ):
         assert getattr(result, metric) is None
     assert "local judge" in (result.error or "") and "heavy judge" in (result.error or "")
     assert result.raw_response == '{"faithfulness": "high"}'

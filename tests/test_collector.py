@@ -20,6 +20,7 @@ import httpx
 import pytest
 import uvicorn
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -293,3 +294,30 @@ def test_a_typescript_app_traced_with_openinference_js_is_evaluated_like_a_pytho
     assert [(d.id, d.score) for d in sample.documents] == [("ts-1", 0.92), ("ts-2", 0.81)]
     assert sample.contexts[0] == "The Eiffel Tower was completed on 31 March 1889."
     assert result.status == "ok" and result.tier == "deterministic"
+
+
+def test_otlp_grpc_from_the_sdks_grpc_exporter_is_received_evaluated_and_forwarded(tmp_path: Path) -> None:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+    port, grpc_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAGTRIAGE_", "OTEL_", "OPENAI", "PHOENIX"))}
+    env |= {"RAGTRIAGE_SAMPLE_RATE": "1", "RAGTRIAGE_COLLECTOR_QUIET_S": "0.2", "RAGTRIAGE_WRITE_BACK": "false"}
+    with Receiver() as next_hop:
+        log = (tmp_path / "collect.log").open("wb")
+        command = [sys.executable, "-m", "ragtriage.cli", "collect", "--host", "127.0.0.1", "--port", str(port),
+                   "--grpc-port", str(grpc_port), "--forward", next_hop.url]  # fmt: skip
+        collect = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: _healthy(f"http://127.0.0.1:{port}"), timeout_s=30, what="the collector")
+            exporter = GrpcExporter(endpoint=f"127.0.0.1:{grpc_port}", insecure=True, timeout=5)
+            assert exporter.export(exported_rag_trace()) == SpanExportResult.SUCCESS
+            exporter.shutdown()
+            wait_until(lambda: next_hop.bodies, timeout_s=10, what="the forward")
+            time.sleep(0.5)  # one quiet period: the trace completes and is evaluated
+        finally:
+            collect.send_signal(signal.SIGTERM)
+            collect.wait(30)
+    output = (tmp_path / "collect.log").read_text()
+    stats = json.loads(output.rsplit("ragtriage collect stopped: ", 1)[1].splitlines()[0])
+    assert ExportTraceServiceRequest.FromString(next_hop.bodies[0]).resource_spans  # the same message, forwarded
+    assert stats["spans_received"] == 2 and stats["requests_forwarded"] == 1 and stats["evaluations_ok"] == 1

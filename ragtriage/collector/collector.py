@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from ragtriage.collector.assembly import TraceAssembler
@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+#: Why :meth:`Collector.ingest` did not take a request it could take later (answered 503 / UNAVAILABLE).
+BACKPRESSURE = "forward buffer full; retry"
 #: The largest request body taken (OTLP exporters batch 512 spans by default: far below this).
 MAX_BODY_BYTES = 32 * 1024 * 1024
 
@@ -88,25 +90,35 @@ class Collector:
             await _respond(send, 415, str(exc).encode(), "text/plain")
             return
         body = await _body(receive)
-        self._counts["requests_received"] += 1
         if body is None:
+            self._counts["requests_received"] += 1
             await _respond(send, 413, f"body over {MAX_BODY_BYTES} bytes".encode(), "text/plain")
             return
+        outcome = self.ingest(body, kind, headers)
+        if outcome is None:
+            await _respond(send, 200, empty_response(kind), kind)
+        elif outcome is BACKPRESSURE:
+            await _respond(send, 503, outcome.encode(), "text/plain", retry_after="1")
+        else:
+            await _respond(send, 400, outcome.encode(), "text/plain")
+
+    def ingest(self, body: bytes, kind: str, headers: Mapping[str, str]) -> str | None:
+        """Take one export request (from OTLP/HTTP or OTLP/gRPC): ``None`` when taken, else why not:
+        :data:`BACKPRESSURE` (retry later) or what is wrong with it (do not retry)."""
+        self._counts["requests_received"] += 1
         if self.forwarder is not None and not self.forwarder.offer(body, headers):
             # The next hop is behind: tell the exporter to retry later, and take nothing of it now, so a
             # retried request is neither forwarded nor evaluated twice.
             self._counts["requests_rejected_backpressure"] += 1
-            await _respond(send, 503, b"forward buffer full; retry", "text/plain", retry_after="1")
-            return
+            return BACKPRESSURE
         try:
             received = spans(decoded_body(body, headers.get("content-encoding")), kind, self.assembler.sampled)
         except OTLPError as exc:  # forwarded all the same: the next hop may know better; not evaluated
             self._counts["requests_undecodable"] += 1
-            await _respond(send, 400, str(exc).encode(), "text/plain")
-            return
+            return str(exc)
         self._counts["spans_received"] += len(received)
         self.assembler.add(received, time.monotonic())
-        await _respond(send, 200, empty_response(kind), kind)
+        return None
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

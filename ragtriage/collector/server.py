@@ -55,8 +55,9 @@ async def serve(
     port: int = 4318,
     forward: str | None = None,
     metrics_port: int | None = None,
+    grpc_port: int | None = None,
 ) -> None:
-    """Receive OTLP/HTTP on ``host:port`` until cancelled or SIGTERM (uvicorn handles the signals)."""
+    """Receive OTLP/HTTP on ``host:port`` (and OTLP/gRPC on ``grpc_port``) until cancelled or SIGTERM."""
     try:
         import uvicorn
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -72,9 +73,17 @@ async def serve(
     # no-op, so the alerts are flushed and the counts logged after the server's own (lifespan) shutdown.
     main = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    grpc_server = None
+    if grpc_port is not None:
+        from ragtriage.collector.grpc_service import start_grpc
+
+        grpc_server, bound = await start_grpc(collector, host, grpc_port)
+        logger.info("ragtriage collect: OTLP/gRPC on %s:%d", host, bound)
     try:
         await server.serve()  # its lifespan shutdown evaluates what is buffered and closes the pipeline
     finally:
+        if grpc_server is not None:
+            await grpc_server.stop(5)
         if runtime.alerts is not None:
             await runtime.alerts.aclose()
         runtime.stop_metrics()
