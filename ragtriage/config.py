@@ -30,7 +30,8 @@ class Config:
     project_name: str = field(default="default", metadata=_env("PHOENIX_PROJECT_NAME"))
     phoenix_api_key: str | None = field(default=None, metadata=_env("PHOENIX_API_KEY", secret=True))
     write_back: bool = field(default=True, metadata=_env("RAGTRIAGE_WRITE_BACK"))
-    local_judge_url: str | None = field(default=None, metadata=_env("RAGTRIAGE_LOCAL_JUDGE_URL"))
+    #: One vLLM server or a fleet: a URL or a list in code, comma-separated in the environment; kept as a tuple.
+    local_judge_url: tuple[str, ...] | None = field(default=None, metadata=_env("RAGTRIAGE_LOCAL_JUDGE_URL"))
     local_judge_model: str = field(
         default="meta-llama/Llama-3.1-8B-Instruct", metadata=_env("RAGTRIAGE_LOCAL_JUDGE_MODEL")
     )
@@ -85,6 +86,9 @@ class Config:
 
     def __post_init__(self) -> None:
         for f in fields(self):
+            value = getattr(self, f.name)
+            if str(f.type).startswith("tuple") and isinstance(value, str | list):
+                object.__setattr__(self, f.name, _parse(value, f.type) if isinstance(value, str) else tuple(value))
             problem = _problem(f.name, getattr(self, f.name), f.type, f.metadata)
             if problem:
                 raise ValueError(f"{f.name} {problem}")
@@ -141,7 +145,9 @@ class Config:
         env = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is not None:
+            if isinstance(value, tuple):
+                env[f.metadata["env"]] = ",".join(value)
+            elif value is not None:
                 env[f.metadata["env"]] = str(value).lower() if isinstance(value, bool) else str(value)
         return env
 
@@ -153,6 +159,8 @@ def _shown(value: Any, meta: Any) -> str:
     """A field as ``repr`` may show it: secrets as ``<set>``, a URL without the password it may carry."""
     if meta.get("secret") and value:
         return "<set>"
+    if isinstance(value, tuple):
+        return repr(tuple(redact(v) if isinstance(v, str) and "://" in v else v for v in value))
     return repr(redact(value) if isinstance(value, str) and "://" in value else value)
 
 
@@ -178,6 +186,8 @@ def _parse(raw: str, type_: Any) -> Any:
         return int(raw)
     if "float" in text:
         return float(raw)
+    if text.startswith("tuple"):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
     return raw.strip()
 
 
@@ -198,12 +208,15 @@ def _problem(name: str, value: Any, type_: Any, meta: Any) -> str | None:
             return f"must be a number >= 0, got {shown}"
         if meta.get("unit") and value > 1:
             return f"must be in [0, 1], got {shown}"
+    elif text.startswith("tuple"):
+        if not isinstance(value, tuple) or not value or not all(isinstance(v, str) and v for v in value):
+            return f"must be a non-empty string or list of them, got {shown}"
     elif not isinstance(value, str) or not value:
         return f"must be a non-empty string, got {shown}"
     elif meta.get("choices") and value not in meta["choices"]:
         return f"must be one of {', '.join(map(repr, meta['choices']))}, got {shown}"
-    if (name.endswith("_url") or name == "endpoint") and not str(value).startswith(
-        ("http://", "https://", "redis://", "rediss://", "unix://")
-    ):
+    schemes = ("http://", "https://", "redis://", "rediss://", "unix://")
+    urls = value if isinstance(value, tuple) else (value,)
+    if (name.endswith("_url") or name == "endpoint") and not all(str(url).startswith(schemes) for url in urls):
         return f"must be a URL, got {shown}"
     return None

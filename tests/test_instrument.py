@@ -63,7 +63,7 @@ def test_environment_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
     config = Config.from_env()
     assert (config.sample_rate, config.local_judge_url, config.project_name) == (
         0.3,
-        "http://127.0.0.1:8000/v1",
+        ("http://127.0.0.1:8000/v1",),
         "shop",
     )
     assert "sk-test" not in repr(config)

@@ -154,6 +154,11 @@ def grafana_dashboard(*, heavy_share_limit: float = DEFAULT_HEAVY_SHARE_LIMIT) -
                     "not evaluated: {{reason}}",
                     ref="E",
                 ),
+                _target(
+                    f'sum by (server) (rate({n["ragtriage.eval.judge.server.requests"]}{{outcome="error"}}{_RATE}))',
+                    "judge server errors: {{server}}",
+                    ref="F",
+                ),
             ],
             unit="short",
             pos=(16, 26, 8, 8),

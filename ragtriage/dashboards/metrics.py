@@ -101,6 +101,13 @@ SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("ragtriage.eval.judge.errors", "counter", "{error}", "Judge calls that gave no verdict.", ("tier",)),
     MetricSpec("ragtriage.eval.judge.retries", "counter", "{retry}", "Retried judge HTTP calls.", ("tier",)),
     MetricSpec(
+        "ragtriage.eval.judge.server.requests",
+        "counter",
+        "{request}",
+        "Judge HTTP requests per server of a judge fleet, by outcome (ok, error).",
+        ("tier", "server", "outcome"),
+    ),
+    MetricSpec(
         "ragtriage.eval.alerts", "counter", "{alert}", "Alerts fired, by rule and severity.", ("rule", "severity")
     ),
 )
@@ -159,6 +166,7 @@ class EvalMetrics:
         m.create_observable_counter(callbacks=[self._observe_skipped], **_kw("ragtriage.eval.traces.skipped"))
         m.create_observable_counter(callbacks=[self._observe_judge_errors], **_kw("ragtriage.eval.judge.errors"))
         m.create_observable_counter(callbacks=[self._observe_retries], **_kw("ragtriage.eval.judge.retries"))
+        m.create_observable_counter(callbacks=[self._observe_servers], **_kw("ragtriage.eval.judge.server.requests"))
 
     # -- recording ---------------------------------------------------------------------------------
 
@@ -225,6 +233,18 @@ class EvalMetrics:
             retries = getattr(judge, "retries", None)
             if isinstance(retries, int):
                 yield Observation(retries, {"tier": tier})
+
+    def _observe_servers(self, options: CallbackOptions) -> Iterable[Observation]:
+        evaluator = self._evaluator()
+        if evaluator is None or not self._enabled:
+            return []
+        observations = []
+        for tier, judge in (("local", evaluator.local_judge), ("heavy", evaluator.heavy_judge)):
+            for server in getattr(judge, "servers", None) or ():
+                attributes = {"tier": tier, "server": server.name}
+                observations.append(Observation(server.calls - server.errors, {**attributes, "outcome": "ok"}))
+                observations.append(Observation(server.errors, {**attributes, "outcome": "error"}))
+        return observations
 
     def _observe_dropped(self, options: CallbackOptions) -> Iterable[Observation]:
         return self._by_reason(_DROP_REASONS)

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from ragtriage._log_hygiene import redact
-from ragtriage.judges._transport import ConnectionPool, Origin, Response, TransportError
+from ragtriage.judges._transport import ConnectionPool, Response, TransportError
 from ragtriage.judges.base import JudgeError, JudgeUsage, JudgeVerdict
+from ragtriage.judges.fleet import Fleet, Server
 from ragtriage.judges.parsing import JudgeOutputError, parse_judge_output
 from ragtriage.judges.prompts import PROMPT_VERSION, build_messages
 from ragtriage.judges.schema import output_json_schema
@@ -64,7 +65,9 @@ class LLMJudge:
     Speaks the OpenAI chat completions API (``POST {base_url}/chat/completions``) to vLLM or OpenAI
     over a lean keep-alive HTTP/1.1 client (:mod:`ragtriage.judges._transport`: the ``openai`` SDK
     costs 3 to 7 ms of CPU a call, this about 0.5 ms). ``base_url`` None is OpenAI, with ``api_key``
-    or ``OPENAI_API_KEY``.
+    or ``OPENAI_API_KEY``; a list of URLs is a fleet of servers running the same model
+    (:mod:`ragtriage.judges.fleet`: each sample prefers one server, by a hash of its content, and
+    fails over to the next; servers that cannot be reached are taken out for a back-off).
 
     ``structured_output`` says how the server is asked to keep to the schema:
     ``"json_schema"`` (OpenAI ``response_format``; vLLM accepts it too),
@@ -73,14 +76,14 @@ class LLMJudge:
 
     Retries cover 429, 5xx, timeouts and connection errors, honour
     ``Retry-After`` and back off with jitter; concurrency is capped by a
-    semaphore per event loop.
+    semaphore per event loop (``max_concurrency`` calls in flight over all servers).
     """
 
     def __init__(
         self,
         *,
         model: str,
-        base_url: str | None = None,
+        base_url: str | Sequence[str] | None = None,
         api_key: str | None = None,
         input_usd_per_1m: float = 0.0,
         output_usd_per_1m: float = 0.0,
@@ -94,8 +97,13 @@ class LLMJudge:
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ValueError(f"model must be a non-empty string, got {model!r}")
-        if base_url is not None and (not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))):
-            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+        urls = (base_url,) if isinstance(base_url, str) else tuple(base_url) if base_url is not None else ()
+        if (
+            isinstance(base_url, bytes)
+            or (base_url is not None and not urls)
+            or not all(isinstance(u, str) and u.startswith(("http://", "https://")) for u in urls)
+        ):
+            raise ValueError(f"base_url must be an http(s) URL or a list of them, got {base_url!r}")
         if api_key is not None and not isinstance(api_key, str):
             raise TypeError("api_key must be a string")
         for name, value in (
@@ -116,8 +124,8 @@ class LLMJudge:
         if structured_output not in _STRUCTURED_OUTPUTS:
             raise ValueError(f"structured_output must be one of {_STRUCTURED_OUTPUTS}, got {structured_output!r}")
         self.model = model
-        self.base_url = base_url
-        self._origin = Origin.parse(base_url or OPENAI_URL)
+        self.base_url = base_url if isinstance(base_url, str) or base_url is None else urls
+        self.fleet = Fleet(urls or (OPENAI_URL,))
         # The SDK's rule, kept: OpenAI itself needs a key, from the argument or OPENAI_API_KEY.
         self._api_key = api_key if api_key is not None or base_url else os.environ.get("OPENAI_API_KEY")
         self._auth = (f"Authorization: Bearer {self._api_key}".encode(),) if self._api_key else ()
@@ -134,29 +142,33 @@ class LLMJudge:
         """Retried calls so far (a metric, not a limit)."""
         self._static: dict[tuple[bool, float], bytes] = {}
         self._per_loop: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[ConnectionPool, asyncio.Semaphore]
+            asyncio.AbstractEventLoop, tuple[dict[Server, ConnectionPool], asyncio.Semaphore]
         ] = weakref.WeakKeyDictionary()
 
     @property
     def fingerprint(self) -> str:
-        return f"llm:{self.model}@{self.base_url or 'openai'}:{self.structured_output}:p{PROMPT_VERSION}"
+        where = self.base_url if isinstance(self.base_url, str) else ",".join(self.base_url or ("openai",))
+        return f"llm:{self.model}@{where}:{self.structured_output}:p{PROMPT_VERSION}"
 
-    def _client(self) -> tuple[ConnectionPool, asyncio.Semaphore]:
+    @property
+    def servers(self) -> list[Server]:
+        """The servers, with their call and error counts and health (read by the metrics)."""
+        return self.fleet.servers
+
+    def _client(self) -> tuple[dict[Server, ConnectionPool], asyncio.Semaphore]:
         loop = asyncio.get_running_loop()
         pair = self._per_loop.get(loop)
         if pair is None:
-            pair = (
-                ConnectionPool(self._origin, max_idle=self.max_concurrency),
-                asyncio.Semaphore(self.max_concurrency),
-            )
+            pools = {s: ConnectionPool(s.origin, max_idle=self.max_concurrency) for s in self.fleet.servers}
+            pair = (pools, asyncio.Semaphore(self.max_concurrency))
             self._per_loop[loop] = pair
         return pair
 
     async def aclose(self) -> None:
         """Close the connections of the running loop (each loop has its own)."""
         pair = self._per_loop.pop(asyncio.get_running_loop(), None)
-        if pair is not None:
-            pair[0].close()
+        for pool in pair[0].values() if pair is not None else ():
+            pool.close()
 
     def request_body(
         self, messages: list[dict[str, str]], *, verify_claims: bool, temperature: float
@@ -208,27 +220,53 @@ class LLMJudge:
         body = self._body(messages, verify_claims=verify_claims, temperature=temperature)
         if not self._auth and self.base_url is None:
             raise JudgeError(f"{self.model}: no API key (pass api_key or set OPENAI_API_KEY)")
-        pool, semaphore = self._client()
+        pools, semaphore = self._client()
+        servers = self.fleet.order(question, answer, contexts)
         started = time.perf_counter()
-        attempts = 0
+        now = time.monotonic()
+        candidates = [server for server in servers if server.available(now)]
+        if not candidates:
+            back = min(server.down_until for server in servers) - now
+            raise JudgeError(
+                f"{self.model}: {_all(servers)} out after failing to answer; the next is tried again in {back:.1f} s",
+                usage=self._usage(started, 0),
+            )
+        attempts = rounds = 0
         while True:
-            attempts += 1
-            try:
-                async with semaphore, _timeout(self.timeout_s):
-                    response = await pool.request(b"POST", "/chat/completions", body, self._auth)
-                if response.status >= 400:
-                    raise _HTTPError(response)
-                break
-            except (asyncio.TimeoutError, TransportError, _HTTPError) as exc:
-                reason = _describe(exc)
-                if not _retryable(exc) or attempts > self.max_retries:
-                    spent = "" if attempts == 1 else f" after {attempts} attempts"
-                    raise JudgeError(
-                        f"{self.model}: {reason}{spent}{_detail(exc)}", usage=self._usage(started, attempts)
-                    ) from None
-                self.retries += 1
-                await asyncio.sleep(self._delay(exc, attempts))
-        return self._verdict(response.body, started, attempts, n_contexts=len(contexts), verify_claims=verify_claims)
+            for server in candidates:
+                if rounds == 0 and server is not candidates[-1] and not server.available(time.monotonic()):
+                    continue  # taken out by another call while this one waited
+                attempts += 1
+                if attempts > 1:
+                    self.retries += 1
+                try:
+                    async with semaphore, _timeout(self.timeout_s):
+                        response = await pools[server].request(b"POST", "/chat/completions", body, self._auth)
+                    if response.status >= 400:
+                        raise _HTTPError(response)
+                except (asyncio.TimeoutError, TransportError, _HTTPError) as exc:
+                    # Unreachable or too slow: out for a back-off. An error reply: alive, tried again next time.
+                    server.failed(take_out=not isinstance(exc, _HTTPError))
+                    last, failed_on = exc, server
+                    if _retryable(exc):
+                        continue
+                    rounds = self.max_retries
+                    break
+                server.succeeded()
+                return self._verdict(
+                    response.body, started, attempts, n_contexts=len(contexts), verify_claims=verify_claims
+                )
+            rounds += 1
+            if rounds > self.max_retries:
+                spent = "" if attempts == 1 else f" after {attempts} attempts"
+                where = f" (last: {failed_on.name})" if len(servers) > 1 else ""
+                raise JudgeError(
+                    f"{self.model}: {_describe(last)}{spent}{where}{_detail(last)}",
+                    usage=self._usage(started, attempts),
+                )
+            await asyncio.sleep(self._delay(last, rounds))
+            now = time.monotonic()
+            candidates = [server for server in servers if server.available(now)] or servers
 
     def _verdict(
         self, body: bytes, started: float, attempts: int, *, n_contexts: int, verify_claims: bool
@@ -273,9 +311,19 @@ class LLMJudge:
     def __repr__(self) -> str:
         # Never the API key.
         return (
-            f"LLMJudge(model={self.model!r}, base_url={redact(self.base_url) if self.base_url else None!r}, "
+            f"LLMJudge(model={self.model!r}, base_url={_shown(self.base_url)!r}, "
             f"structured_output={self.structured_output!r}, timeout_s={self.timeout_s}, max_retries={self.max_retries})"
         )
+
+
+def _shown(base_url: str | tuple[str, ...] | None) -> str | list[str] | None:
+    if base_url is None:
+        return None
+    return redact(base_url) if isinstance(base_url, str) else [redact(u) for u in base_url]
+
+
+def _all(servers: Sequence[Server]) -> str:
+    return f"the server ({servers[0].name}) is" if len(servers) == 1 else f"all {len(servers)} servers are"
 
 
 def _count(value: Any) -> int:
