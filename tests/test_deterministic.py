@@ -226,3 +226,20 @@ async def test_free_tiers_never_return_pass(free: RAGEvaluator) -> None:
 def test_odd_contexts_never_crash(contexts: list[str]) -> None:
     report = DeterministicChecker().check(QUESTION, "Croxton, in 1865, 1.5 hours, twelve and a half percent.", contexts)
     assert isinstance(report.failures, tuple)
+
+
+@pytest.mark.parametrize(
+    ("question", "answer", "context", "wrong"),
+    [
+        ("How many novels are in the series?", "six", "It is a series of five young adult novels.", True),
+        ("How many novels are in the series?", "five", "It is a series of five young adult novels.", False),
+        ("Who played?", "The band had 4 members.", "The band had 5 members in 1990.", True),
+        ("Who played?", "They had 5 children.", "They had 3 sons and 2 daughters.", False),  # derived: 3 + 2
+        ("Who played?", "4 members stayed.", "The band had 5 members; 1 left.", False),  # derived: 5 - 1
+    ],
+)
+def test_a_count_the_contexts_give_with_another_number(question: str, answer: str, context: str, wrong: bool) -> None:
+    report = DeterministicChecker().check(question, answer, [context])
+    assert report.decided_fail is wrong
+    if wrong:
+        assert "a context counts them as" in report.failures[0]

@@ -1,5 +1,6 @@
-"""Answers that contradict a context outright: a negated context statement, and the wrong pick of a
-choice question whose answer the contexts' own dates settle ("Who was born first, A or B?").
+"""Answers that contradict a context outright: a negated context statement, the wrong pick of a choice
+question whose answer the contexts' own dates settle ("Who was born first, A or B?"), and a count the
+contexts give with another number ("six" novels where a context says "five young adult novels").
 
 Each returns a note that quotes the context, so a reader can check it, or ``None``.
 """
@@ -10,6 +11,7 @@ import re
 from typing import TYPE_CHECKING
 
 from ragtriage.judges._normalize import phrase_text
+from ragtriage.judges._numbers import CARDINALS
 
 if TYPE_CHECKING:
     from ragtriage.judges.grounding import EvidenceIndex
@@ -131,3 +133,25 @@ def _year_of(option: str, key: str, context: str) -> int | None:
     window = context[at : min(sentence_end.start() if sentence_end else len(context), at + 300)]
     year = _YEAR.search(window)
     return int(year.group(1)) if year else None
+
+
+def count_conflict(
+    counted: str, values: tuple[float, ...], context: EvidenceIndex, common: frozenset[str]
+) -> str | None:
+    """A context counts the same thing with another number ("five young adult novels" against "six"): the
+    number before each mention of the counted word, over at most two describing words, is compared."""
+    phrases = context.phrases
+    target = f" {counted} "
+    at = phrases.find(target)
+    while at >= 0:
+        before = phrases[max(0, at - 80) : at].split()[-3:]
+        for back, token in enumerate(reversed(before)):
+            count = float(token) if token.isdigit() else CARDINALS.get(token)
+            if count is not None:
+                if count not in values and (back == 0 or count < 1000):  # "in 1990 ..." is a year, not a count
+                    return f"a context counts them as '{' '.join(before[len(before) - back - 1 :])} {counted}'"
+                break
+            if token in common:
+                break  # "the band's members": no count of members here
+        at = phrases.find(target, at + 1)
+    return None

@@ -39,6 +39,8 @@ _AFTER_DIGITS = re.compile(
 )
 _PERCENT_AFTER = re.compile(r"\s*(?:%|per\s*-?\s*cent\b|percent\b|pct\b)", re.IGNORECASE)
 _LETTERS = re.compile(r"[^\W\d_]+")
+#: Words that count (not ordinals, not scales): "five novels" counts novels, "the fifth novel" does not.
+CARDINALS = {w: float(i) for i, w in enumerate(_UNITS)} | {w: float(20 + 10 * i) for i, w in enumerate(_TENS)}
 #: Every word that can be (part of) a number, and the scale words that multiply digits ("4.7 million").
 NUMBER_WORDS = frozenset((*WORD_VALUES, *_FRACTIONS))
 SCALE_WORDS = ("hundred", "thousand", "million", "billion", "trillion")

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ragtriage.judges._contradictions import count_conflict
 from ragtriage.judges._dates import MONTHS, Ymd, agrees, conflict, find_dates, show
 from ragtriage.judges._names import initials, name_support
 from ragtriage.judges._normalize import COMMON_WORDS as _COMMON
@@ -376,6 +377,25 @@ def _check_numbers(
         found.numbers.append(quantity.raw)
         if not any(0 <= v <= SMALL_NUMBER and (v == int(v) or quantity.is_word) for v in quantity.values):
             found.hard.append(quantity.raw)  # "two", "half", "7" are paraphrased too often to be proof
+            continue
+        counted = _counted(answer, quantity, question)
+        clash = count_conflict(counted, quantity.values, contexts, _COMMON) if counted else None
+        if clash:
+            found.conflicts.append(f"answer says {quantity.raw!r} ({counted}); {clash}")
+
+
+def _counted(answer: str, quantity: Quantity, question: EvidenceIndex) -> str | None:
+    """What a number counts: the word after it ("3 members"), or for a bare number the first content word
+    after the question's "how many" ("how many young adult novels")."""
+    after = _TOKEN.findall(answer[quantity.end :].lower().split(".")[0].split(",")[0])[:1]
+    if after and after[0] not in _COMMON:
+        return after[0]
+    if not answer[quantity.end :].strip(" .!") and not answer[: quantity.start].strip(" \"'"):
+        asked = question.phrases
+        at = asked.find(" how many ")
+        if at >= 0:
+            return next((w for w in asked[at + 10 :].split()[:3] if w not in _COMMON), None)
+    return None
 
 
 def _decade(answer: str, quantity: Quantity) -> range | None:
