@@ -46,7 +46,6 @@ _TOKEN = re.compile(r"[^\W_]+")
 _DIGIT_RUN = re.compile(r"\d+(?:[.,]\d+)*")
 _HAS_DIGIT = re.compile(r"\d")
 _NUMERIC_DATE = re.compile(r"\d[-/.]\d{1,2}[-/.]\d")
-_LETTERS = re.compile(r"[^\W\d_]+")
 _JOINERS = frozenset(("and", "a", "an"))
 _DIGITS_BEFORE = re.compile(r"(\d+(?:[.,]\d+)*)\s*-?\s*$")
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
@@ -282,7 +281,8 @@ def check_grounding(answer: str, contexts: EvidenceIndex, question: EvidenceInde
     """Terms the question already names are not the answer's invention, so both count as evidence."""
     answer = fold(answer)
     found = _Findings()
-    words = set(_LETTERS.findall(answer.lower()))
+    matches = list(_WORD.finditer(answer))
+    words = {m.group().lower() for m in matches}
     digits = _HAS_DIGIT.search(answer) is not None
     if digits and (_NUMERIC_DATE.search(answer) or not words.isdisjoint(MONTHS)):
         _check_dates(answer, contexts, question, found)
@@ -291,7 +291,7 @@ def check_grounding(answer: str, contexts: EvidenceIndex, question: EvidenceInde
     number_words = any(not (contexts.has(w) or question.has(w)) for w in spelled - _JOINERS)
     if digits or number_words:
         _check_numbers(answer, contexts, question, found, words=number_words)
-    _check_words(answer, contexts, question, found)
+    _check_words(answer, matches, contexts, question, found)
     return GroundingReport(
         found.checked,
         tuple(found.numbers),
@@ -422,8 +422,9 @@ def _stated(quantity: Quantity, known: set[float]) -> bool:
     return False
 
 
-def _check_words(answer: str, contexts: EvidenceIndex, question: EvidenceIndex, found: _Findings) -> None:
-    matches = list(_WORD.finditer(answer))
+def _check_words(
+    answer: str, matches: list[re.Match[str]], contexts: EvidenceIndex, question: EvidenceIndex, found: _Findings
+) -> None:
     # Only capitalised words and long words can be evidence; everything else is skipped in one pass.
     candidates = [
         (i, m, w, lowered)
