@@ -173,11 +173,14 @@ def test_trace_annotations_mirror_the_span_annotations(
     provider.shutdown()
 
 
-class OldPhoenix:
-    """A Phoenix without the annotation config API (as before it had one), in front of the real one: every
-    other request is passed through, so the annotations still land in the real server."""
+class GuardedPhoenix:
+    """The real Phoenix behind a front that refuses its annotation config API with ``status`` (404: a Phoenix from
+    before the API; 403: what Phoenix tells a viewer's key); every other request is passed through, so the
+    annotations still land in the real server."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, status: int) -> None:
+        refusal = {404: b'{"detail":"Not Found"}', 403: b"Viewers cannot perform this action."}[status]
+
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -185,13 +188,13 @@ class OldPhoenix:
             def _forward(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if "/annotation_configs" in self.path:
-                    status, content, kind = 404, b'{"detail":"Not Found"}', "application/json"
+                    code, content, kind = status, refusal, "application/json"
                 else:
                     headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "authorization")}
                     answer = httpx.request(self.command, upstream + self.path, content=body, headers=headers)
-                    status, content = answer.status_code, answer.content
+                    code, content = answer.status_code, answer.content
                     kind = answer.headers.get("content-type", "application/json")
-                self.send_response(status)
+                self.send_response(code)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(content)))
                 self.end_headers()
@@ -207,7 +210,7 @@ class OldPhoenix:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def __enter__(self) -> OldPhoenix:
+    def __enter__(self) -> GuardedPhoenix:
         self._thread.start()
         return self
 
@@ -216,13 +219,14 @@ class OldPhoenix:
         self._server.server_close()
 
 
-def test_a_phoenix_without_config_api_is_logged_once_and_still_annotated(
-    phoenix: PhoenixServer, project: str, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(("status", "fix"), [(404, "upgrade Phoenix"), (403, "set PHOENIX_API_KEY")])
+def test_no_config_api_or_no_permission_is_logged_once_and_still_annotated(
+    phoenix: PhoenixServer, project: str, caplog: pytest.LogCaptureFixture, status: int, fix: str
 ) -> None:
     caplog.set_level(logging.WARNING, logger="ragtriage")
     provider = app_provider(phoenix, project)
-    with OldPhoenix(phoenix.url) as old:
-        writer = PhoenixWriter(endpoint=old.url, project_name=project)
+    with GuardedPhoenix(phoenix.url, status) as guarded:
+        writer = PhoenixWriter(endpoint=guarded.url, project_name=project)
         ragtriage.instrument(
             tracer_provider=provider, evaluator=RAGEvaluator(sample_rate=1.0), writer=writer, auto_instrument=False
         )
@@ -232,7 +236,7 @@ def test_a_phoenix_without_config_api_is_logged_once_and_still_annotated(
         assert annotations(phoenix, project, root_id)["eval_verdict"]["result"]["label"] == "fail"
     assert writer.configs.state == "unsupported"
     warnings = [r.getMessage() for r in caplog.records if "annotation config" in r.getMessage()]
-    assert len(warnings) == 1 and "upgrade Phoenix" in warnings[0], warnings
+    assert len(warnings) == 1 and fix in warnings[0], warnings
     assert project_configs(phoenix, project) == []
     provider.shutdown()
 

@@ -7,7 +7,7 @@ new metric, tier or status gets its config without a second list.
 Phoenix's REST API (checked against 20.26.1): ``POST /v1/annotation_configs`` creates a config (names are unique
 server-wide; a duplicate answers 409), ``PUT /v1/projects/{project}/annotation_configs/{name}`` attaches it to a
 project (idempotent; 404 "Project ... not found" until the project's first span is ingested). A server without the
-routes answers 404/405; a viewer's key 403. Either is logged once and the annotations are written untyped.
+routes answers 404/405 (or 501); a viewer's key 403. Either is logged once and the annotations are written untyped.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 VERDICT = "eval_verdict"
 TIER = "eval_tier"
+#: No such route (404, 405, 501: a Phoenix before the API) or no permission (401, 403): not worth retrying.
+_UNSUPPORTED = frozenset({404, 405, 501, 401, 403})
 _VERDICT_SCORES = {"pass": 1.0, "fail": 0.0}  # "uncertain" has no score: it is not halfway between
 
 
@@ -88,7 +90,7 @@ class AnnotationConfigs:
         project = quote(self.project, safe="")
         for config in annotation_configs():
             created = await client.post("/v1/annotation_configs", json=config)
-            if created.status_code in (404, 405, 401, 403):
+            if created.status_code in _UNSUPPORTED:
                 return self._unsupported(created)
             if created.status_code not in (200, 409):  # 409: the name exists (another process made it)
                 self._warn_once("could not register annotation config %s: HTTP %d", config["name"], created.status_code)
@@ -96,7 +98,7 @@ class AnnotationConfigs:
             attached = await client.put(f"/v1/projects/{project}/annotation_configs/{quote(config['name'], safe='')}")
             if attached.status_code == 404 and "Project" in attached.text:
                 return "pending"  # the project's first span is not ingested yet
-            if attached.status_code in (404, 405, 401, 403):
+            if attached.status_code in _UNSUPPORTED:
                 return self._unsupported(attached)
             attached.raise_for_status()
         return "done"
