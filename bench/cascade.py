@@ -113,6 +113,34 @@ class RawStreams:
             writer.close()
 
 
+def shared_prefix(samples: list) -> str:
+    """How many prompt tokens two calls share from the start (what prefix caching can reuse), in o200k_base
+    tokens (gpt-4o-mini's) when ``bpe-openai`` is installed (it ships the tables; tiktoken downloads them),
+    else in characters. The prompt is read as the messages' contents in order, as chat templates lay them out."""
+    judge = LLMJudge(model="bench-judge", base_url="http://127.0.0.1:1/v1")
+    try:
+        import bpe_openai
+
+        encode, unit = bpe_openai.get_encoding("o200k_base").encode, "o200k tokens"
+    except ImportError:
+        encode, unit = list, "characters (pip install bpe-openai for tokens)"
+    lines = []
+    for claims in (False, True):
+        prompts = [
+            encode(
+                "".join(m["content"] for m in judge.messages(s.question, s.answer, s.contexts, verify_claims=claims))
+            )
+            for s in samples[:2]
+        ]
+        shared = next((i for i, (a, b) in enumerate(zip(*prompts, strict=False)) if a != b), min(map(len, prompts)))
+        system = len(encode(judge.messages("q", "a", ["c"], verify_claims=claims)[0]["content"]))
+        lines.append(
+            f"{'heavy (claims)' if claims else 'local'}: {shared} of {len(prompts[0])} {unit} shared "
+            f"({shared / len(prompts[0]):.0%}; system prompt {system})"
+        )
+    return "prompt prefix shared by two calls: " + "; ".join(lines)
+
+
 async def main(latency_ms: float, concurrency: list[int], seconds: float, rounds: int, nodelay: bool) -> None:
     checker = DeterministicChecker()
     samples = [
@@ -127,6 +155,7 @@ async def main(latency_ms: float, concurrency: list[int], seconds: float, rounds
         f"~{seconds:g} s of ideal traffic per phase; {rounds} round(s)"
     )
     print(f"judge server: {'TCP_NODELAY set by the benchmark' if nodelay else 'stock JudgeServer (Nagle on)'}")
+    print(shared_prefix(samples))
     kinds = ("floor", "sdk", "judge", "evaluate")
     labels = ("raw streams (floor)", "bare AsyncOpenAI", "LLMJudge.judge()", "ragtriage evaluate()")
     names = dict(zip(kinds, labels, strict=True))

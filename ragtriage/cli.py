@@ -32,10 +32,12 @@ def _register_subcommands() -> None:
     from ragtriage.collector.cli import collect
     from ragtriage.dashboards.cli import dashboards_app, report
     from ragtriage.gate.cli import register as register_release_gate
+    from ragtriage.judges.cli import judge_app
     from ragtriage.streams.cli import worker
 
     app.add_typer(alerts_app, name="alerts")
     app.add_typer(dashboards_app, name="dashboards")
+    app.add_typer(judge_app, name="judge")
     app.command("report")(report)
     register_release_gate(app)
     app.command("worker")(worker)

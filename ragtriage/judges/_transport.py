@@ -14,7 +14,11 @@ once more on a fresh connection, as httpx and aiohttp do; any other failure is t
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import ssl
+import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -22,6 +26,33 @@ from ragtriage._version import __version__
 
 _USER_AGENT = f"ragtriage/{__version__}".encode()
 _MAX_HEAD = 64 * 1024
+
+
+if sys.version_info >= (3, 11):
+    timeout = asyncio.timeout  # no extra task per call, unlike wait_for
+else:  # pragma: no cover
+
+    @contextlib.asynccontextmanager
+    async def timeout(delay: float) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        handle = asyncio.get_running_loop().call_later(delay, task.cancel)
+        try:
+            yield
+        except asyncio.CancelledError:
+            raise asyncio.TimeoutError from None
+        finally:
+            handle.cancel()
+
+
+def error_message(body: bytes) -> str:
+    """The message of an error reply: OpenAI's ``{"error": {"message": ...}}`` or older vLLM's ``{"message": ...}``."""
+    try:
+        data = json.loads(body)
+        message = data["error"]["message"] if isinstance(data.get("error"), dict) else data.get("message")
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return ""
+    return str(message)[:300] if message else ""
 
 
 class TransportError(Exception):

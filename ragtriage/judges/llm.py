@@ -9,14 +9,13 @@ import logging
 import math
 import os
 import random
-import sys
 import time
 import weakref
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from ragtriage._log_hygiene import redact
-from ragtriage.judges._transport import ConnectionPool, Response, TransportError
+from ragtriage.judges._transport import ConnectionPool, Response, TransportError, error_message, timeout
 from ragtriage.judges.base import JudgeError, JudgeUsage, JudgeVerdict
 from ragtriage.judges.fleet import Fleet, Server
 from ragtriage.judges.parsing import JudgeOutputError, parse_judge_output
@@ -31,27 +30,6 @@ _RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _MAX_BACKOFF_S = 8.0
 OPENAI_URL = "https://api.openai.com/v1"
 _KEYS = {claims: tuple(output_json_schema(verify_claims=claims)["properties"]) for claims in (False, True)}
-
-if sys.version_info >= (3, 11):
-    _timeout = asyncio.timeout  # no extra task per call, unlike wait_for
-else:  # pragma: no cover
-
-    def _timeout(delay: float) -> Any:
-        import contextlib
-
-        @contextlib.asynccontextmanager
-        async def scope() -> Any:
-            task = asyncio.current_task()
-            assert task is not None
-            handle = asyncio.get_running_loop().call_later(delay, task.cancel)
-            try:
-                yield
-            except asyncio.CancelledError:
-                raise asyncio.TimeoutError from None
-            finally:
-                handle.cancel()
-
-        return scope()
 
 
 class _HTTPError(Exception):
@@ -141,6 +119,7 @@ class LLMJudge:
         self.retries = 0
         """Retried calls so far (a metric, not a limit)."""
         self._static: dict[tuple[bool, float], bytes] = {}
+        self._systems: dict[str, bytes] = {}
         self._per_loop: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[dict[Server, ConnectionPool], asyncio.Semaphore]
         ] = weakref.WeakKeyDictionary()
@@ -199,7 +178,16 @@ class LLMJudge:
             rest = self.request_body([], verify_claims=verify_claims, temperature=temperature)
             del rest["messages"]
             static = self._static[key] = json.dumps(rest)[1:].encode()
-        return b'{"messages": ' + json.dumps(messages).encode() + b", " + static
+        encoded = []
+        for message in messages:
+            if message["role"] == "system":  # the same on every call (see prompts.py): encoded once
+                cached = self._systems.get(message["content"])
+                if cached is None:
+                    cached = self._systems[message["content"]] = json.dumps(message).encode()
+                encoded.append(cached)
+            else:
+                encoded.append(json.dumps(message).encode())
+        return b'{"messages": [' + b", ".join(encoded) + b"], " + static
 
     def messages(
         self, question: str, answer: str, contexts: Sequence[str], *, verify_claims: bool
@@ -240,7 +228,7 @@ class LLMJudge:
                 if attempts > 1:
                     self.retries += 1
                 try:
-                    async with semaphore, _timeout(self.timeout_s):
+                    async with semaphore, timeout(self.timeout_s):
                         response = await pools[server].request(b"POST", "/chat/completions", body, self._auth)
                     if response.status >= 400:
                         raise _HTTPError(response)
@@ -345,14 +333,9 @@ def _describe(exc: BaseException) -> str:
 
 
 def _detail(exc: BaseException) -> str:
-    """The server's own error message, if it gave one (vLLM and OpenAI: ``{"error": {"message": ...}}``)."""
-    if not isinstance(exc, _HTTPError):
-        return ""
-    try:
-        message = json.loads(exc.response.body)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        return ""
-    return f": {str(message)[:300]}" if message else ""
+    """The server's own error message, if it gave one."""
+    message = error_message(exc.response.body) if isinstance(exc, _HTTPError) else ""
+    return f": {message}" if message else ""
 
 
 def _retry_after_s(exc: BaseException) -> float | None:

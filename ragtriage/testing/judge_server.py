@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -76,8 +76,20 @@ Responder = Callable[[dict[str, Any]], Reply]
 class JudgeServer:
     """``with JudgeServer() as server: LLMJudge(model="m", base_url=server.url)``."""
 
-    def __init__(self, *, default: Reply | Responder | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        default: Reply | Responder | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        models: Sequence[str] = ("loopback-judge",),
+        max_model_len: int | None = None,
+    ) -> None:
         self.default = default
+        self.models = list(models)
+        """What ``GET /v1/models`` lists (the chat endpoint answers for any model)."""
+        self.max_model_len = max_model_len
+        """Reported per model in ``/v1/models``, as vLLM does; None leaves it out, as OpenAI does."""
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         """The headers of each request, in the order of :attr:`requests` (lower-cased names)."""
@@ -151,6 +163,21 @@ def _handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
                 server._connections.discard(self.connection)
             with contextlib.suppress(OSError):
                 super().finish()
+
+        def do_GET(self) -> None:
+            if self.path.rstrip("/").endswith("/models"):
+                cards = [{"id": m, "object": "model", "created": 0, "owned_by": "loopback"} for m in server.models]
+                if server.max_model_len is not None:
+                    for card in cards:
+                        card["max_model_len"] = server.max_model_len
+                status, data = 200, json.dumps({"object": "list", "data": cards}).encode()
+            else:
+                status, data = 404, b'{"error": {"message": "not found"}}'
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", 0))
