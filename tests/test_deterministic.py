@@ -221,7 +221,13 @@ async def test_free_tiers_never_return_pass(free: RAGEvaluator) -> None:
 
 @pytest.mark.parametrize(
     "contexts",
-    [["x" * 200_000 + " 1865 Croxton"], ["Croxton \x00\x07 1865 \ufffd \U0001f600 ⅩⅣ ½"], ["", "   "], []],
+    [
+        ["x" * 200_000 + " 1865 Croxton"],
+        ["Croxton \x00\x07 1865 \ufffd \U0001f600 ⅩⅣ ½"],
+        ["", "   "],
+        [],
+        ["9" * 401 + " cavalrymen, 1,2,3,4,5,6,7,8,9,0,1,2,3,4,5,6,7,8,9,0"],
+    ],
 )
 def test_odd_contexts_never_crash(contexts: list[str]) -> None:
     report = DeterministicChecker().check(QUESTION, "Croxton, in 1865, 1.5 hours, twelve and a half percent.", contexts)
@@ -243,3 +249,11 @@ def test_a_count_the_contexts_give_with_another_number(question: str, answer: st
     assert report.decided_fail is wrong
     if wrong:
         assert "a context counts them as" in report.failures[0]
+
+
+def test_huge_numbers_and_questions_never_crash() -> None:
+    checker = DeterministicChecker()
+    report = checker.check(QUESTION, "9" * 400 + " cavalrymen in 1866", [CONTEXT])  # 400 digits: junk, no quantity
+    assert report.failures == ("answer states '1866', found in no context",)
+    long_question = "Who was born first out of A " + "of x " * 3000 + "and B?"
+    assert not checker.check(long_question, "A.", ["A (1900) and B (1800)."]).decided_fail

@@ -68,6 +68,8 @@ def wrong_choice(question: str, answer: str, context: str) -> str | None:
     the option the dates rule out. The date of an option is the first year after its first mention, in
     the same sentence; both options need one, the years must differ, and the answer must name exactly one
     option, with no negation or comparison words that could turn its meaning around."""
+    if len(question) > 500:
+        return None  # not a choice question, and the option patterns would scan it quadratically
     lowered_q = question.lower()
     between = _BETWEEN.search(question)  # "Who was born first out of A and B?"
     if " or " not in lowered_q and between is None:

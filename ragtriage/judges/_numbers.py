@@ -67,6 +67,8 @@ class Quantity:
 def digit_values(raw: str) -> tuple[float, ...]:
     """Readings of a digit string: "1,500" and "1.500" may each be a thousands group or a decimal."""
     raw = raw.strip(".,").replace(" ", "")
+    if len(raw) > 30:
+        return ()  # no quantity has 30 digits; a run this long is an identifier or junk (and would overflow)
     if raw.isdigit():
         return (float(raw),)
     if not raw:

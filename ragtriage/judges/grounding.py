@@ -84,7 +84,7 @@ class EvidenceIndex:
             numbers: set[float] = set()
             for run in digit_runs:
                 run = run.strip(".,")
-                if run.isdigit():
+                if run.isdigit() and len(run) < 16:
                     numbers.add(float(run))
                 elif run:
                     numbers.update(digit_values(run))
