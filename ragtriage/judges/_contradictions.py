@@ -45,6 +45,9 @@ def negation_flip(answer_lowered: str, context: EvidenceIndex) -> str | None:
     context phrase while the words as written are not. The words before reach back to the clause's start
     where they can, so "up to 250 MB can be uploaded" is not read as "larger than 250 MB cannot be".
     """
+    words = set(_PHRASE_TOKEN.findall(answer_lowered))
+    if words.isdisjoint(_AUX) and words.isdisjoint(_NEGATIONS) and "n't" not in answer_lowered:
+        return None  # nothing to flip: most answers
     for clause in _CLAUSE.split(answer_lowered):
         tokens = phrase_text(" " + " ".join(_PHRASE_TOKEN.findall(clause)) + " ").split()
         for i, token in enumerate(tokens):
@@ -71,9 +74,13 @@ def wrong_choice(question: str, answer: str, context: str) -> str | None:
     if len(question) > 500:
         return None  # not a choice question, and the option patterns would scan it quadratically
     lowered_q = question.lower()
-    between = _BETWEEN.search(question)  # "Who was born first out of A and B?"
-    if " or " not in lowered_q and between is None:
-        return None
+    between = None
+    if " or " not in lowered_q:
+        if " and " not in lowered_q or not any(w in lowered_q for w in ("out of ", "between ", " of ")):
+            return None
+        between = _BETWEEN.search(question)  # "Who was born first out of A and B?"
+        if between is None:
+            return None
     asked = _COMPARATIVE.search(lowered_q)
     if asked is None:
         return None

@@ -28,6 +28,9 @@ _REFUSAL = re.compile(
     r"|(?:the\s+)?(?:context|documents?|passages?|sources?)\s+(?:do(?:es)?\s+not|don['’]t)\s+(?:say|mention|contain|provide)"
     r"|there\s+is\s+no\s+(?:information|answer|mention|record))\b",
 )  # lower-case only: it runs on the folded, lowered answer
+#: Every alternative of _REFUSAL contains one of these; most answers contain none, and skip the regex.
+_REFUSAL_WORDS = ("know", "sure", "answer", "determine", "find", "tell", "say", "information", "data", "detail",
+                  "mention", "provide", "specified", "stated", "given", "available", "contain", "record")  # fmt: skip
 _INJECTION = re.compile(
     r"(?:ignore|disregard|forget)\s+(?:all\s+|any\s+)?(?:the\s+)?(?:previous|prior|above|earlier|preceding)"
     r"|(?:new|updated)\s+instructions?\s*:|you\s+are\s+now\s+(?:a|an|the)\b|system\s+prompt"
@@ -121,7 +124,12 @@ class DeterministicChecker:
                 tuple(failures), tuple(signals), grounding, empty_answer=True, injection=injection
             )
 
-        refusal = len(stripped) < 300 and _REFUSAL.search(stripped.lower()) is not None
+        lowered = stripped.lower()
+        refusal = (
+            len(stripped) < 300
+            and any(map(lowered.__contains__, _REFUSAL_WORDS))
+            and _REFUSAL.search(lowered) is not None
+        )
         if refusal:
             overlap = _question_coverage(asked.text, evidence)
             if overlap is not None and overlap >= ANSWERABLE_OVERLAP:

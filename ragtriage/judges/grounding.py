@@ -429,15 +429,20 @@ def _check_words(
     candidates = [
         (i, m, w, lowered)
         for i, m in enumerate(matches)
-        if ((w := m.group())[0].isupper() or len(w) >= 6) and (lowered := _base(w.lower())) not in _COMMON
+        if ((w := m.group())[0].isupper() or len(w) >= 6)
+        and (lowered := (lw[:-2] if (lw := w.lower()).endswith("'s") else lw)) not in _COMMON
     ]
     if not candidates:
         return
-    units = {_UNIT_GAP.match(answer, q.end).end() for q in found.quantities}  # "2 GB", "212 degrees Fahrenheit"
+    # Words that belong to a number or a date ("4.7 million", "31 March 1889"), or are a number's unit
+    # ("2 GB", "212 degrees Fahrenheit"), by start position.
+    skip = {_UNIT_GAP.match(answer, q.end).end() for q in found.quantities}
+    for start, end in found.consumed:
+        skip.update(m.start() for _, m, _, _ in candidates if start <= m.start() and m.end() <= end)
     bare: bool | None = None
     seen: set[str] = set()
     for index, match, word, lowered in candidates:
-        if lowered in seen or match.start() in units or found.inside(match.start(), match.end()):
+        if lowered in seen or match.start() in skip:
             continue
         seen.add(lowered)
         if not word[0].isupper():
@@ -490,11 +495,6 @@ def _check_rare(word: str, lowered: str, contexts: EvidenceIndex, question: Evid
     stem = lowered[:5]
     if not (contexts.has(lowered) or question.has(lowered) or contexts.has_prefix(stem) or question.has_prefix(stem)):
         found.words.append(word)
-
-
-def _base(word: str) -> str:
-    """The word without a possessive ending ("Einstein's", "Jones'")."""
-    return word[:-2] if word.endswith("'s") else word
 
 
 def _roman(word: str) -> float | None:
