@@ -52,7 +52,8 @@ SECRETS = (
     PHOENIX_KEY,
     SMTP_PASSWORD,
 )
-QUESTION, ANSWER = "What is the capital of France?", "Lyon is the capital of France."
+# An answer the free tiers cannot decide, so the (scripted, unhappy) judges do: their calls are what is logged.
+QUESTION, ANSWER = "What is the capital of France?", "The capital of France is its largest city."
 CONTEXTS = ["Paris is the capital and largest city of France."]
 RULES = [
     MetricRule(name="faithfulness_low", metric="faithfulness", threshold=0.7, window_size=5, min_samples=2,
@@ -125,7 +126,7 @@ class PhoenixStandIn:
                 self.end_headers()
                 self.wfile.write(body)
 
-            do_GET = do_POST
+            do_GET = do_PUT = do_POST
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
