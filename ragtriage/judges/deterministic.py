@@ -146,7 +146,7 @@ class DeterministicChecker:
             failures.append("answer states " + _quote(grounding.hard_numbers) + ", found in no context")
         elif grounding.unsupported_numbers:
             signals.append("answer states " + _quote(grounding.unsupported_numbers) + ", found in no context")
-        failures.extend(grounding.date_conflicts)
+        failures.extend(grounding.conflicts)
         signals.extend(grounding.derived)
         signals.extend(grounding.variants)
         entities = grounding.unsupported_entities

@@ -219,7 +219,8 @@ class GroundingReport:
 
     ``unsupported_*`` are found nowhere; ``hard_numbers`` are the unsupported numbers that are not small
     integers; ``derived`` and ``variants`` explain terms that are not stated but could be (a converted
-    value, another spelling): signals, never proof; ``date_conflicts`` are certain (same date, one part changed).
+    value, another spelling): signals, never proof; ``conflicts`` are certain (a context date with one part
+    changed, a context count with another number).
     """
 
     checked: int
@@ -229,7 +230,7 @@ class GroundingReport:
     hard_numbers: tuple[str, ...] = ()
     derived: tuple[str, ...] = ()
     variants: tuple[str, ...] = ()
-    date_conflicts: tuple[str, ...] = ()
+    conflicts: tuple[str, ...] = ()
 
     @property
     def score(self) -> float | None:
@@ -237,7 +238,7 @@ class GroundingReport:
         if not self.checked:
             return None
         missing = len(self.unsupported_numbers) + len(self.unsupported_entities) + len(self.unsupported_words)
-        missing += len(self.date_conflicts)
+        missing += len(self.conflicts)
         return round(1.0 - missing / self.checked, 4)
 
 
