@@ -28,6 +28,13 @@ CONCURRENCY = typer.Option(4, "--concurrency", min=1, help="Evaluations in fligh
 SEND_ALERTS = typer.Option(
     False, "--send-alerts", help="Send the alerts this run raises to the configured sinks (default: report them only)."
 )
+BATCH = typer.Option(
+    False, "--batch", help="Heavy-judge calls through the OpenAI Batch API, at half price (answers take longer)."
+)
+BATCH_WAIT = typer.Option(
+    "1h", "--batch-wait", help="Wait this long for a batch; then judge what it has not answered synchronously."
+)
+BATCH_POLL = typer.Option("10s", "--batch-poll", help="How often to ask whether a batch is done.")
 
 
 def parse_duration(text: str) -> float:
@@ -62,6 +69,22 @@ def _runtime(
     except ValueError as exc:  # a broken rules or calibration file
         _err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+
+
+def _batched(runtime: Runtime, batch: bool, wait: str, poll: str) -> Any:
+    """With ``--batch``, the heavy judge of ``runtime`` goes through the Batch API (a BatchJudge), else None."""
+    if not batch:
+        return None
+    from ragtriage.judges.batch import BatchJudge
+    from ragtriage.judges.llm import LLMJudge
+
+    evaluator = runtime.evaluator
+    assert evaluator is not None
+    if not isinstance(evaluator.heavy_judge, LLMJudge):
+        _err.print("[red]error:[/red] --batch needs a heavy judge (OPENAI_API_KEY or RAGTRIAGE_HEAVY_JUDGE_URL)")
+        raise typer.Exit(2)
+    evaluator.heavy_judge = BatchJudge(evaluator.heavy_judge, wait_s=parse_duration(wait), poll_s=parse_duration(poll))
+    return evaluator.heavy_judge
 
 
 def alert_notes(runtime: Runtime, sent: bool) -> list[str]:
@@ -147,6 +170,9 @@ def ci(
     seed: int = typer.Option(0, "--seed"),
     concurrency: int = CONCURRENCY,
     send_alerts: bool = SEND_ALERTS,
+    batch: bool = BATCH,
+    batch_wait: str = BATCH_WAIT,
+    batch_poll: str = BATCH_POLL,
     local_url: str | None = LOCAL_URL,
     local_model: str | None = LOCAL_MODEL,
     heavy_url: str | None = HEAVY_URL,
@@ -160,6 +186,7 @@ def ci(
     Example::
 
         ragtriage ci --dataset golden.jsonl --n 100 --budget-usd 0.50 --time-limit 10m --min-pass-rate 0.8
+        ragtriage ci --dataset golden.jsonl --n 500 --batch --batch-wait 2h   # heavy judge at batch prices
     """
     from ragtriage.gate.output import markdown, write_junit
     from ragtriage.gate.runner import GateConfig, evaluate_gates, load_baseline, report_json, stratified_sample
@@ -178,8 +205,11 @@ def ci(
     assert evaluator is not None
     if evaluator.local_judge is None and evaluator.heavy_judge is None:
         notes.append("no LLM judge configured: free tiers only, undecided items are reported as not decided")
+    batched = _batched(runtime, batch, batch_wait, batch_poll)
+    if batched is not None:  # every item in flight, so the heavy calls gather into few batches
+        concurrency = max(concurrency, len(sample))
     report = asyncio.run(_run(runtime, sample, budget_usd, limit, concurrency))
-    report.notes += notes + alert_notes(runtime, send_alerts)
+    report.notes += notes + alert_notes(runtime, send_alerts) + ([batched.note()] if batched is not None else [])
     gates = GateConfig(
         min_pass_rate, min_detection, min_agreement, max_not_decided, max_judge_errors, allow_partial, max_drop
     )
@@ -225,6 +255,9 @@ def calibrate(
     ),
     concurrency: int = CONCURRENCY,
     send_alerts: bool = SEND_ALERTS,
+    batch: bool = BATCH,
+    batch_wait: str = BATCH_WAIT,
+    batch_poll: str = BATCH_POLL,
     local_url: str | None = LOCAL_URL,
     local_model: str | None = LOCAL_MODEL,
     heavy_url: str | None = HEAVY_URL,
@@ -235,6 +268,7 @@ def calibrate(
     Example::
 
         ragtriage calibrate --labels labelled.jsonl --target-precision 0.95 --budget-usd 2 -o calibration.json
+        ragtriage calibrate --labels labelled.jsonl --batch -o calibration.json   # heavy judge at batch prices
         RAGTRIAGE_CALIBRATION_FILE=calibration.json ragtriage worker ...
     """
     from rich.table import Table
@@ -246,6 +280,10 @@ def calibrate(
     runtime = _runtime(local_url, local_model, heavy_url, heavy_model, send_alerts=send_alerts)
     evaluator = runtime.evaluator
     assert evaluator is not None
+
+    batched = _batched(runtime, batch, batch_wait, batch_poll)
+    if batched is not None:  # every item in flight, so the heavy calls gather into few batches
+        concurrency = max(concurrency, len(items))
 
     async def go() -> Any:
         try:
@@ -272,7 +310,7 @@ def calibrate(
     console.print(table)
     for tier, m in data["tiers"].items():
         console.print(f"{tier} confusion (label -> prediction): {json.dumps(m['confusion'])}")
-    for note in [*report.notes, *alert_notes(runtime, send_alerts)]:
+    for note in [*report.notes, *alert_notes(runtime, send_alerts), *([batched.note()] if batched else [])]:
         console.print(f"- {note}", markup=False)
     console.print(f"wrote {output}", markup=False)
 
