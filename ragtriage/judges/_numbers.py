@@ -30,7 +30,7 @@ WORD_VALUES: dict[str, float] = {
 SCALES = {"hundred": 100.0, "thousand": 1e3, "million": 1e6, "billion": 1e9, "trillion": 1e12, "k": 1e3, "bn": 1e9,
           "mn": 1e6}  # fmt: skip
 _FRACTIONS = {"half": 2.0, "halves": 2.0, "third": 3.0, "thirds": 3.0, "quarter": 4.0, "quarters": 4.0}
-_DIGIT_RUN = re.compile(r"\d{1,3}(?: \d{3})+(?![\d.,]\d)|\d+(?:[.,]\d+)*")
+_DIGIT_RUN = re.compile(r"[0-9]+(?:[.,][0-9]+)*")  # ASCII digits: the text is folded (NFKD) first
 #: What may follow digits: an ordinal ending, a scale word or abbreviation, a percent sign or word.
 _AFTER_DIGITS = re.compile(
     r"(?:\s*(?:st|nd|rd|th)\b)?(?:\s*-?\s*(?P<scale>hundred|thousand|million|billion|trillion)\b|(?P<abbr>bn|mn|k)\b)?"
@@ -136,16 +136,28 @@ def quantities(text: str, *, words: bool = True) -> list[Quantity]:
     """Every number in ``text``, digits or (unless ``words`` is false) words, with its scale ("4.7 million")
     and percent sign applied."""
     found: list[Quantity] = []
+    resume = 0
     for match in _DIGIT_RUN.finditer(text):
-        start = match.start()
-        if start and (text[start - 1].isalnum() or text[start - 1] in ".,"):
-            continue  # part of a code or a longer token ("A320", "v1.2")
-        after = _AFTER_DIGITS.match(text, match.end()) if _may_follow(text, match.end()) else None
+        start, stop = match.span()
+        if start < resume or (start and (text[start - 1].isalnum() or text[start - 1] in ".,")):
+            continue  # inside the last number, or part of a code or a longer token ("A320", "v1.2")
+        body = match.group()
+        if len(body) <= 3 and body.isdigit():  # "81 044": thousands grouped by spaces
+            while (
+                text[stop : stop + 4].startswith(" ")
+                and text[stop + 1 : stop + 4].isdigit()
+                and len(text[stop + 1 : stop + 4]) == 3
+                and not text[stop + 4 : stop + 5].isdigit()
+            ):
+                stop += 4
+            body = text[start:stop]
+        after = _AFTER_DIGITS.match(text, stop) if _may_follow(text, stop) else None
         scale = SCALES.get((after.group("scale") or after.group("abbr") or "").lower(), 1.0) if after else 1.0
-        values = tuple(v * scale for v in digit_values(match.group()))
+        values = tuple(v * scale for v in digit_values(body))
         if values:
-            end = after.end() if after else match.end()
+            end = after.end() if after else stop
             found.append(Quantity(text[start:end].strip(), values, start, end, bool(after and after.group("pct"))))
+        resume = stop
     if not words:
         return found
     lowered = text.lower()
