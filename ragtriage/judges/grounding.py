@@ -285,7 +285,11 @@ def check_grounding(answer: str, contexts: EvidenceIndex, question: EvidenceInde
     found = _Findings()
     word_pattern = _ASCII_WORD if answer.isascii() else _WORD  # the ASCII class is a third faster
     matches = list(word_pattern.finditer(answer))
-    words = set(word_pattern.findall(answer.lower()))
+    originals = word_pattern.findall(answer)
+    lowered = word_pattern.findall(answer.lower())
+    if len(lowered) != len(originals):  # lower() changed a word's shape (rare, non-ASCII)
+        lowered = [w.lower() for w in originals]
+    words = set(lowered)
     digits = _HAS_DIGIT.search(answer) is not None
     if digits and (_NUMERIC_DATE.search(answer) or not words.isdisjoint(MONTHS)):
         _check_dates(answer, contexts, question, found)
@@ -294,7 +298,7 @@ def check_grounding(answer: str, contexts: EvidenceIndex, question: EvidenceInde
     number_words = any(not (contexts.has(w) or question.has(w)) for w in spelled - _JOINERS)
     if digits or number_words:
         _check_numbers(answer, contexts, question, found, words=number_words)
-    _check_words(answer, matches, contexts, question, found)
+    _check_words(answer, matches, originals, lowered, contexts, question, found)
     return GroundingReport(
         found.checked,
         tuple(found.numbers),
@@ -426,14 +430,19 @@ def _stated(quantity: Quantity, known: set[float]) -> bool:
 
 
 def _check_words(
-    answer: str, matches: list[re.Match[str]], contexts: EvidenceIndex, question: EvidenceIndex, found: _Findings
+    answer: str,
+    matches: list[re.Match[str]],
+    originals: list[str],
+    lowered_words: list[str],
+    contexts: EvidenceIndex,
+    question: EvidenceIndex,
+    found: _Findings,
 ) -> None:
     # Only capitalised words and long words can be evidence; everything else is skipped in one pass.
     candidates = [
-        (i, m, w, lowered)
-        for i, m in enumerate(matches)
-        if ((w := m.group())[0].isupper() or len(w) >= 6)
-        and (lowered := (lw[:-2] if (lw := w.lower()).endswith("'s") else lw)) not in _COMMON
+        (i, matches[i], w, lowered)
+        for i, (w, lw) in enumerate(zip(originals, lowered_words, strict=True))
+        if (w[0].isupper() or len(w) >= 6) and (lowered := lw[:-2] if lw.endswith("'s") else lw) not in _COMMON
     ]
     if not candidates:
         return
