@@ -38,8 +38,9 @@ class Config:
     openai_api_key: str | None = field(default=None, metadata=_env("OPENAI_API_KEY", secret=True))
     heavy_judge_url: str | None = field(default=None, metadata=_env("RAGTRIAGE_HEAVY_JUDGE_URL"))
     heavy_judge_model: str = field(default="gpt-4o-mini", metadata=_env("RAGTRIAGE_HEAVY_JUDGE_MODEL"))
-    heavy_input_usd_per_1m: float = field(default=0.15, metadata=_env("RAGTRIAGE_HEAVY_INPUT_USD_PER_1M"))
-    heavy_output_usd_per_1m: float = field(default=0.60, metadata=_env("RAGTRIAGE_HEAVY_OUTPUT_USD_PER_1M"))
+    #: USD per 1M tokens; unset: the heavy model's published prices (ragtriage/judges/pricing.py), 0 if unlisted.
+    heavy_input_usd_per_1m: float | None = field(default=None, metadata=_env("RAGTRIAGE_HEAVY_INPUT_USD_PER_1M"))
+    heavy_output_usd_per_1m: float | None = field(default=None, metadata=_env("RAGTRIAGE_HEAVY_OUTPUT_USD_PER_1M"))
     confidence_threshold: float = field(default=0.7, metadata=_env("RAGTRIAGE_CONFIDENCE_THRESHOLD", unit=True))
     budget_usd_per_hour: float | None = field(default=None, metadata=_env("RAGTRIAGE_BUDGET_USD_PER_HOUR"))
     redis_url: str | None = field(default=None, metadata=_env("RAGTRIAGE_REDIS_URL", secret=True))

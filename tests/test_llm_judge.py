@@ -322,3 +322,29 @@ async def test_openai_without_a_key_is_a_judge_error(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(JudgeError, match="no API key"):
         await LLMJudge(model="gpt-4o-mini").judge("q", "a", ["c"])
+
+
+# -- prices by default (#19) ----------------------------------------------------------------------------------------
+
+
+async def test_the_default_heavy_model_costs_its_published_prices(judge_server: JudgeServer) -> None:
+    judge_server.default = Reply(VALID, prompt_tokens=1000, completion_tokens=200)
+    published = await LLMJudge(model="gpt-4o-mini", base_url=judge_server.url).judge("q", "a", CONTEXTS)
+    assert published.usage.cost_usd == pytest.approx((1000 * 0.15 + 200 * 0.60) / 1e6)
+    mine = await LLMJudge(model="gpt-4o-mini", base_url=judge_server.url, input_usd_per_1m=1.0).judge(
+        "q", "a", CONTEXTS
+    )
+    assert mine.usage.cost_usd == pytest.approx((1000 * 1.0 + 200 * 0.60) / 1e6)  # the user's price wins
+    free = await LLMJudge(model="llama-3.1-8b", base_url=judge_server.url).judge("q", "a", CONTEXTS)
+    assert free.usage.cost_usd == 0.0  # a self-hosted model has no published price
+
+
+def test_config_leaves_prices_to_the_model_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ragtriage import Config
+    from ragtriage.runtime import build_evaluator
+
+    heavy = build_evaluator(Config(openai_api_key="sk-test")).heavy_judge
+    assert isinstance(heavy, LLMJudge) and (heavy.input_usd_per_1m, heavy.output_usd_per_1m) == (0.15, 0.60)
+    monkeypatch.setenv("RAGTRIAGE_HEAVY_INPUT_USD_PER_1M", "0.3")
+    heavy = build_evaluator(Config.from_env(openai_api_key="sk-test")).heavy_judge
+    assert isinstance(heavy, LLMJudge) and (heavy.input_usd_per_1m, heavy.output_usd_per_1m) == (0.3, 0.60)

@@ -19,6 +19,7 @@ from ragtriage.judges._transport import ConnectionPool, Response, TransportError
 from ragtriage.judges.base import JudgeError, JudgeUsage, JudgeVerdict
 from ragtriage.judges.fleet import Fleet, Server
 from ragtriage.judges.parsing import JudgeOutputError, parse_judge_output
+from ragtriage.judges.pricing import published_prices
 from ragtriage.judges.prompts import PROMPT_VERSION, build_messages
 from ragtriage.judges.schema import output_json_schema
 
@@ -52,6 +53,9 @@ class LLMJudge:
     ``"vllm"`` (vLLM's ``structured_outputs`` request field), or ``"none"``
     (prompt only). Replies are validated here in every mode.
 
+    Prices left unset are the model's published ones (:mod:`ragtriage.judges.pricing`: gpt-4o-mini's), else 0
+    (a self-hosted model); prices given win.
+
     Retries cover 429, 5xx, timeouts and connection errors, honour
     ``Retry-After`` and back off with jitter; concurrency is capped by a
     semaphore per event loop (``max_concurrency`` calls in flight over all servers).
@@ -63,8 +67,8 @@ class LLMJudge:
         model: str,
         base_url: str | Sequence[str] | None = None,
         api_key: str | None = None,
-        input_usd_per_1m: float = 0.0,
-        output_usd_per_1m: float = 0.0,
+        input_usd_per_1m: float | None = None,
+        output_usd_per_1m: float | None = None,
         timeout_s: float = 30.0,
         max_retries: int = 3,
         max_concurrency: int = 64,
@@ -84,6 +88,11 @@ class LLMJudge:
             raise ValueError(f"base_url must be an http(s) URL or a list of them, got {base_url!r}")
         if api_key is not None and not isinstance(api_key, str):
             raise TypeError("api_key must be a string")
+        published = published_prices(model) if isinstance(model, str) else (0.0, 0.0)
+        if base_url is None and published == (0.0, 0.0) and (input_usd_per_1m is None or output_usd_per_1m is None):
+            logger.warning("ragtriage: no published price known for %r: set its prices, or its cost reads $0", model)
+        input_usd_per_1m = published[0] if input_usd_per_1m is None else input_usd_per_1m
+        output_usd_per_1m = published[1] if output_usd_per_1m is None else output_usd_per_1m
         for name, value in (
             ("input_usd_per_1m", input_usd_per_1m),
             ("output_usd_per_1m", output_usd_per_1m),
