@@ -210,22 +210,20 @@ _FOLLOW_INITIALS = frozenset("%stnrdhmbkp")
 
 def token_values(tokens: list[str]) -> set[float]:
     """The values of the number words among lower-case ``tokens`` (runs like "one hundred and twenty" as one)."""
-    hits = [i for i, t in enumerate(tokens) if t in NUMBER_WORDS or t in _JOINERS]
+    hits = [i for i, t in enumerate(tokens) if t in NUMBER_WORDS]
     found: set[float] = set()
-    run: list[int] = []
-    for i in [*hits, -2]:
-        if run and i == run[-1] + 1:
-            run.append(i)
+    start = 0
+    for k in range(1, len(hits) + 1):
+        # a run goes on while only "and", "a", "an" stand between two number words ("twelve and a half")
+        if k < len(hits) and hits[k] - hits[k - 1] <= 3 and _JOINERS.issuperset(tokens[hits[k - 1] + 1 : hits[k]]):
             continue
-        words = [tokens[k] for k in run]
-        while words and words[0] in _JOINERS:
-            words.pop(0)
+        words = tokens[hits[start] : hits[k - 1] + 1]
         while words and words[-1] in _JOINERS:
             words.pop()
         if words and not all(w in SCALES for w in words):  # a bare "million" (of "4.7 million") is no value
             value = words_value(words)
             found.update((value,) if value is not None else (v for w in words if (v := words_value([w])) is not None))
-        run = [i]
+        start = k
     return found
 
 

@@ -41,6 +41,7 @@ from ragtriage.judges._numbers import (
 SMALL_NUMBER = 10
 
 _KEEP_WORD = bytes(c if 48 <= c <= 57 or 97 <= c <= 122 else 32 for c in range(256))
+_KEEP_LETTERS = bytes(c if 65 <= c <= 90 or 97 <= c <= 122 else 32 for c in range(256))
 _KEEP_NUMBER = bytes(c if 48 <= c <= 57 or c in b".," else 32 for c in range(256))
 _TOKEN = re.compile(r"[^\W_]+")
 _DIGIT_RUN = re.compile(r"\d+(?:[.,]\d+)*")
@@ -78,8 +79,9 @@ class EvidenceIndex:
         """Every value written in digits ("1,500" gives 1500 and 1.5)."""
         if "numbers" not in self._lazy:
             lowered = self.lowered
-            if lowered.isascii():
-                digit_runs = lowered.encode().translate(_KEEP_NUMBER).decode().split()
+            if lowered.isascii():  # a full stop or comma that ends a number or stands alone is no part of one
+                kept = lowered.encode().translate(_KEEP_NUMBER).decode()
+                digit_runs = kept.replace(". ", " ").replace(", ", " ").split()
             else:
                 digit_runs = _DIGIT_RUN.findall(lowered)
             numbers: set[float] = set()
@@ -147,10 +149,14 @@ class EvidenceIndex:
     def names(self) -> set[str]:
         """Lower-case words written capitalised somewhere: the candidates for another spelling of a name."""
         if "names" not in self._lazy:
-            words = self.text.split()  # split and strip: a regex over the whole text costs ten times more
-            self._lazy["names"] = {
-                n for w in words if w[:1].isupper() and (n := w.strip(_PUNCTUATION).lower()).isalpha()
-            }
+            if self.text.isascii():  # bytes.translate keeps letters of both cases: a third of a regex's time
+                tokens = self.text.encode().translate(_KEEP_LETTERS).decode().split()
+                self._lazy["names"] = {t.lower() for t in tokens if t[0].isupper()}
+            else:
+                words = self.text.split()
+                self._lazy["names"] = {
+                    n for w in words if w[:1].isupper() and (n := w.strip(_PUNCTUATION).lower()).isalpha()
+                }
         return self._lazy["names"]
 
     @property
