@@ -348,3 +348,13 @@ def test_config_leaves_prices_to_the_model_unless_set(monkeypatch: pytest.Monkey
     monkeypatch.setenv("RAGTRIAGE_HEAVY_INPUT_USD_PER_1M", "0.3")
     heavy = build_evaluator(Config.from_env(openai_api_key="sk-test")).heavy_judge
     assert isinstance(heavy, LLMJudge) and (heavy.input_usd_per_1m, heavy.output_usd_per_1m) == (0.3, 0.60)
+
+
+async def test_a_password_in_the_url_is_sent_as_basic_auth_and_never_shown(judge_server: JudgeServer) -> None:
+    judge_server.push(Reply(VALID))
+    url = judge_server.url.replace("http://", "http://vllm:s%40cret-pw@")
+    j = LLMJudge(model="m", base_url=url, api_key="sk-ignored", timeout_s=5)
+    await j.judge("q", "a", CONTEXTS)
+    assert judge_server.headers[0]["authorization"] == "Basic dmxsbTpzQGNyZXQtcHc="  # base64("vllm:s@cret-pw")
+    shown = f"{j!r} {j.servers!r} {j.fleet.servers[0].name}"
+    assert "cret-pw" not in shown and "127.0.0.1" in shown

@@ -14,13 +14,14 @@ once more on a fresh connection, as httpx and aiohttp do; any other failure is t
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import ssl
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ragtriage._version import __version__
 
@@ -66,7 +67,7 @@ class Response:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Origin:
     """Where requests go: ``http(s)://host:port`` plus the path prefix of the base URL (``/v1``)."""
 
@@ -74,6 +75,8 @@ class Origin:
     host: str
     port: int
     prefix: str
+    basic_auth: tuple[bytes, ...] = ()
+    """``user:password@`` in the URL, as an ``Authorization: Basic`` header (a vLLM behind a proxy with basic auth)."""
 
     @classmethod
     def parse(cls, base_url: str) -> Origin:
@@ -81,7 +84,11 @@ class Origin:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        return cls(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
+        auth: tuple[bytes, ...] = ()
+        if parts.username is not None:
+            user_password = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            auth = (b"Authorization: Basic " + base64.b64encode(user_password),)
+        return cls(parts.scheme, parts.hostname, port, parts.path.rstrip("/"), auth)
 
     @property
     def host_header(self) -> bytes:

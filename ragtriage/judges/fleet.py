@@ -31,13 +31,16 @@ MAX_BACKOFF_S = 30.0
 class Server:
     """One judge endpoint: its address, its health, what it was asked and how often it failed."""
 
-    url: str
-    origin: Origin
+    url: str = field(repr=False)  # may carry a password: shown as name
+    origin: Origin = field(repr=False)
     calls: int = 0
     errors: int = 0
     failures_in_a_row: int = 0
     down_until: float = 0.0
     _seed: bytes = field(default=b"", repr=False)
+
+    def __repr__(self) -> str:
+        return f"Server({self.name!r}, calls={self.calls}, errors={self.errors}, down_until={self.down_until})"
 
     @property
     def name(self) -> str:

@@ -238,7 +238,9 @@ class LLMJudge:
                     self.retries += 1
                 try:
                     async with semaphore, timeout(self.timeout_s):
-                        response = await pools[server].request(b"POST", "/chat/completions", body, self._auth)
+                        response = await pools[server].request(
+                            b"POST", "/chat/completions", body, server.origin.basic_auth or self._auth
+                        )
                     if response.status >= 400:
                         raise _HTTPError(response)
                 except (asyncio.TimeoutError, TransportError, _HTTPError) as exc:

@@ -73,8 +73,9 @@ async def check_server(
     judge = LLMJudge(
         model=model, base_url=url, api_key=api_key, structured_output=structured_output, timeout_s=timeout_s
     )
-    pool = ConnectionPool(Origin.parse(url))
-    auth = (f"Authorization: Bearer {api_key}".encode(),) if api_key else ()
+    origin = Origin.parse(url)
+    pool = ConnectionPool(origin)
+    auth = origin.basic_auth or ((f"Authorization: Bearer {api_key}".encode(),) if api_key else ())
     findings: list[Finding] = []
     try:
         models = await _get(pool, "/models", auth, timeout_s)
