@@ -110,8 +110,13 @@ class BatchJudge:
         answered: dict[str, dict[str, object]] = {}
         try:
             answered = await self._batch(calls)
-        except (openai.OpenAIError, OSError, ValueError) as exc:
-            logger.warning("ragtriage: the Batch API failed (%s); judging %d calls synchronously", exc, len(calls))
+        except Exception as exc:  # whatever went wrong with the batch, its calls still get judged
+            logger.warning(
+                "ragtriage: the Batch API failed (%s: %s); judging %d calls synchronously",
+                type(exc).__name__,
+                exc,
+                len(calls),
+            )
         await asyncio.gather(*(self._settle(call, answered.get(call.custom_id)) for call in calls))
 
     async def _batch(self, calls: list[_Call]) -> dict[str, dict[str, object]]:
