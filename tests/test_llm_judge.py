@@ -358,3 +358,19 @@ async def test_a_password_in_the_url_is_sent_as_basic_auth_and_never_shown(judge
     assert judge_server.headers[0]["authorization"] == "Basic dmxsbTpzQGNyZXQtcHc="  # base64("vllm:s@cret-pw")
     shown = f"{j!r} {j.servers!r} {j.fleet.servers[0].name}"
     assert "cret-pw" not in shown and "127.0.0.1" in shown
+
+
+def test_a_proxy_in_the_environment_is_not_used_and_said_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    with caplog.at_level("WARNING", logger="ragtriage.judges.llm"):
+        LLMJudge(model="gpt-4o-mini", api_key="sk-test")
+        LLMJudge(model="m", base_url="http://127.0.0.1:8000/v1")  # no http proxy set: nothing to say
+    assert [r.getMessage() for r in caplog.records] == [
+        "ragtriage: https_proxy is set, but judge calls to https://api.openai.com/v1 go direct "
+        "(the judge's client does not use proxies)"
+    ]

@@ -10,6 +10,7 @@ import math
 import os
 import random
 import time
+import urllib.request
 import weakref
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -113,6 +114,7 @@ class LLMJudge:
         self.model = model
         self.base_url = base_url if isinstance(base_url, str) or base_url is None else urls
         self.fleet = Fleet(urls or (OPENAI_URL,))
+        _warn_about_proxies(self.fleet.servers)
         # The SDK's rule, kept: OpenAI itself needs a key, from the argument or OPENAI_API_KEY.
         self._api_key = api_key if api_key is not None or base_url else os.environ.get("OPENAI_API_KEY")
         self._auth = (f"Authorization: Bearer {self._api_key}".encode(),) if self._api_key else ()
@@ -313,6 +315,19 @@ class LLMJudge:
             f"LLMJudge(model={self.model!r}, base_url={_shown(self.base_url)!r}, "
             f"structured_output={self.structured_output!r}, timeout_s={self.timeout_s}, max_retries={self.max_retries})"
         )
+
+
+def _warn_about_proxies(servers: Sequence[Server]) -> None:
+    """The lean client goes direct: say so when the environment names a proxy it would have used."""
+    proxies = urllib.request.getproxies()
+    for server in servers:
+        origin = server.origin
+        if origin.scheme in proxies and not urllib.request.proxy_bypass(origin.host):
+            logger.warning(
+                "ragtriage: %s_proxy is set, but judge calls to %s go direct (the judge's client does not use proxies)",
+                origin.scheme,
+                server.name,
+            )
 
 
 def _shown(base_url: str | tuple[str, ...] | None) -> str | list[str] | None:
