@@ -61,16 +61,12 @@ def _top_level_objects(text: str) -> list[dict[str, Any]]:
 
 
 def parse_judge_output(text: str, *, n_contexts: int, verify_claims: bool) -> JudgeOutput:
-    data = extract_json_object(text)
-    if verify_claims and "claims" not in data:
-        raise JudgeOutputError("claim verification was requested but the reply has no 'claims'")
-    try:
-        output = JudgeOutput.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:5]
-        )
-        raise JudgeOutputError(f"reply does not match the schema: {problems}") from None
+    try:  # the common case, a bare valid object (structured outputs): one parse, straight into the model
+        output = JudgeOutput.model_validate_json(text)
+    except ValidationError:
+        output = None
+    if output is None or (verify_claims and "claims" not in output.model_fields_set):
+        output = _parse_leniently(text, verify_claims=verify_claims)
     for doc in output.documents:
         if doc.index > n_contexts:
             raise JudgeOutputError(f"documents refers to context {doc.index}, but there are {n_contexts}")
@@ -80,3 +76,17 @@ def parse_judge_output(text: str, *, n_contexts: int, verify_claims: bool) -> Ju
         if claim.supported and claim.context_index is None:
             raise JudgeOutputError(f"claim {i} is marked supported but cites no context")
     return output
+
+
+def _parse_leniently(text: str, *, verify_claims: bool) -> JudgeOutput:
+    """Fences and prose around the object, and the precise reason when there is no valid one."""
+    data = extract_json_object(text)
+    if verify_claims and "claims" not in data:
+        raise JudgeOutputError("claim verification was requested but the reply has no 'claims'")
+    try:
+        return JudgeOutput.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:5]
+        )
+        raise JudgeOutputError(f"reply does not match the schema: {problems}") from None
