@@ -8,8 +8,33 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from typing_extensions import Self
 
-class Receiver:
+
+class LoopbackServer:
+    """A ``ThreadingHTTPServer`` on 127.0.0.1 in a daemon thread, for ``with``; subclasses give the handler."""
+
+    path = ""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}{self.path}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class Receiver(LoopbackServer):
     """Records bodies (and the JSON ones parsed); answers ``status``/``body``, or hangs while ``hang`` is set."""
 
     def __init__(self, *, status: int = 200, body: str = "ok") -> None:
@@ -39,22 +64,13 @@ class Receiver:
                 self.wfile.write(payload)
 
         self.release = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        super().__init__(Handler)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/hook"
-
-    def __enter__(self) -> Receiver:
-        self._thread.start()
-        return self
+    path = "/hook"
 
     def __exit__(self, *exc: object) -> None:
         self.release.set()
-        self._server.shutdown()
-        self._server.server_close()
+        super().__exit__(*exc)
 
 
 def check_slack_payload(payload: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
@@ -29,7 +29,7 @@ from ragtriage.sample import Document, RAGSample
 from ragtriage.testing import JudgeServer
 from ragtriage.testing.judge_server import Reply, verdict_json
 from ragtriage.testing.redis_server import RedisServer
-from tests.receivers import Receiver
+from tests.receivers import LoopbackServer, Receiver
 
 LOCAL_KEY = "sk-local-secret-4f1c9a0e"
 HEAVY_KEY = "sk-heavy-secret-77ab21d3"
@@ -103,7 +103,7 @@ def app_logging() -> Iterator[Callable[[int], Capture]]:
     root.setLevel(saved)
 
 
-class PhoenixStandIn:
+class PhoenixStandIn(LoopbackServer):
     """Takes Phoenix's OTLP ``/v1/traces`` and REST annotation POSTs, answers 200; counts them by path."""
 
     def __init__(self) -> None:
@@ -128,21 +128,7 @@ class PhoenixStandIn:
 
             do_GET = do_PUT = do_POST
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> PhoenixStandIn:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(Handler)
 
 
 def require_password(redis: RedisServer, password: str) -> str:

@@ -17,11 +17,10 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from ragtriage.instrumentation.instrument import installed_runtime
 from ragtriage.metrics_registry import SCORES
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 from ragtriage.testing.phoenix import PhoenixServer
+from tests.receivers import LoopbackServer
 from tests.test_dashboards_report import CHROMIUM_FLAGS, Page, assert_not_blank
 from tests.test_phoenix import QUESTION, annotations, app_provider, rag_request
 
@@ -173,7 +173,7 @@ def test_trace_annotations_mirror_the_span_annotations(
     provider.shutdown()
 
 
-class GuardedPhoenix:
+class GuardedPhoenix(LoopbackServer):
     """The real Phoenix behind a front that refuses its annotation config API with ``status`` (404: a Phoenix from
     before the API; 403: what Phoenix tells a viewer's key); every other request is passed through, so the
     annotations still land in the real server."""
@@ -202,21 +202,7 @@ class GuardedPhoenix:
 
             do_GET = do_POST = do_PUT = _forward
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> GuardedPhoenix:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.mark.parametrize(("status", "fix"), [(404, "upgrade Phoenix"), (403, "set PHOENIX_API_KEY")])
