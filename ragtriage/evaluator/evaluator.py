@@ -215,6 +215,10 @@ class RAGEvaluator:
             raise TypeError(f"observer must be callable, got {observer!r}")
         self._observers.append(observer)
 
+    def remove_observer(self, observer: Callable[[RAGEvaluationResult], None]) -> None:
+        """Stop calling ``observer`` (e.g. one gate run's alerts, on an evaluator that outlives the run)."""
+        self._observers.remove(observer)
+
     def should_sample(self, key: str | bytes | int) -> bool:
         """Deterministic on ``key``: an int (a trace id) uses its low 64 bits like ``TraceIdRatioBased``,
         text a BLAKE2b hash, so every process and host makes the same decision."""

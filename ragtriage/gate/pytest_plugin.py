@@ -89,6 +89,7 @@ class GateRunner:
             if self.evaluator is None:
                 await runtime.aclose()
             elif runtime.alerts is not None:  # your evaluator stays open; this run's alerts are done
+                self.evaluator.remove_observer(runtime.alerts.observe)
                 await runtime.alerts.tick()
                 await runtime.alerts.aclose()
         run.notes += notes + alert_notes(runtime, self.send_alerts)
