@@ -25,7 +25,7 @@ from ragtriage.collector.forwarder import Forwarder
 from ragtriage.collector.otlp import OTLPError, decoded_body, empty_response, media_type, spans
 from ragtriage.pipeline import WriteBackFailed
 from ragtriage.sample import RAGSample
-from ragtriage.span_processor._assembly import UNATTRIBUTED, assemble
+from ragtriage.span_processor._assembly import assemble, stats_key
 from ragtriage.span_processor.processor import SampleHandler
 
 logger = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class Collector:
         for trace_id, buffered in traces:
             samples, skipped = assemble(trace_id, buffered)
             for reason, n in skipped.items():
-                self._counts[reason if reason == UNATTRIBUTED else f"traces_skipped_{reason}"] += n
+                self._counts[stats_key(reason)] += n
             for sample in samples:
                 if len(self._samples) >= self._max_queue:
                     self._counts["samples_dropped_queue_full"] += 1

@@ -27,10 +27,10 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     async def Export(
         self, request: ExportTraceServiceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> ExportTraceServiceResponse:
-        headers = {"content-type": PROTOBUF}
-        for key, value in context.invocation_metadata() or ():
-            if isinstance(value, str) and key in ("authorization", "api_key", "api-key", "x-api-key"):
-                headers[key] = value
+        # the forwarder passes on the same headers as for OTLP/HTTP (credentials), whatever the transport
+        metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+        # the message is decoded already: no content-encoding applies to its bytes
+        headers = {**metadata, "content-type": PROTOBUF, "content-encoding": "identity"}
         outcome = self._collector.ingest(request.SerializeToString(), PROTOBUF, headers)
         if outcome is BACKPRESSURE:
             await context.abort(grpc.StatusCode.UNAVAILABLE, outcome)

@@ -29,6 +29,12 @@ SKIP_REASONS: dict[str, str] = {
 #: Spans whose parent was not buffered, so no root could be given them (counted per span, not per trace).
 UNATTRIBUTED = "spans_unattributed"
 
+
+def stats_key(reason: str) -> str:
+    """The ``stats`` counter of a skip reason of :func:`assemble` (the span-level one is its own name)."""
+    return reason if reason == UNATTRIBUTED else f"traces_skipped_{reason}"
+
+
 # Answer priorities (lower wins; on a tie the span that ended later wins). See the extraction docstring.
 _EXPLICIT, _ROOT, _CHAIN, _LLM_MESSAGE, _LLM_OUTPUT, _WEAK = 0, 1, 2, 3, 4, 5
 _PREVIEW = 200

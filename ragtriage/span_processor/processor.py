@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from ragtriage.evaluator.sampling import TRACE_ID_MASK, sample_bound
 from ragtriage.pipeline import WriteBackFailed
 from ragtriage.sample import RAGSample
-from ragtriage.span_processor._assembly import SKIP_REASONS, UNATTRIBUTED, BufferedSpan, assemble, explain
+from ragtriage.span_processor._assembly import SKIP_REASONS, BufferedSpan, assemble, explain, stats_key
 from ragtriage.span_processor.extraction import FALLBACK_CONTEXTS, KIND, OWN_SPAN
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class _CompletedTrace:
 #: (Traces dropped for lack of room are ``ragtriage.eval.samples.dropped``.)
 SKIP_COUNTERS: dict[str, str] = {
     "traces_not_sampled": "not_sampled",
-    **{f"traces_skipped_{reason}": reason for reason in SKIP_REASONS},
+    **{stats_key(reason): reason for reason in SKIP_REASONS},
 }
 
 
@@ -221,7 +221,7 @@ class EvalSpanProcessor(SpanProcessor):
                 if buffer.rag:
                     self._enqueue(_CompletedTrace(ctx.trace_id, buffer.spans))
                 else:
-                    self._count("traces_skipped_no_retrieval")
+                    self._count(stats_key("no_retrieval"))
                     if self._explained is not None:  # debugging: say why, off the app's thread
                         self._enqueue(_CompletedTrace(ctx.trace_id, buffer.spans, rag=False))
         except Exception:
@@ -235,7 +235,7 @@ class EvalSpanProcessor(SpanProcessor):
             return []
         samples, skipped = assemble(trace.trace_id, trace.spans)
         for reason, n in skipped.items():
-            self._count(reason if reason == UNATTRIBUTED else f"traces_skipped_{reason}", n)
+            self._count(stats_key(reason), n)
         return samples
 
     def _explain(self, trace: _CompletedTrace) -> None:
