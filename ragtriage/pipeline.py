@@ -17,17 +17,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
+from ragtriage.errors import WriteBackFailed
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.sample import RAGSample
 
 logger = logging.getLogger(__name__)
-
-
-class WriteBackFailed(Exception):
-    """The evaluation is done but the result did not reach its destination (counted as ``write_back_failed``).
-
-    A queue consumer leaves such a sample for a retry instead of acknowledging it."""
 
 
 class ResultWriter(Protocol):

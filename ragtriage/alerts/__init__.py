@@ -1,7 +1,7 @@
 """Alerts: rules over windows of results, a fire/cooldown/resolve lifecycle, and sinks."""
 
 from ragtriage.alerts.base import AlertEvent, AlertSink, LoggingAlertSink, RecordingAlertSink
-from ragtriage.alerts.config import RulesFileError, load_rules
+from ragtriage.alerts.config import load_rules
 from ragtriage.alerts.manager import AlertManager
 from ragtriage.alerts.rules import (
     CounterRateRule,
@@ -16,6 +16,7 @@ from ragtriage.alerts.rules import (
 )
 from ragtriage.alerts.sinks import EmailSink, PagerDutySink, SlackSink, WebhookSink, sinks_from_config
 from ragtriage.alerts.state import AlertState, MemoryAlertState, RedisAlertState
+from ragtriage.errors import RulesFileError
 
 __all__ = [
     "AlertEvent",

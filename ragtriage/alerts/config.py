@@ -39,6 +39,7 @@ from ragtriage.alerts.rules import (
     dropped_samples_rule,
     share_rule,
 )
+from ragtriage.errors import RulesFileError
 from ragtriage.evaluator.cost import CostTracker
 from ragtriage.evaluator.results import RAGEvaluationThresholds
 
@@ -49,10 +50,6 @@ else:  # pragma: no cover
 
 
 logger = logging.getLogger(__name__)
-
-
-class RulesFileError(ValueError):
-    """The rules file is not valid; the message names the rule and key."""
 
 
 def load_rules(

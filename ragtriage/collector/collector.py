@@ -22,8 +22,8 @@ from typing import Any
 
 from ragtriage.collector.assembly import TraceAssembler
 from ragtriage.collector.forwarder import Forwarder
-from ragtriage.collector.otlp import OTLPError, decoded_body, empty_response, media_type, spans
-from ragtriage.pipeline import WriteBackFailed
+from ragtriage.collector.otlp import decoded_body, empty_response, media_type, spans
+from ragtriage.errors import OTLPError, WriteBackFailed
 from ragtriage.sample import RAGSample
 from ragtriage.span_processor._assembly import assemble, stats_key
 from ragtriage.span_processor.processor import SampleHandler

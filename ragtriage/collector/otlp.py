@@ -20,15 +20,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from ragtriage.errors import OTLPError
+
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 #: What one request may unpack to: a gzip bomb is a 400, not an out-of-memory.
 MAX_DECODED_BYTES = 64 * 1024 * 1024
 _EMPTY_RESPONSE = {PROTOBUF: ExportTraceServiceResponse().SerializeToString(), JSON: b"{}"}
-
-
-class OTLPError(ValueError):
-    """A request that is not a valid OTLP trace export (answered 400: retrying it cannot help)."""
 
 
 @dataclass(slots=True)

@@ -50,11 +50,11 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from ragtriage._log_hygiene import own_http, redact
+from ragtriage.errors import WriteBackFailed
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.export.annotation_configs import TIER, VERDICT, AnnotationConfigs
 from ragtriage.export.links import ProjectLinks
 from ragtriage.metrics_registry import SCORES
-from ragtriage.pipeline import WriteBackFailed
 from ragtriage.sample import RAGSample
 from ragtriage.span_processor.extraction import OWN_SPAN
 

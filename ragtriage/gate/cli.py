@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ragtriage.config import Config
-from ragtriage.gate.datasets import DatasetError, load_dataset, write_dataset
+from ragtriage.errors import DatasetError
+from ragtriage.gate.datasets import load_dataset, write_dataset
 from ragtriage.runtime import Runtime, build
 
 _err = Console(stderr=True)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ragtriage.errors import DatasetError
+
 #: Labels whose answer a judge should pass.
 PASS_LABELS = frozenset({"faithful", "correct", "pass"})
 #: Labels whose answer a judge should fail: the positive class of hallucination detection.
@@ -21,10 +23,6 @@ FAIL_LABELS = frozenset({"hallucinated", "unfaithful", "unanswerable", "incorrec
 LABELS = PASS_LABELS | FAIL_LABELS
 _REQUIRED = ("id", "question", "contexts", "answer", "label", "category")
 _OPTIONAL = ("reference", "perturbation", "source_id")
-
-
-class DatasetError(ValueError):
-    """A dataset file or row that cannot be used; the message names the file and line."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from typing import BinaryIO
 from opentelemetry import context as otel_context
 
 from ragtriage.config import Config
-from ragtriage.pipeline import WriteBackFailed
+from ragtriage.errors import WriteBackFailed
 from ragtriage.runtime import Runtime, build
 from ragtriage.sample import RAGSample
 from ragtriage.span_processor.child_process import MAX_LINE_BYTES

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from ragtriage._version import __version__
+from ragtriage.errors import TransportError
 
 _USER_AGENT = f"ragtriage/{__version__}".encode()
 _MAX_HEAD = 64 * 1024
@@ -54,10 +55,6 @@ def error_message(body: bytes) -> str:
     except (ValueError, AttributeError, KeyError, TypeError):
         return ""
     return str(message)[:300] if message else ""
-
-
-class TransportError(Exception):
-    """The request got no complete HTTP reply (refused, reset, closed early, malformed)."""
 
 
 @dataclass(frozen=True, slots=True)

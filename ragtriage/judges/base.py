@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from ragtriage.errors import RagtriageError
 from ragtriage.judges.schema import JudgeOutput
 
 
@@ -37,7 +38,7 @@ class JudgeVerdict:
         return self.output.faithfulness
 
 
-class JudgeError(Exception):
+class JudgeError(RagtriageError):
     """A judgement that could not be had: transport failure, retries spent, or invalid output."""
 
     def __init__(self, reason: str, *, usage: JudgeUsage | None = None, raw: str | None = None) -> None:

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from ragtriage._log_hygiene import redact
-from ragtriage.judges._transport import ConnectionPool, Response, TransportError, error_message, timeout
+from ragtriage.errors import JudgeOutputError, TransportError
+from ragtriage.judges._transport import ConnectionPool, Response, error_message, timeout
 from ragtriage.judges.base import JudgeError, JudgeUsage, JudgeVerdict
 from ragtriage.judges.fleet import Fleet, Server
-from ragtriage.judges.parsing import JudgeOutputError, parse_judge_output
+from ragtriage.judges.parsing import parse_judge_output
 from ragtriage.judges.pricing import published_prices
 from ragtriage.judges.prompts import PROMPT_VERSION, build_messages
 from ragtriage.judges.schema import output_json_schema

@@ -14,14 +14,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ragtriage.errors import JudgeOutputError
 from ragtriage.judges.schema import JudgeOutput
 
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n?(.*?)```", re.DOTALL)
 _DECODER = json.JSONDecoder()
-
-
-class JudgeOutputError(ValueError):
-    """The reply is not a valid judgement."""
 
 
 def extract_json_object(text: str) -> dict[str, Any]:

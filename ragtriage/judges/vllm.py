@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ragtriage.judges._transport import ConnectionPool, Origin, TransportError, error_message, timeout
+from ragtriage.errors import TransportError
+from ragtriage.judges._transport import ConnectionPool, Origin, error_message, timeout
 from ragtriage.judges.base import JudgeError
 from ragtriage.judges.llm import LLMJudge, StructuredOutput
 

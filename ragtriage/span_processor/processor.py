@@ -27,8 +27,8 @@ from typing import Any, Protocol, runtime_checkable
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from ragtriage.errors import WriteBackFailed
 from ragtriage.evaluator.sampling import TRACE_ID_MASK, sample_bound
-from ragtriage.pipeline import WriteBackFailed
 from ragtriage.sample import RAGSample
 from ragtriage.span_processor._assembly import SKIP_REASONS, BufferedSpan, assemble, explain, stats_key
 from ragtriage.span_processor.extraction import FALLBACK_CONTEXTS, KIND, OWN_SPAN

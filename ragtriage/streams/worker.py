@@ -26,7 +26,8 @@ from collections import Counter
 
 from redis.exceptions import RedisError, ResponseError
 
-from ragtriage.pipeline import Pipeline, WriteBackFailed
+from ragtriage.errors import WriteBackFailed
+from ragtriage.pipeline import Pipeline
 from ragtriage.redis_connections import LoopLocalRedis, check_redis_url
 from ragtriage.sample import DEFAULT_STREAM, STREAM_FIELD, RAGSample
 
