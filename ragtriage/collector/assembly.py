@@ -13,9 +13,9 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable
 
 from ragtriage.collector.otlp import ReceivedSpan
-from ragtriage.evaluator.sampling import TRACE_ID_MASK, sample_bound
-from ragtriage.span_processor._assembly import BufferedSpan
-from ragtriage.span_processor.extraction import OWN_SPAN
+from ragtriage.intake.assembly import BufferedSpan
+from ragtriage.intake.extraction import OWN_SPAN
+from ragtriage.intake.sampling import TRACE_ID_MASK, sample_bound
 
 
 class _Trace:

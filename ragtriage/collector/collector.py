@@ -5,7 +5,7 @@ One asyncio loop does it all, in three independent lanes, so none waits on anoth
 * receiving (the ASGI app): read the body, queue it for forwarding, decode, buffer sampled spans; answer;
 * forwarding (:class:`~ragtriage.collector.forwarder.Forwarder`): a byte-bounded buffer to the next hop;
 * evaluating: every ``tick_s``, complete traces are assembled into samples (the same
-  :func:`~ragtriage.span_processor._assembly.assemble` as ``instrument()``) and handed to the sample
+  :func:`~ragtriage.intake.assembly.assemble` as ``instrument()``) and handed to the sample
   handler the runtime built (the pipeline, or the Redis Stream for ``ragtriage worker``\\ s), at most
   ``max_concurrency`` at once, from a bounded queue whose overflow is dropped and counted.
 """
@@ -24,8 +24,8 @@ from ragtriage.collector.assembly import TraceAssembler
 from ragtriage.collector.forwarder import Forwarder
 from ragtriage.collector.otlp import decoded_body, empty_response, media_type, spans
 from ragtriage.errors import OTLPError, WriteBackFailed
+from ragtriage.intake.assembly import assemble, stats_key
 from ragtriage.sample import RAGSample
-from ragtriage.span_processor._assembly import assemble, stats_key
 from ragtriage.span_processor.processor import SampleHandler
 
 logger = logging.getLogger(__name__)

@@ -30,8 +30,8 @@ from ragtriage.evaluator.results import (
     TierOutcome,
     Verdict,
 )
-from ragtriage.evaluator.sampling import is_sampled, sample_bound
 from ragtriage.evaluator.thresholds import alerts_for, near_threshold, verdict_for
+from ragtriage.intake.sampling import is_sampled, sample_bound
 from ragtriage.judges.base import Judge, JudgeError, JudgeVerdict
 from ragtriage.judges.deterministic import DeterministicChecker, DeterministicReport
 from ragtriage.metrics_registry import SCORES, VERDICT_METRICS

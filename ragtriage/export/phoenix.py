@@ -54,9 +54,9 @@ from ragtriage.errors import WriteBackFailed
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.export.annotation_configs import TIER, VERDICT, AnnotationConfigs
 from ragtriage.export.links import ProjectLinks
+from ragtriage.intake.extraction import OWN_SPAN
 from ragtriage.metrics_registry import SCORES
 from ragtriage.sample import RAGSample
-from ragtriage.span_processor.extraction import OWN_SPAN
 
 logger = logging.getLogger(__name__)
 

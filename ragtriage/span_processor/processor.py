@@ -28,10 +28,10 @@ from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from ragtriage.errors import WriteBackFailed
-from ragtriage.evaluator.sampling import TRACE_ID_MASK, sample_bound
+from ragtriage.intake.assembly import SKIP_REASONS, BufferedSpan, assemble, explain, stats_key
+from ragtriage.intake.extraction import FALLBACK_CONTEXTS, KIND, OWN_SPAN
+from ragtriage.intake.sampling import TRACE_ID_MASK, sample_bound
 from ragtriage.sample import RAGSample
-from ragtriage.span_processor._assembly import SKIP_REASONS, BufferedSpan, assemble, explain, stats_key
-from ragtriage.span_processor.extraction import FALLBACK_CONTEXTS, KIND, OWN_SPAN
 
 logger = logging.getLogger(__name__)
 explain_logger = logging.getLogger("ragtriage.explain")

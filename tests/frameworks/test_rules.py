@@ -9,9 +9,9 @@ import json
 
 import pytest
 
+from ragtriage.intake.assembly import SKIP_REASONS, assemble, explain
+from ragtriage.intake.extraction import MAX_JSON_CHARS, answer_in, question_in, turn
 from ragtriage.sample import Document, RAGSample
-from ragtriage.span_processor._assembly import SKIP_REASONS, assemble, explain
-from ragtriage.span_processor.extraction import MAX_JSON_CHARS, answer_in, question_in, turn
 
 Q, A = "What is the capital of France?", "Paris."
 ROOT, RETRIEVER, LLM, RERANKER, CHILD = 0x1, 0x2, 0x3, 0x4, 0x5

@@ -1,6 +1,6 @@
 """Copy the few attributes an evaluation needs out of finished spans: the one place the extraction rules live.
 
-Per span, :func:`extract` reads what the span carries (:class:`SpanFacts`); ``_assembly`` ranks those facts
+Per span, :func:`extract` reads what the span carries (:class:`SpanFacts`); ``assembly`` ranks those facts
 across a local root's spans and joins them into one sample. The rules, checked against the real OpenInference
 instrumentors by ``tests/frameworks/`` (what each framework gives: ``docs/frameworks.md``):
 

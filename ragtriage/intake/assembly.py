@@ -1,7 +1,7 @@
 """From a completed trace's buffered spans to RAG samples: which span's text is the question, the answer, the contexts.
 
 The span processor buffers references to ended spans' attributes on the app's thread; everything
-here runs later, on the background thread. Per span, :func:`~ragtriage.span_processor.extraction.extract`
+here runs later, on the background thread. Per span, :func:`~ragtriage.intake.extraction.extract`
 reads what the span carries; here those facts are ranked and joined, once per local root (the rules are
 in the extraction module's docstring). A root that gives no sample is counted under one of
 :data:`SKIP_REASONS`; :func:`explain` says the same for one trace in detail, for ``ragtriage doctor``.
@@ -13,8 +13,8 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from ragtriage.intake.extraction import KIND, SpanFacts, Turn, extract
 from ragtriage.sample import Document, RAGSample
-from ragtriage.span_processor.extraction import KIND, SpanFacts, Turn, extract
 
 #: One ended span as buffered: its (immutable) attribute dict, span id, parent span id, whether a local root.
 BufferedSpan = tuple[Mapping[str, Any], int, int, bool]
