@@ -26,11 +26,11 @@ from collections.abc import Sequence
 from _support import Sample, machine, make_samples, percentile
 
 from ragtriage import DeterministicChecker, RAGEvaluator
-from ragtriage.judges import _contradictions as contradictions
-from ragtriage.judges import deterministic as det_module
-from ragtriage.judges import grounding as grounding_module
-from ragtriage.judges.deterministic import DeterministicReport
-from ragtriage.judges.grounding import GroundingReport
+from ragtriage.checks import _contradictions as contradictions
+from ragtriage.checks import deterministic as det_module
+from ragtriage.checks import grounding as grounding_module
+from ragtriage.checks.deterministic import DeterministicReport
+from ragtriage.checks.grounding import GroundingReport
 
 
 def baseline_round(samples: list[Sample]) -> float:

@@ -2,6 +2,7 @@
 
 from ragtriage._version import __version__
 from ragtriage.alerts import AlertSink, LoggingAlertSink
+from ragtriage.checks import DeterministicChecker
 from ragtriage.config import Config
 from ragtriage.evaluator import (
     Cache,
@@ -15,7 +16,7 @@ from ragtriage.evaluator import (
     RedisCache,
 )
 from ragtriage.instrumentation import instrument, uninstrument
-from ragtriage.judges import DeterministicChecker, Judge, JudgeError, LLMJudge
+from ragtriage.judges import Judge, JudgeError, LLMJudge
 from ragtriage.span_processor import EvalSpanProcessor
 
 __all__ = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ragtriage import LLMJudge, RAGEvaluator
-from ragtriage.judges import DeterministicChecker
+from ragtriage.checks import DeterministicChecker
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 
 CONTEXT = (

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ragtriage.judges._dates import agrees, conflict, find_dates
-from ragtriage.judges._normalize import fold, skeleton, variant_kind
-from ragtriage.judges._numbers import Known, derivation, digit_values, quantities, token_values, words_value
+from ragtriage.checks._dates import agrees, conflict, find_dates
+from ragtriage.checks._normalize import fold, skeleton, variant_kind
+from ragtriage.checks._numbers import Known, derivation, digit_values, quantities, token_values, words_value
 
 
 @pytest.mark.parametrize(

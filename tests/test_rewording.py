@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ragtriage import RAGEvaluator
-from ragtriage.judges import DeterministicChecker
+from ragtriage.checks import DeterministicChecker
 
 GROUPS = json.loads((Path(__file__).parent / "data" / "rewordings.json").read_text(encoding="utf-8"))["groups"]
 FAITHFUL = [(g["shape"], g["context"], g["question"], a) for g in GROUPS for a in g["faithful"]]

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from opentelemetry import context as otel_context
 
+from ragtriage.checks.deterministic import DeterministicChecker, DeterministicReport
 from ragtriage.evaluator.cache import Cache, MemoryCache, cache_key
 from ragtriage.evaluator.cost import CostTracker
 from ragtriage.evaluator.results import (
@@ -33,7 +34,6 @@ from ragtriage.evaluator.results import (
 from ragtriage.evaluator.thresholds import alerts_for, near_threshold, verdict_for
 from ragtriage.intake.sampling import is_sampled, sample_bound
 from ragtriage.judges.base import Judge, JudgeError, JudgeVerdict
-from ragtriage.judges.deterministic import DeterministicChecker, DeterministicReport
 from ragtriage.metrics_registry import SCORES, VERDICT_METRICS
 
 logger = logging.getLogger(__name__)

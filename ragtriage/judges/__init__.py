@@ -1,15 +1,7 @@
-"""Judges of the cascade: deterministic checks and LLM judges behind one Protocol."""
+"""LLM judges over the OpenAI chat API: the Judge protocol, the client (transport, vLLM fleet, batch), prompts
+and parsing. The free tiers' checks, which call no model, are in :mod:`ragtriage.checks`."""
 
 from ragtriage.judges.base import Judge, JudgeError, JudgeUsage, JudgeVerdict
-from ragtriage.judges.deterministic import DeterministicChecker, DeterministicReport
 from ragtriage.judges.llm import LLMJudge
 
-__all__ = [
-    "DeterministicChecker",
-    "DeterministicReport",
-    "Judge",
-    "JudgeError",
-    "JudgeUsage",
-    "JudgeVerdict",
-    "LLMJudge",
-]
+__all__ = ["Judge", "JudgeError", "JudgeUsage", "JudgeVerdict", "LLMJudge"]

@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ragtriage.judges._contradictions import count_conflict
-from ragtriage.judges._dates import MONTHS, Ymd, agrees, conflict, find_dates, show
-from ragtriage.judges._names import initials, name_support
-from ragtriage.judges._normalize import COMMON_WORDS as _COMMON
-from ragtriage.judges._normalize import DEMONYMS, fold, phrase_text, skeleton
-from ragtriage.judges._numbers import (
+from ragtriage.checks._contradictions import count_conflict
+from ragtriage.checks._dates import MONTHS, Ymd, agrees, conflict, find_dates, show
+from ragtriage.checks._names import initials, name_support
+from ragtriage.checks._normalize import COMMON_WORDS as _COMMON
+from ragtriage.checks._normalize import DEMONYMS, fold, phrase_text, skeleton
+from ragtriage.checks._numbers import (
     NUMBER_WORDS,
     SCALE_WORDS,
     SCALES,

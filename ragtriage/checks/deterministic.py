@@ -16,9 +16,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ragtriage.judges._contradictions import negation_flip, wrong_choice
-from ragtriage.judges._normalize import fold
-from ragtriage.judges.grounding import SMALL_NUMBER, EvidenceIndex, GroundingReport, check_grounding
+from ragtriage.checks._contradictions import negation_flip, wrong_choice
+from ragtriage.checks._normalize import fold
+from ragtriage.checks.grounding import SMALL_NUMBER, EvidenceIndex, GroundingReport, check_grounding
 
 _REFUSAL = re.compile(
     r"\b(?:i\s+(?:do\s+not|don['’]t)\s+know|i\s+am\s+not\s+sure|i['’]m\s+not\s+sure"

@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from ragtriage.judges._normalize import phrase_text
-from ragtriage.judges._numbers import CARDINALS
+from ragtriage.checks._normalize import phrase_text
+from ragtriage.checks._numbers import CARDINALS
 
 if TYPE_CHECKING:
-    from ragtriage.judges.grounding import EvidenceIndex
+    from ragtriage.checks.grounding import EvidenceIndex
 
 _AUX = frozenset("is was are were did does do has have had can could will would should may might must".split())
 _NEGATIONS = frozenset(("not", "never"))

@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from ragtriage.judges._dates import MONTHS
-from ragtriage.judges._normalize import COMMON_WORDS, DEMONYMS, skeleton, variant_kind
+from ragtriage.checks._dates import MONTHS
+from ragtriage.checks._normalize import COMMON_WORDS, DEMONYMS, skeleton, variant_kind
 
 if TYPE_CHECKING:
-    from ragtriage.judges.grounding import EvidenceIndex
+    from ragtriage.checks.grounding import EvidenceIndex
 
 _RUN = re.compile(r"[A-Z][^\W_]*(?:[\s-]+(?:(?:of|the|and|for|de|du|la|von|van)[\s-]+)?[A-Z][^\W_]*)*")
 _RUN_LINKS = frozenset("of the and for de du la le von van der den y et da di".split())
