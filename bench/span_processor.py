@@ -50,8 +50,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from ragtriage import EvalSpanProcessor, LLMJudge, RAGEvaluator
+from ragtriage.handoff.child_process import ProcessHandler
 from ragtriage.pipeline import Pipeline
-from ragtriage.span_processor.child_process import ProcessHandler
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 
 QUESTION = "What is the capital of France?"

@@ -45,10 +45,9 @@ import redis
 from _support import JudgeProcess, RedisProcess, machine, make_samples, percentile
 
 from ragtriage import LLMJudge, RAGEvaluator
+from ragtriage.handoff.redis_stream import DEFAULT_GROUP, StreamWorker
 from ragtriage.pipeline import Pipeline
 from ragtriage.sample import STREAM_FIELD, Document, RAGSample
-from ragtriage.streams import StreamWorker
-from ragtriage.streams.worker import DEFAULT_GROUP
 
 ROOT = Path(__file__).resolve().parent.parent
 STREAM_COUNTERS = ("xreadgroup", "xautoclaim", "xgroup|create", "xack", "xpending", "xinfo|groups", "xadd")

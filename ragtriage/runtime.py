@@ -49,12 +49,12 @@ from ragtriage.evaluator.cost import CostTracker
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.export.phoenix import PhoenixWriter, base_url
+from ragtriage.handoff.child_process import ProcessHandler
+from ragtriage.handoff.stream_publisher import StreamPublisher
 from ragtriage.judges.llm import LLMJudge
 from ragtriage.pipeline import Pipeline, ResultWriter
 from ragtriage.sample import RAGSample
-from ragtriage.span_processor.child_process import ProcessHandler
 from ragtriage.span_processor.processor import SampleHandler
-from ragtriage.span_processor.stream_publisher import StreamPublisher
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 import ragtriage
 from ragtriage import EvalSpanProcessor
+from ragtriage.handoff.child_process import ProcessHandler
 from ragtriage.instrumentation.instrument import installed_processor
-from ragtriage.span_processor.child_process import ProcessHandler
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 from ragtriage.testing.phoenix import PhoenixServer
 from tests.test_phoenix import annotations, app_provider

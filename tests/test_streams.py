@@ -20,10 +20,10 @@ import ragtriage
 from ragtriage import RAGEvaluationResult, RAGEvaluator
 from ragtriage.alerts import AlertEvent, AlertManager, RedisAlertState, ShareRule
 from ragtriage.export import PhoenixWriter
+from ragtriage.handoff.redis_stream import DEFAULT_GROUP, StreamWorker, dead_letter_stream
 from ragtriage.instrumentation import installed_processor
 from ragtriage.pipeline import Pipeline
 from ragtriage.sample import DEFAULT_STREAM, Document, RAGSample
-from ragtriage.streams import DEFAULT_GROUP, StreamWorker, dead_letter_stream
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 from ragtriage.testing.redis_server import free_port
 

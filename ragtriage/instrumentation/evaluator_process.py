@@ -24,9 +24,9 @@ from opentelemetry import context as otel_context
 
 from ragtriage.config import Config
 from ragtriage.errors import WriteBackFailed
+from ragtriage.handoff.child_process import MAX_LINE_BYTES
 from ragtriage.runtime import Runtime, build
 from ragtriage.sample import RAGSample
-from ragtriage.span_processor.child_process import MAX_LINE_BYTES
 
 logger = logging.getLogger("ragtriage.evaluator_process")
 #: Replies are sent in batches: one wake-up of the app process's background thread per batch, not per sample

@@ -1,5 +1,1 @@
-"""Scale-out: a Redis Stream of samples between app replicas and ``ragtriage worker`` consumers."""
-
-from ragtriage.streams.worker import DEFAULT_GROUP, StreamWorker, dead_letter_stream
-
-__all__ = ["DEFAULT_GROUP", "StreamWorker", "dead_letter_stream"]
+"""``ragtriage worker``: the entry point of the Redis Stream's consuming end (:mod:`ragtriage.handoff.redis_stream`)."""

@@ -9,9 +9,9 @@ import signal
 import typer
 
 from ragtriage.config import Config
+from ragtriage.handoff.redis_stream import DEFAULT_GROUP, StreamWorker
 from ragtriage.runtime import build
 from ragtriage.sample import DEFAULT_STREAM
-from ragtriage.streams.worker import DEFAULT_GROUP, StreamWorker
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 r"""The ``evaluate_in="queue"`` handler: publish each sample to the Redis Stream that ``ragtriage worker``\ s consume.
 
 It runs on the span processor's background thread, never the app's thread: ``XADD`` with an
-approximate ``MAXLEN`` cap. The consumer side is :mod:`ragtriage.streams.worker`.
+approximate ``MAXLEN`` cap. The consumer side is :mod:`ragtriage.handoff.redis_stream`.
 """
 
 from __future__ import annotations
