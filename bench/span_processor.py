@@ -51,7 +51,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from ragtriage import EvalSpanProcessor, LLMJudge, RAGEvaluator
 from ragtriage.handoff.child_process import ProcessHandler
-from ragtriage.pipeline import Pipeline
+from ragtriage.pipeline import Pipeline, SampleHandler
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 
 QUESTION = "What is the capital of France?"
@@ -122,8 +122,9 @@ def part1(window_s: float, rounds: int, only: set[str] | None) -> None:
             tp.add_span_processor(eval_proc)
         return tp
 
-    async def skip(sample: object) -> None:  # the processor's own cost, without evaluating anything
-        return None
+    class Skip(SampleHandler):  # the processor's own cost, without evaluating anything
+        async def __call__(self, sample: object) -> None:
+            return None
 
     def in_thread(rate: float, judge_url: str | None = None) -> EvalSpanProcessor:
         judge = None if judge_url is None else LLMJudge(model="m", base_url=judge_url, timeout_s=600, max_retries=0)
@@ -139,7 +140,7 @@ def part1(window_s: float, rounds: int, only: set[str] | None) -> None:
 
     procs = {
         BASE: None,
-        "b0 processor only (no-op handler), 0.1": EvalSpanProcessor(skip, sample_rate=0.1),
+        "b0 processor only (no-op handler), 0.1": EvalSpanProcessor(Skip(), sample_rate=0.1),
         "b  free tiers, 0.1, thread": in_thread(0.1),
         "bp free tiers, 0.1, process": in_child(0.1),
         "c  hung judge, 1.0, thread": in_thread(1.0, hung_judge.url),

@@ -14,8 +14,9 @@ import os
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import ClassVar, Protocol
 
 from ragtriage.errors import WriteBackFailed
 from ragtriage.evaluator.evaluator import RAGEvaluator
@@ -23,6 +24,35 @@ from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.sample import RAGSample
 
 logger = logging.getLogger(__name__)
+
+
+class SampleHandler:
+    """What a consumer does with each completed sample: evaluate it (:class:`Pipeline`) or pass it on to where
+    it is evaluated (``handoff.child_process.ProcessHandler``, ``handoff.redis_stream.StreamPublisher``).
+
+    A base class, as httpx's ``AsyncBaseTransport`` is: a subclass implements :meth:`__call__`; every other
+    member has a default, so the consumers call them without asking whether they exist.
+    """
+
+    #: Prefix of :attr:`counts` in the stats of the consumer that holds this handler.
+    stats_prefix: ClassVar[str] = "handler_"
+    #: ``True``: the consumer hands over all the samples of one poll at once (:meth:`handle_batch`, one task
+    #: per poll); ``False``: one task per sample, each :meth:`__call__` in flight on its own.
+    batched: ClassVar[bool] = False
+
+    #: What happened to the samples handed over, merged into the consumer's stats under ``stats_prefix``.
+    counts: Mapping[str, int] = MappingProxyType({})
+
+    async def __call__(self, sample: RAGSample) -> object:
+        raise NotImplementedError
+
+    async def handle_batch(self, samples: list[RAGSample]) -> None:
+        """Hand over ``samples`` together; by default one after the other."""
+        for sample in samples:
+            await self(sample)
+
+    async def aclose(self) -> None:
+        """Release connections, child processes and the like, on the loop that used them."""
 
 
 class ResultWriter(Protocol):
@@ -33,10 +63,10 @@ class ResultWriter(Protocol):
     async def aclose(self) -> None: ...
 
 
-class Pipeline:
+class Pipeline(SampleHandler):
     """Evaluate a sample, hand the result to ``on_result``, write it back; count what happened.
 
-    A :class:`~ragtriage.span_processor.SampleHandler`: the span processor awaits it per sample.
+    The :class:`SampleHandler` that evaluates where it runs: a consumer awaits it per sample.
     """
 
     stats_prefix = ""

@@ -50,11 +50,10 @@ from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.export.phoenix import PhoenixWriter, base_url
 from ragtriage.handoff.child_process import ProcessHandler
-from ragtriage.handoff.stream_publisher import StreamPublisher
+from ragtriage.handoff.redis_stream import StreamPublisher
 from ragtriage.judges.llm import LLMJudge
-from ragtriage.pipeline import Pipeline, ResultWriter
+from ragtriage.pipeline import Pipeline, ResultWriter, SampleHandler
 from ragtriage.sample import RAGSample
-from ragtriage.span_processor.processor import SampleHandler
 
 logger = logging.getLogger(__name__)
 
@@ -137,9 +136,7 @@ class Runtime:
             if self.role == "offline":
                 await self.alerts.tick()
             await self.alerts.aclose()
-        close = getattr(self.handler, "aclose", None)
-        if close is not None:
-            await close()
+        await self.handler.aclose()
 
     def stop_metrics(self) -> None:
         if self.metrics is not None:

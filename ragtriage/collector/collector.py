@@ -6,8 +6,9 @@ One asyncio loop does it all, in three independent lanes, so none waits on anoth
 * forwarding (:class:`~ragtriage.collector.forwarder.Forwarder`): a byte-bounded buffer to the next hop;
 * evaluating: every ``tick_s``, complete traces are assembled into samples (the same
   :func:`~ragtriage.intake.assembly.assemble` as ``instrument()``) and handed to the sample
-  handler the runtime built (the pipeline, or the Redis Stream for ``ragtriage worker``\\ s), at most
-  ``max_concurrency`` at once, from a bounded queue whose overflow is dropped and counted.
+  handler the runtime built (the pipeline, or the Redis Stream for ``ragtriage worker``\\ s) by the
+  hand-offs' one :class:`~ragtriage.handoff.consumer.BoundedConsumer`: at most ``max_concurrency`` at once,
+  from a bounded queue whose overflow is dropped and counted.
 """
 
 from __future__ import annotations
@@ -16,17 +17,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from ragtriage.collector.assembly import TraceAssembler
 from ragtriage.collector.forwarder import Forwarder
 from ragtriage.collector.otlp import decoded_body, empty_response, media_type, spans
-from ragtriage.errors import OTLPError, WriteBackFailed
+from ragtriage.errors import OTLPError
+from ragtriage.handoff.consumer import BoundedConsumer
 from ragtriage.intake.assembly import assemble, stats_key
+from ragtriage.pipeline import SampleHandler
 from ragtriage.sample import RAGSample
-from ragtriage.span_processor.processor import SampleHandler
 
 logger = logging.getLogger(__name__)
 
@@ -55,13 +57,11 @@ class Collector:
         self.handler = handler
         self.forwarder = forwarder
         self.assembler = assembler
-        self._max_queue = max_queue_size
-        self._max_concurrency = max_concurrency
         self._tick = tick_s
-        self._samples: deque[RAGSample] = deque()
-        self._wake = asyncio.Event()
+        self._consumer: BoundedConsumer[RAGSample] = BoundedConsumer(
+            handler, max_queue_size=max_queue_size, concurrency=max_concurrency, on_error=self._evaluation_failed
+        )
         self._tasks: list[asyncio.Task[None]] = []
-        self._in_flight = 0
         self._counts: Counter[str] = Counter()
 
     # -- the ASGI app ---------------------------------------------------------------------------------
@@ -136,8 +136,7 @@ class Collector:
     def start(self) -> None:
         if self.forwarder is not None:
             self.forwarder.start()
-        self._tasks = [asyncio.create_task(self._complete_traces())]
-        self._tasks += [asyncio.create_task(self._evaluate()) for _ in range(self._max_concurrency)]
+        self._tasks = [asyncio.create_task(self._complete_traces()), asyncio.create_task(self._consumer.run())]
 
     async def _complete_traces(self) -> None:
         while True:
@@ -154,54 +153,36 @@ class Collector:
             for reason, n in skipped.items():
                 self._counts[stats_key(reason)] += n
             for sample in samples:
-                if len(self._samples) >= self._max_queue:
-                    self._counts["samples_dropped_queue_full"] += 1
-                    continue
-                self._samples.append(sample)
-                self._counts["samples_queued"] += 1
-        if self._samples:
-            self._wake.set()
+                self._consumer.offer(sample)
+        if self._consumer.queue_size:
+            self._consumer.wake()
 
-    async def _evaluate(self) -> None:
-        while True:
-            if not self._samples:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            sample = self._samples.popleft()
-            self._in_flight += 1
-            try:
-                await self.handler(sample)
-            except WriteBackFailed:
-                pass  # counted by the pipeline
-            except Exception:
-                self._counts["internal_errors"] += 1
-                logger.exception("ragtriage collect: evaluating %s failed", sample.sample_id)
-            finally:
-                self._in_flight -= 1
+    def _evaluation_failed(self) -> None:
+        self._counts["internal_errors"] += 1
+        logger.exception("ragtriage collect: evaluating a sample failed")
 
     async def flush(self, timeout_s: float = 30.0) -> bool:
         """Complete every buffered trace now (as if its quiet period had passed), evaluate, forward."""
         deadline = time.monotonic() + timeout_s
         self._take(self.assembler.complete(float("inf")))
-        while self._samples or self._in_flight:
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.02)
+        if not await self._consumer.drain(timeout_s):
+            return False
         return self.forwarder is None or await self.forwarder.drain(max(0.0, deadline - time.monotonic()))
 
     async def aclose(self) -> None:
         """Evaluate what is buffered, forward what is queued (bounded), then stop."""
+        flushed = False
         with contextlib.suppress(Exception):
-            await self.flush(30.0)
-        for task in self._tasks:
+            flushed = await self.flush(30.0)
+        if not flushed:
+            self._consumer.cancel()
+        self._consumer.stop()
+        for task in self._tasks[:1]:  # the tick; the consumer returns once nothing is queued or in flight
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.forwarder is not None:
             await self.forwarder.aclose()
-        close = getattr(self.handler, "aclose", None)
-        if close is not None:
-            await close()
+        await self.handler.aclose()
 
     @property
     def stats(self) -> dict[str, int]:
@@ -211,10 +192,16 @@ class Collector:
         if self.forwarder is not None:
             counts.update(self.forwarder.counts)
             counts["forward_buffer_bytes"] = self.forwarder.buffered_bytes
-        for name, value in getattr(self.handler, "counts", {}).items():
-            counts[getattr(self.handler, "stats_prefix", "handler_") + name] += value
+        for name, value in (
+            ("samples_queued", self._consumer.queued),
+            ("samples_dropped_queue_full", self._consumer.dropped),
+        ):
+            if value:
+                counts[name] = value
+        for name, value in self.handler.counts.items():
+            counts[self.handler.stats_prefix + name] += value
         counts["traces_in_flight"] = self.assembler.in_flight
-        counts["queue_size"] = len(self._samples)
+        counts["queue_size"] = self._consumer.queue_size
         return dict(counts)
 
 

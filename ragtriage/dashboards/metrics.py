@@ -21,8 +21,8 @@ from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observa
 from ragtriage._version import __version__
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
+from ragtriage.intake.assembly import SKIP_COUNTERS
 from ragtriage.metrics_registry import ALL
-from ragtriage.span_processor.processor import SKIP_COUNTERS
 
 Kind = Literal["counter", "histogram", "gauge"]
 

@@ -1,12 +1,12 @@
-"""Evaluate in a child process, so judging never competes with the app for the GIL.
+"""Evaluate in a child process, so judging never competes with the app for the GIL. Both ends of the pipe.
 
-A span-processor handler: the background thread writes each sample as one
-line (``<seq> <sample JSON>``) to the child's stdin and waits for the child's
-``<seq> <status>`` line on stdout. The child (``python -m
-ragtriage.instrumentation.evaluator_process``) builds its evaluator and Phoenix
-writer from the environment and runs the same ``evaluate_and_write`` as the
-in-process path. Here, per sample, the app's process only pays for encoding
-one JSON line and reading one short reply.
+The app's end, :class:`ProcessHandler`, a sample handler: the span processor's background thread writes each
+sample as one line (``<seq> <sample JSON>``) to the child's stdin and waits for the child's ``<seq> <status>``
+line on stdout. The child's end, :func:`serve`, runs in ``python -m ragtriage.instrumentation.evaluator_process``
+(the entry point, which builds the pipeline from the environment the parent set) and evaluates each line
+with the same :class:`~ragtriage.pipeline.Pipeline` as the in-process path, through the hand-offs' one
+bounded consumer. Here, per sample, the app's process only pays for encoding one JSON line and reading one
+short reply.
 
 Each write starts with ``drops <dropped> <offered>``: the app process's totals of RAG traces
 dropped before evaluation, for the child's dropped-samples alert.
@@ -25,12 +25,17 @@ import contextlib
 import itertools
 import logging
 import os
+import sys
 import time
 import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
+from ragtriage.errors import WriteBackFailed
+from ragtriage.handoff.consumer import BoundedConsumer
+from ragtriage.pipeline import Pipeline, SampleHandler
 from ragtriage.sample import RAGSample
 
 logger = logging.getLogger(__name__)
@@ -39,6 +44,11 @@ logger = logging.getLogger(__name__)
 STATUSES = ("ok", "write_back_failed", "malformed", "error")
 #: A sample line may carry many large contexts; the child reads lines up to this size.
 MAX_LINE_BYTES = 256 * 1024 * 1024
+#: Replies are sent in batches: one wake-up of the app process's background thread per batch, not per sample
+#: (a wake-up takes the GIL from the app's thread). 200 ms, like the parent's poll: a sample's slot is held
+#: that much longer, and force_flush() in the app waits up to that much longer.
+REPLY_DELAY_S = 0.2
+child_logger = logging.getLogger("ragtriage.evaluator_process")
 
 
 @dataclass(slots=True)
@@ -47,10 +57,11 @@ class _Batch:
     done: asyncio.Future[None]
 
 
-class ProcessHandler:
+class ProcessHandler(SampleHandler):
     """Sends samples to a child evaluator process and waits for each one's reply."""
 
     stats_prefix = "child_"
+    batched = True  # one write per poll, not a syscall per sample
 
     def __init__(
         self,
@@ -200,3 +211,62 @@ class ProcessHandler:
 
     def __repr__(self) -> str:
         return f"ProcessHandler(command={self._command!r})"
+
+
+# -- the child's end --------------------------------------------------------------------------------------
+
+
+async def serve(
+    pipeline: Pipeline, concurrency: int, replies: BinaryIO, *, on_drops: Callable[[int, int], None]
+) -> None:
+    """Evaluate the samples read on stdin, at most ``concurrency`` at once, and answer each on ``replies``;
+    ``drops`` lines go to ``on_drops(dropped, offered)``. Returns at EOF, once every sample is answered."""
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader(limit=MAX_LINE_BYTES)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin.buffer)
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, replies)
+    stdout = asyncio.StreamWriter(transport, protocol, None, loop)
+    outbox: list[bytes] = []
+
+    async def one(line: tuple[bytes, bytes]) -> None:
+        seq, payload = line
+        try:
+            await pipeline(RAGSample.from_json(payload.decode("utf-8", "surrogatepass")))
+            status = "ok"
+        except ValueError as exc:
+            child_logger.warning("malformed sample %s: %s", seq.decode("ascii", "replace"), exc)
+            status = "malformed"
+        except WriteBackFailed:
+            status = "write_back_failed"  # counted and logged (rate-limited) by the pipeline
+        except Exception:
+            child_logger.exception("evaluation failed")
+            status = "error"
+        if not outbox:
+            loop.call_later(REPLY_DELAY_S, send)
+        outbox.append(seq + b" " + status.encode() + b"\n")
+
+    def send() -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):  # the parent is gone
+            stdout.write(b"".join(outbox))
+        outbox.clear()
+
+    # No queue beyond the slots: a line is read only when there is room to evaluate it.
+    consumer: BoundedConsumer[tuple[bytes, bytes]] = BoundedConsumer(
+        one, max_queue_size=concurrency, concurrency=concurrency
+    )
+    running = loop.create_task(consumer.run())
+    while line := await stdin.readline():
+        seq, _, payload = line.rstrip(b"\n").partition(b" ")
+        if seq == b"drops":
+            with contextlib.suppress(ValueError):
+                dropped, offered = map(int, payload.split())
+                on_drops(dropped, offered)
+            continue
+        await consumer.slots()
+        consumer.offer((seq, payload))
+        consumer.wake()
+    consumer.stop()
+    await running
+    send()
+    with contextlib.suppress(ConnectionError):
+        await stdout.drain()

@@ -1,6 +1,10 @@
-"""``ragtriage worker``: a consumer of the sample stream that evaluates and writes back.
+r"""The ``evaluate_in="queue"`` hand-off: a Redis Stream between the app and ``ragtriage worker``\ s. Both ends.
 
-It runs the same :class:`~ragtriage.pipeline.Pipeline` as the in-process path, so a
+The app's end, :class:`StreamPublisher`, a sample handler: ``XADD`` with an approximate ``MAXLEN`` cap, on
+the span processor's background thread (or the collector's loop), never the app's thread.
+
+The consuming end, :class:`StreamWorker`, runs the same :class:`~ragtriage.pipeline.Pipeline` as the
+in-process path (``ragtriage worker`` builds it), through the hand-offs' one bounded consumer, so a
 sample is judged and written back identically wherever it is evaluated. Write-back is
 idempotent (Phoenix annotations are upserted under the sample id), which makes
 at-least-once delivery safe:
@@ -27,7 +31,8 @@ from collections import Counter
 from redis.exceptions import RedisError, ResponseError
 
 from ragtriage.errors import WriteBackFailed
-from ragtriage.pipeline import Pipeline
+from ragtriage.handoff.consumer import BoundedConsumer
+from ragtriage.pipeline import Pipeline, SampleHandler
 from ragtriage.redis_connections import LoopLocalRedis, check_redis_url
 from ragtriage.sample import DEFAULT_STREAM, STREAM_FIELD, RAGSample
 
@@ -35,6 +40,63 @@ logger = logging.getLogger(__name__)
 
 
 DEFAULT_GROUP = "ragtriage-workers"
+#: One stream entry as read: its id, its fields, how often it was delivered.
+Entry = tuple[str, dict[str, str], int]
+
+
+class StreamPublisher(SampleHandler):
+    """A span-processor handler that queues samples instead of evaluating them.
+
+    Redis unreachable: the sample is dropped and counted (``dropped``), the
+    first failure is logged, and publishing pauses for ``retry_after_failure_s``
+    so a dead Redis does not cost a timeout per sample.
+    """
+
+    stats_prefix = "queue_"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        stream: str = DEFAULT_STREAM,
+        maxlen: int = 100_000,
+        timeout_s: float = 1.0,
+        retry_after_failure_s: float = 2.0,
+    ) -> None:
+        check_redis_url("queue", url)
+        if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1:
+            raise ValueError(f"maxlen must be a positive int, got {maxlen!r}")
+        self.stream = stream
+        self._maxlen = maxlen
+        self._redis = LoopLocalRedis(url, timeout_s=timeout_s)
+        self._backoff = retry_after_failure_s
+        self._down_until = 0.0
+        self._logged = False
+        self.counts: Counter[str] = Counter()
+
+    async def __call__(self, sample: RAGSample) -> None:
+        if time.monotonic() < self._down_until:
+            self.counts["dropped"] += 1
+            return
+        try:
+            await self._redis.client().xadd(
+                self.stream, {STREAM_FIELD: sample.to_json()}, maxlen=self._maxlen, approximate=True
+            )
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            self.counts["dropped"] += 1
+            self._down_until = time.monotonic() + self._backoff
+            if not self._logged:
+                self._logged = True
+                logger.warning("ragtriage: queue unreachable, dropping samples (%s)", type(exc).__name__)
+            return
+        self._logged = False
+        self.counts["published"] += 1
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+    def __repr__(self) -> str:
+        return f"StreamPublisher(stream={self.stream!r}, maxlen={self._maxlen})"
 
 
 def dead_letter_stream(stream: str) -> str:
@@ -84,21 +146,24 @@ class StreamWorker:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then finish what is in flight (unfinished entries stay pending
         and are reclaimed by another worker)."""
-        in_flight: set[asyncio.Task[None]] = set()
+        # No queue beyond the slots: entries are read only when there is room to evaluate them, since a read
+        # entry is pending (and its idle time counts towards a reclaim) until it is acknowledged.
+        consumer: BoundedConsumer[Entry] = BoundedConsumer(
+            self._handle, max_queue_size=self._concurrency, concurrency=self._concurrency
+        )
+        running = asyncio.create_task(consumer.run())
         failures = 0
         group_ready = False
         reclaim_every = max(0.05, min(self._claim_idle_ms / 2000, 5.0))
         heartbeat_every = self._claim_idle_ms / 3000
         last_reclaim = last_heartbeat = 0.0
         while not stop.is_set():
-            if len(in_flight) >= self._concurrency:  # every slot busy: wait for one, no polling
-                await asyncio.wait(in_flight, timeout=heartbeat_every, return_when=asyncio.FIRST_COMPLETED)
-                if len(in_flight) >= self._concurrency:
-                    with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
-                        last_heartbeat = time.monotonic()
-                        await self._heartbeat()
+            free = await consumer.slots(heartbeat_every)  # every slot busy: wait for one, no polling
+            if free == 0:
+                with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+                    last_heartbeat = time.monotonic()
+                    await self._heartbeat()
                 continue
-            free = self._concurrency - len(in_flight)
             try:
                 if not group_ready:
                     await self._ensure_group()
@@ -106,7 +171,7 @@ class StreamWorker:
                 if self._active and time.monotonic() - last_heartbeat >= heartbeat_every:
                     last_heartbeat = time.monotonic()
                     await self._heartbeat()
-                entries: list[tuple[str, dict[str, str], int]] = []
+                entries: list[Entry] = []
                 if time.monotonic() - last_reclaim >= reclaim_every:
                     last_reclaim = time.monotonic()
                     entries = await self._reclaim(free)
@@ -124,13 +189,12 @@ class StreamWorker:
                     logger.warning("ragtriage worker: Redis unavailable (%s); retrying", type(exc).__name__)
                 await _sleep_or_stop(stop, min(0.1 * 2**failures, 5.0))
                 continue
-            for entry_id, fields, deliveries in entries:
-                self._active.add(entry_id)
-                task = asyncio.create_task(self._handle(entry_id, fields, deliveries))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-        if in_flight:
-            await asyncio.gather(*in_flight, return_exceptions=True)
+            for entry in entries:
+                self._active.add(entry[0])
+                consumer.offer(entry)
+            consumer.wake()
+        consumer.stop()
+        await running
         await self._redis.aclose()
 
     async def _heartbeat(self) -> None:
@@ -148,7 +212,7 @@ class StreamWorker:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def _read(self, count: int) -> list[tuple[str, dict[str, str], int]]:
+    async def _read(self, count: int) -> list[Entry]:
         try:
             response = await self._redis.client().xreadgroup(
                 self.group, self.consumer, {self.stream: ">"}, count=count, block=self._block_ms
@@ -159,7 +223,7 @@ class StreamWorker:
             raise
         return [(entry_id, fields, 1) for _, messages in response or () for entry_id, fields in messages]
 
-    async def _reclaim(self, count: int) -> list[tuple[str, dict[str, str], int]]:
+    async def _reclaim(self, count: int) -> list[Entry]:
         if count <= 0:
             return []
         client = self._redis.client()
@@ -185,7 +249,8 @@ class StreamWorker:
             self.counts["reclaimed"] += 1
         return entries
 
-    async def _handle(self, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
+    async def _handle(self, entry: Entry) -> None:
+        entry_id, fields, deliveries = entry
         try:
             await self._process_entry(entry_id, fields, deliveries)
         finally:

@@ -35,6 +35,14 @@ def stats_key(reason: str) -> str:
     return reason if reason == UNATTRIBUTED else f"traces_skipped_{reason}"
 
 
+#: Why a trace was not evaluated: the ``stats`` counter -> the ``reason`` of ``ragtriage.eval.traces.skipped``.
+#: (Traces dropped for lack of room are ``ragtriage.eval.samples.dropped``.)
+SKIP_COUNTERS: dict[str, str] = {
+    "traces_not_sampled": "not_sampled",
+    **{stats_key(reason): reason for reason in SKIP_REASONS},
+}
+
+
 # Answer priorities (lower wins; on a tie the span that ended later wins). See the extraction docstring.
 _EXPLICIT, _ROOT, _CHAIN, _LLM_MESSAGE, _LLM_OUTPUT, _WEAK = 0, 1, 2, 3, 4, 5
 _PREVIEW = 200

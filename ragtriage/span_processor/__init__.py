@@ -1,6 +1,6 @@
-"""Capture, trace assembly and sampling: the span processor that turns the app's RAG traces into samples,
-and the handlers it hands them to (this process, the evaluator process, the Redis Stream)."""
+"""Capture: the SDK span processor that buffers the app's sampled traces and hands each completed one over to be
+assembled (:mod:`ragtriage.intake`) and evaluated (:mod:`ragtriage.handoff`)."""
 
-from ragtriage.span_processor.processor import EvalSpanProcessor, SampleHandler
+from ragtriage.span_processor.processor import EvalSpanProcessor
 
-__all__ = ["EvalSpanProcessor", "SampleHandler"]
+__all__ = ["EvalSpanProcessor"]

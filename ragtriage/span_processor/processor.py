@@ -1,16 +1,15 @@
-"""EvalSpanProcessor: picks RAG traces out of the app's spans and evaluates them in the background.
+"""EvalSpanProcessor: the SDK adapter that picks RAG traces out of the app's spans for evaluation.
 
 The app's threads only ever do O(1) work here: a dict lookup, a few attribute
-reads, an append to a bounded queue. Judging, caching and write-back
-happen on one background thread with its own asyncio loop, in the sample handler
-the processor was given (the pipeline itself, the evaluator process, or the queue).
-Nothing raises into the app; everything that is dropped is counted.
+reads, an append to a bounded queue. A completed trace goes to the in-process hand-off
+(:class:`~ragtriage.handoff.thread.ThreadHandoff`): on its background thread the trace is assembled
+(:mod:`ragtriage.intake`) and each sample given to the handler the processor was given (the pipeline
+itself, the evaluator process, or the queue). Nothing raises into the app; everything that is dropped is
+counted.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -20,41 +19,29 @@ import threading
 import time
 import weakref
 from collections import Counter, OrderedDict, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from ragtriage.errors import WriteBackFailed
-from ragtriage.intake.assembly import SKIP_REASONS, BufferedSpan, assemble, explain, stats_key
+from ragtriage.handoff.consumer import BoundedConsumer
+from ragtriage.handoff.thread import ThreadHandoff
+from ragtriage.intake.assembly import BufferedSpan, assemble, explain, stats_key
 from ragtriage.intake.extraction import FALLBACK_CONTEXTS, KIND, OWN_SPAN
 from ragtriage.intake.sampling import TRACE_ID_MASK, sample_bound
+from ragtriage.pipeline import SampleHandler
 from ragtriage.sample import RAGSample
 
 logger = logging.getLogger(__name__)
 explain_logger = logging.getLogger("ragtriage.explain")
 #: Spans whose documents are contexts (a reranker's output documents replace its input's).
 _CONTEXT_KINDS = ("RETRIEVER", "RERANKER")
-_SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY
 #: How often an idle worker looks at the queue; force_flush() and shutdown() wake it at once. Every
 #: look takes the GIL from the app's thread; at 200 ms instead of 50 ms the worker's CPU per sample at
 #: sample rate 0.1 fell by a fifth (bench/span_processor.py), and a sample waits at most 0.2 s longer.
 _POLL_S = 0.2
-
-
-@runtime_checkable
-class SampleHandler(Protocol):
-    """What the background worker does with a completed sample.
-
-    :class:`~ragtriage.pipeline.Pipeline` evaluates it here; ``ProcessHandler`` sends it to the evaluator
-    process; ``StreamPublisher`` to the Redis Stream. Optional members: ``async handle_batch(samples)``
-    (given all the samples of one poll at once, one task per poll instead of per sample), ``counts`` and
-    ``stats_prefix`` (merged into :attr:`EvalSpanProcessor.stats`), ``async aclose()``.
-    """
-
-    async def __call__(self, sample: RAGSample) -> object: ...
 
 
 class _TraceBuffer:
@@ -79,14 +66,6 @@ class _CompletedTrace:
     rag: bool = True  # False: queued only to be explained (``explain_traces``), never evaluated
 
 
-#: Why a trace was not evaluated: the ``stats`` counter -> the ``reason`` of ``ragtriage.eval.traces.skipped``.
-#: (Traces dropped for lack of room are ``ragtriage.eval.samples.dropped``.)
-SKIP_COUNTERS: dict[str, str] = {
-    "traces_not_sampled": "not_sampled",
-    **{stats_key(reason): reason for reason in SKIP_REASONS},
-}
-
-
 class EvalSpanProcessor(SpanProcessor):
     """An OpenTelemetry SDK ``SpanProcessor`` that evaluates sampled RAG traces.
 
@@ -106,8 +85,8 @@ class EvalSpanProcessor(SpanProcessor):
         max_concurrency: int = 8,
         explain_traces: int = 0,
     ) -> None:
-        if not callable(handler):
-            raise TypeError(f"handler must be a SampleHandler (async, called with a RAGSample), got {handler!r}")
+        if not isinstance(handler, SampleHandler):
+            raise TypeError(f"handler must be a SampleHandler (ragtriage.pipeline.SampleHandler), got {handler!r}")
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int | float) or not 0 <= sample_rate <= 1:
             raise ValueError(f"sample_rate must be a number in [0, 1], got {sample_rate!r}")
         for name, value in (
@@ -124,33 +103,31 @@ class EvalSpanProcessor(SpanProcessor):
             raise ValueError(f"trace_ttl_s must be a positive number, got {trace_ttl_s!r}")
         self.handler = handler
         self.sample_rate = float(sample_rate)
-        self._max_queue_size = max_queue_size
         self._max_traces = max_traces_in_flight
         self._max_spans = max_spans_per_trace
         self._ttl = float(trace_ttl_s)
-        self._max_concurrency = max_concurrency
         self._explain_traces = explain_traces
         self._bound = sample_bound(self.sample_rate)  # RAGEvaluator.should_sample's rule, inlined for the hot path
         self._init_state()
+        consumer: BoundedConsumer[_CompletedTrace] = BoundedConsumer(
+            self._process,
+            max_queue_size=max_queue_size,
+            concurrency=max_concurrency,
+            process_batch=self._process_batch if handler.batched else None,
+            on_error=self._internal_error,
+            on_idle=self._expire_now,
+            poll_s=_POLL_S,
+        )
+        self._handoff = ThreadHandoff(consumer, close=handler.aclose, on_error=self._internal_error)
         ref = weakref.WeakMethod(self._at_fork_reinit)
         os.register_at_fork(after_in_child=lambda: (m := ref()) and m())
 
     def _init_state(self) -> None:
         self._lock = threading.Lock()
         self._traces: OrderedDict[int, _TraceBuffer] = OrderedDict()
-        # deque.append/popleft are atomic: the app's threads append without a lock; the bound is checked
-        # first, so under concurrent appends it can be passed by at most one sample per app thread.
-        self._queue: deque[_CompletedTrace] = deque()
-        self._in_flight = 0  # taken off the queue, not finished; changed under _idle by the worker only
-        self._idle = threading.Condition(threading.Lock())
         self._counts: Counter[str] = Counter()
-        # The two counters every (sampled) trace bumps, lock-free: next() on itertools.count is one C call.
+        # The counter every trace bumps, lock-free: next() on itertools.count is one C call.
         self._not_sampled = itertools.count()
-        self._queued = itertools.count()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._nap: asyncio.Future[None] | None = None  # what the idle worker awaits; settled to wake it
-        self._stopping = False
         self._shutdown = False
         self._last_error_log = -math.inf
         self._explained: deque[dict[str, Any]] | None = (
@@ -158,7 +135,8 @@ class EvalSpanProcessor(SpanProcessor):
         )
 
     def _at_fork_reinit(self) -> None:
-        """In a forked child: fresh locks, queue and worker; the parent's in-flight traces are not ours."""
+        """In a forked child: fresh locks and buffers; the parent's in-flight traces are not ours (the hand-off
+        starts afresh on its own)."""
         shutdown = self._shutdown
         self._init_state()
         self._shutdown = shutdown
@@ -250,41 +228,21 @@ class EvalSpanProcessor(SpanProcessor):
         return list(self._explained or ())
 
     def _enqueue(self, trace: _CompletedTrace) -> None:
-        if len(self._queue) >= self._max_queue_size:
-            if trace.rag:
-                self._count("samples_dropped_queue_full")
-            return
-        self._queue.append(trace)
-        if trace.rag:
-            next(self._queued)
-        if self._thread is None:
-            self._start_worker()
-        # No wake-up here: the worker polls every _POLL_S. A wake-up per sample costs the app a syscall
+        # No wake-up: the background thread polls every _POLL_S. A wake-up per sample costs the app a syscall
         # and a GIL hand-off to the worker (measured: most of the processor's cost at sample_rate 0.1).
+        # Traces queued only to be explained are not samples: neither their queueing nor their drop counts.
+        self._handoff.offer(trace, counted=trace.rag)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Wait until every queued and in-flight evaluation (and its write-back) is done."""
-        deadline = time.monotonic() + timeout_millis / 1000
-        self._wakeup()
-        with self._idle:
-            while self._queue or self._in_flight:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(min(left, 0.1))
-        return True
+        return self._handoff.flush(timeout_millis / 1000)
 
     def shutdown(self) -> None:
         """Finish what is queued (bounded), stop the worker. Idempotent."""
         if self._shutdown:
             return
         self._shutdown = True
-        self.force_flush(30_000)
-        self._stopping = True
-        self._wakeup()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=10)
+        self._handoff.shutdown(30.0)
 
     # -- introspection ---------------------------------------------------------------------------------
 
@@ -293,19 +251,27 @@ class EvalSpanProcessor(SpanProcessor):
         """Counters: sampled / not sampled traces, queued and dropped samples, errors, ..."""
         with self._lock:
             counts = dict(self._counts)
-        for name, tally in (("traces_not_sampled", self._not_sampled), ("samples_queued", self._queued)):
-            if value := _tally(tally):
+        consumer = self._handoff.consumer
+        for name, value in (
+            ("traces_not_sampled", _tally(self._not_sampled)),
+            ("samples_queued", consumer.queued),
+            ("samples_dropped_queue_full", consumer.dropped),
+        ):
+            if value:
                 counts[name] = value
-        prefix = getattr(self.handler, "stats_prefix", "handler_")
-        for name, value in getattr(self.handler, "counts", {}).items():  # e.g. the queue publisher's
-            counts[prefix + name] = value
+        for name, value in self.handler.counts.items():  # e.g. the queue publisher's
+            counts[self.handler.stats_prefix + name] = value
         counts["traces_in_flight"] = len(self._traces)
-        counts["queue_size"] = len(self._queue)
+        counts["queue_size"] = consumer.queue_size
         return counts
 
     def _count(self, name: str, n: int = 1) -> None:
         with self._lock:
             self._counts[name] += n
+
+    def _expire_now(self) -> None:
+        with self._lock:
+            self._expire(time.monotonic())
 
     def _expire(self, now: float) -> None:
         """Drop traces whose root never ended; oldest first, so this is O(expired). Caller holds the lock."""
@@ -323,106 +289,16 @@ class EvalSpanProcessor(SpanProcessor):
             self._last_error_log = now
             logger.exception("ragtriage: internal error in the span processor (the app is not affected)")
 
-    # -- the background worker -------------------------------------------------------------------------
-
-    def _start_worker(self) -> None:
-        with self._lock:
-            if self._thread is not None:
-                return
-            self._thread = threading.Thread(target=self._run, name="ragtriage-eval", daemon=True)
-        self._thread.start()
-
-    def _wakeup(self) -> None:
-        loop, nap = self._loop, self._nap
-        if loop is not None and nap is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is already closed
-                loop.call_soon_threadsafe(_settle, nap)
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._main(loop))
-            loop.run_until_complete(self._close())
-        except Exception:
-            self._internal_error()
-        finally:
-            self._loop = None
-            loop.close()
-
-    async def _main(self, loop: asyncio.AbstractEventLoop) -> None:
-        token = otel_context.attach(otel_context.set_value(_SUPPRESS_KEY, True))
-        self._loop = loop
-        handle_batch = getattr(self.handler, "handle_batch", None)
-        tasks: set[asyncio.Task[None]] = set()
-        try:
-            while True:
-                with self._idle:  # take what fits under max_concurrency; in_flight counts it from here on
-                    take = min(len(self._queue), self._max_concurrency - self._in_flight)
-                    traces = [self._queue.popleft() for _ in range(take)]
-                    self._in_flight += take
-                if not traces:
-                    if self._stopping and not self._queue:
-                        break
-                    with self._lock:
-                        self._expire(time.monotonic())
-                    # A bare future and a timer: cheaper than wait_for() on an Event, which this runs 5 times a
-                    # second for as long as the app lives.
-                    self._nap = nap = loop.create_future()
-                    timer = loop.call_later(_POLL_S, _settle, nap)
-                    await nap
-                    timer.cancel()
-                    continue
-                if handle_batch is not None:  # one hand-over for the whole poll: no task per sample
-                    coroutines = [self._process_batch(handle_batch, traces)]
-                else:
-                    coroutines = [self._process(trace) for trace in traces]
-                for coroutine in coroutines:
-                    task = loop.create_task(coroutine)
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
-        finally:
-            otel_context.detach(token)
+    # -- on the hand-off's background thread ----------------------------------------------------------
 
     async def _process(self, trace: _CompletedTrace) -> None:
-        try:
-            for sample in self._assemble(trace):
-                await self.handler(sample)
-        except WriteBackFailed:
-            pass  # counted where it happened
-        except Exception:
-            self._internal_error()
-        finally:
-            self._done(1)
+        for sample in self._assemble(trace):
+            await self.handler(sample)
 
-    async def _process_batch(
-        self, handle_batch: Callable[[list[RAGSample]], Awaitable[None]], traces: list[_CompletedTrace]
-    ) -> None:
-        try:
-            samples = [sample for trace in traces for sample in self._assemble(trace)]
-            if samples:
-                await handle_batch(samples)
-        except Exception:
-            self._internal_error()
-        finally:
-            self._done(len(traces))
-
-    def _done(self, n: int) -> None:
-        with self._idle:
-            was_full = self._in_flight >= self._max_concurrency
-            self._in_flight -= n
-            self._idle.notify_all()
-        if was_full and self._queue and self._nap is not None:
-            _settle(self._nap)  # samples wait for the room just made (we are on the worker's loop)
-
-    async def _close(self) -> None:
-        close = getattr(self.handler, "aclose", None)
-        if close is not None:
-            try:
-                await close()
-            except Exception:
-                self._internal_error()
+    async def _process_batch(self, traces: list[_CompletedTrace]) -> None:
+        samples = [sample for trace in traces for sample in self._assemble(trace)]
+        if samples:
+            await self.handler.handle_batch(samples)
 
 
 def _attribute_dict(span: ReadableSpan) -> Mapping[str, Any]:
@@ -434,11 +310,6 @@ def _attribute_dict(span: ReadableSpan) -> Mapping[str, Any]:
     """
     raw = getattr(getattr(span, "_attributes", None), "_dict", None)
     return raw if isinstance(raw, dict) else dict(span.attributes or {})
-
-
-def _settle(nap: asyncio.Future[None]) -> None:
-    if not nap.done():
-        nap.set_result(None)
 
 
 def _tally(counter: itertools.count[int]) -> int:
