@@ -83,3 +83,26 @@ def test_the_evaluator_knows_nothing_of_alerts_and_the_bottom_nothing_of_the_top
     top = {"ragtriage.instrumentation", "ragtriage.runtime", "ragtriage.gate", "ragtriage.cli", "ragtriage"}
     for bottom in ("ragtriage.config", "ragtriage.sample", "ragtriage.judges", "ragtriage.evaluator"):
         assert not graph[bottom] & top, bottom
+
+
+def private_imports() -> list[tuple[str, str]]:
+    """``(importer, module)`` for every import of a package's private module (``ragtriage.pkg._x``, or ``from
+    ragtriage.pkg import _x``) from outside that package. ``ragtriage._x`` is private to the whole library."""
+    found = []
+    for path in ROOT.rglob("*.py"):
+        module = _module(path)
+        targets = set(_imports(path, module))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ragtriage"):
+                targets |= {f"{node.module}.{alias.name}" for alias in node.names if alias.name.startswith("_")}
+        for target in sorted(targets):
+            parts = target.split(".")
+            for i, part in enumerate(parts[2:], start=2):
+                owner = ".".join(parts[:i])
+                if part.startswith("_") and not part.startswith("__") and not (module + ".").startswith(owner + "."):
+                    found.append((module, target))
+    return found
+
+
+def test_no_package_imports_another_packages_private_module() -> None:
+    assert private_imports() == []
