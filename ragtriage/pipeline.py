@@ -88,7 +88,7 @@ class Pipeline(SampleHandler):
         self.counts: Counter[str] = Counter()
         self._last_log = {"on_result": -math.inf, "write_back": -math.inf}
         ref = weakref.ref(self)  # a forked child counts its own evaluations, not its parent's
-        os.register_at_fork(after_in_child=lambda: (p := ref()) and p.counts.clear())
+        os.register_at_fork(after_in_child=lambda: (p := ref()) and p.counts.clear())  # type: ignore[func-returns-value]
 
     async def __call__(self, sample: RAGSample) -> RAGEvaluationResult:
         """Evaluate and write back ``sample``; raises :class:`WriteBackFailed` when the write-back failed."""

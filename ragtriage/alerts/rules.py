@@ -272,7 +272,12 @@ def default_rules(
 ) -> list[Rule]:
     """The rules a team gets without writing any: quality, heavy-vector share, drift, judge errors."""
     thresholds = thresholds or RAGEvaluationThresholds()
-    common = {"window_size": window_size, "window_s": window_s, "min_samples": min_samples, "cooldown_s": cooldown_s}
+    common: dict[str, Any] = {
+        "window_size": window_size,
+        "window_s": window_s,
+        "min_samples": min_samples,
+        "cooldown_s": cooldown_s,
+    }
     rules: list[Rule] = [
         MetricRule(
             name=f"{metric}_low",

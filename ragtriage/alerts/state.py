@@ -15,7 +15,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from redis.exceptions import RedisError
 
@@ -131,8 +131,9 @@ class RedisAlertState:
             yield None
             return
         try:
-            rows = await client.xrevrange(f"{self._key}:obs", count=keep)
-            stored = await client.hgetall(f"{self._key}:state")
+            # decode_responses=True: ids, field names and values are str
+            rows = cast("list[tuple[str, dict[str, str]]]", await client.xrevrange(f"{self._key}:obs", count=keep))
+            stored = cast("dict[str, str]", await client.hgetall(f"{self._key}:state"))
             turn = Turn(
                 [Observation(**json.loads(fields["o"])) for _, fields in reversed(rows)],
                 {name: RuleState(**json.loads(stored[name])) if name in stored else RuleState() for name in rules},

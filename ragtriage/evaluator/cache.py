@@ -140,7 +140,7 @@ class RedisCache:
             self._failed(exc)
             return None
         self._logged_down = False
-        return value
+        return value if value is None or isinstance(value, str) else value.decode()  # str: decode_responses
 
     async def set(self, key: str, value: str) -> None:
         if not self._available():

@@ -71,7 +71,9 @@ class TierStats:
 
 
 def tier_stats(tier: str, items: Sequence[Item], scores: Sequence[TierScore]) -> TierStats:
-    confusion = {label: dict.fromkeys(PREDICTIONS, 0) for label in ("hallucinated", "faithful")}
+    confusion: dict[str, dict[str, int]] = {
+        label: dict.fromkeys(PREDICTIONS, 0) for label in ("hallucinated", "faithful")
+    }
     for item, s in zip(items, scores, strict=True):
         confusion["hallucinated" if item.is_hallucination else "faithful"][s.prediction] += 1
     return TierStats(tier, confusion)

@@ -69,7 +69,7 @@ def markdown(report: RunReport, checks: Sequence[GateCheck], baseline: dict[str,
                 f"\nMean faithfulness vs baseline: {fd[0]:+.3f} (bootstrap 95% CI {fd[1][0]:+.3f} to {fd[1][1]:+.3f})"
             )
     for title, key in (("category", "category"), ("perturbation", "perturbation")):
-        groups = breakdown(report.outcomes, lambda o, k=key: getattr(o.item, k))
+        groups = breakdown(report.outcomes, lambda o, k=key: getattr(o.item, k))  # type: ignore[misc]
         if not groups:
             continue
         lines += ["", f"| {title} | evaluated | decided | pass | caught / hallucinated | agreement |"]

@@ -181,8 +181,8 @@ class ProcessHandler(SampleHandler):
                 returncode,
                 len(self._waiting),
             )
-        for seq in list(self._waiting):
-            self._answer(seq, "lost")
+        for unanswered in list(self._waiting):
+            self._answer(unanswered, "lost")
 
     def _answer(self, seq: int, status: str) -> None:
         batch = self._waiting.pop(seq, None)

@@ -33,7 +33,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Generic, TypeVar
 
 from opentelemetry import context as otel_context
@@ -240,8 +240,8 @@ class BoundedConsumer(Generic[Item]):
             otel_context.detach(token)
             self._loop = self._nap = None
 
-    def _start(self, loop: asyncio.AbstractEventLoop, coroutine: Awaitable[None]) -> None:
-        task = loop.create_task(coroutine)  # type: ignore[arg-type]
+    def _start(self, loop: asyncio.AbstractEventLoop, coroutine: Coroutine[object, object, None]) -> None:
+        task = loop.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -27,6 +27,7 @@ import os
 import socket
 import time
 from collections import Counter
+from typing import cast
 
 from redis.exceptions import RedisError, ResponseError
 
@@ -221,7 +222,8 @@ class StreamWorker:
             if "NOGROUP" in str(exc):
                 raise _GroupMissing from None
             raise
-        return [(entry_id, fields, 1) for _, messages in response or () for entry_id, fields in messages]
+        streams = cast("list[tuple[str, list[tuple[str, dict[str, str]]]]]", response or [])  # decode_responses
+        return [(entry_id, fields, 1) for _, messages in streams for entry_id, fields in messages]
 
     async def _reclaim(self, count: int) -> list[Entry]:
         if count <= 0:
@@ -235,7 +237,7 @@ class StreamWorker:
             if "NOGROUP" in str(exc):
                 raise _GroupMissing from None
             raise
-        entries = []
+        entries: list[Entry] = []
         for entry_id, fields in claimed:
             if entry_id in self._active:  # ours and still running (its heartbeat came late)
                 continue
@@ -244,7 +246,7 @@ class StreamWorker:
                 self.counts["trimmed_while_pending"] += 1
                 continue
             pending = await client.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
-            deliveries = pending[0]["times_delivered"] if pending else 1
+            deliveries = int(pending[0]["times_delivered"]) if pending else 1
             entries.append((entry_id, fields, deliveries))
             self.counts["reclaimed"] += 1
         return entries

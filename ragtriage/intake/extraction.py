@@ -227,12 +227,12 @@ def question_in(data: Any, depth: int = 0) -> tuple[str | None, list[Turn] | Non
     if isinstance(data, list):
         turns = _turns(data)
         if turns:
-            question, history = _split_last_user(turns)
-            return question, history, "[messages]"
+            question, earlier = _split_last_user(turns)
+            return question, earlier, "[messages]"
         return None, None, ""
     if not isinstance(data, dict):
         return None, None, ""
-    history = None
+    history: list[Turn] | None = None
     for key in HISTORY_KEYS:
         if (history := _turns(data.get(key))) is not None:
             history = [t for t in history if t["role"] != "system"]
@@ -322,7 +322,7 @@ def _documents(
             if small and isinstance(data := _load(metadata, None), dict):  # type: ignore[arg-type]
                 doc_id = doc_id or next((v for k in _ID_KEYS if (v := _identifier(data.get(k)))), None)
                 if score is None:
-                    score = next((v for k in _SCORE_KEYS if (v := _number(data.get(k))) is not None), None)
+                    score = next((n for k in _SCORE_KEYS if (n := _number(data.get(k))) is not None), None)
         documents.append(Document(content, id=doc_id, score=score, span_id=span_id, position=i))
     return documents
 

@@ -185,7 +185,8 @@ class EvalSpanProcessor(SpanProcessor):
             if len(buffer.spans) < self._max_spans or is_root:  # the root (question, answer) always counts
                 # A reference, not a copy: an ended span's attributes no longer change. Extraction
                 # happens on the background thread; here only two dict lookups.
-                buffer.spans.append((attributes, ctx.span_id, 0 if is_root else parent.span_id, is_root))
+                parent_id = 0 if is_root else parent.span_id  # type: ignore[union-attr]  # not a root: has a parent
+                buffer.spans.append((attributes, ctx.span_id, parent_id, is_root))
                 if attributes.get(KIND) in _CONTEXT_KINDS or FALLBACK_CONTEXTS in attributes:
                     buffer.rag = True
             else:

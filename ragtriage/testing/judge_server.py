@@ -110,7 +110,7 @@ class JudgeServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://{host!s}:{port}/v1"
 
     def push(self, *replies: Reply) -> None:
         with self._lock:
@@ -320,7 +320,8 @@ class BatchAPI:
             if self.outcome == "failed":
                 batch["errors"] = {"object": "list", "data": [{"code": "invalid_request", "message": "scripted"}]}
             return
-        outputs, errors = [], []
+        outputs: list[str] = []
+        errors: list[str] = []
         for i, line in enumerate(_lines(self.files[batch["input_file_id"]][1]), 1):
             reply = self._server._next(line["body"], {}, batched=True)
             body = json.loads(reply.body) if reply.body is not None else json.loads(_completion(line["body"], reply))
@@ -368,7 +369,8 @@ def _multipart(raw: bytes, content_type: str) -> dict[str, tuple[str | None, byt
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
         if name:
-            fields[str(name)] = (part.get_filename(), part.get_payload(decode=True) or b"")
+            payload = part.get_payload(decode=True)
+            fields[str(name)] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
     return fields
 
 
