@@ -3,9 +3,10 @@
 The roles, and what each one gets:
 
 ========================  ==============================================================================
-``app``                   ``instrument()``. ``evaluate_in="thread"``: the whole pipeline, here. ``"process"``:
-                          a handler that sends samples to the evaluator process. ``"queue"``: a handler
-                          that publishes them to the Redis Stream. Nothing else is built in the app then.
+``app``                   ``instrument()``: the span processor, and behind it ``evaluate_in="thread"``: the
+                          whole pipeline, here. ``"process"``: a handler that sends samples to the evaluator
+                          process. ``"queue"``: a handler that publishes them to the Redis Stream. Nothing
+                          else is built in the app then.
 ``collector``             ``ragtriage collect``: as ``app``, for traces received over OTLP.
 ``evaluator_process``     the child of ``evaluate_in="process"``: the pipeline, with the app's drop counts.
 ``worker``                ``ragtriage worker``: the pipeline, alert windows shared by the fleet in Redis.
@@ -54,6 +55,7 @@ from ragtriage.handoff.redis_stream import StreamPublisher
 from ragtriage.judges.llm import LLMJudge
 from ragtriage.pipeline import Pipeline, ResultWriter, SampleHandler
 from ragtriage.sample import RAGSample
+from ragtriage.span_processor.processor import EvalSpanProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +104,8 @@ class Runtime:
     drops: DropCounter = field(default_factory=DropCounter)
     metrics: EvalMetrics | None = None
     metrics_server: MetricsServer | None = None
+    #: Role ``app``: the span processor to add to the app's TracerProvider.
+    processor: EvalSpanProcessor | None = None
 
     @property
     def evaluator(self) -> RAGEvaluator | None:
@@ -165,7 +169,40 @@ def build(
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
-    project = project or config.project_name
+    runtime = _build(config, role, project or config.project_name, evaluator, writer, on_result, alert_sinks,
+                     alert_rules, send_alerts, metrics_port)  # fmt: skip
+    if role == "app":
+        runtime.processor = _span_processor(config, runtime.handler, evaluator)
+        runtime.drops.bind(runtime.processor)
+    return runtime
+
+
+def _span_processor(config: Config, handler: SampleHandler, evaluator: RAGEvaluator | None) -> EvalSpanProcessor:
+    return EvalSpanProcessor(
+        handler,
+        sample_rate=evaluator.sample_rate if evaluator is not None else config.sample_rate,
+        max_queue_size=config.max_queue_size,
+        max_traces_in_flight=config.max_traces_in_flight,
+        max_spans_per_trace=config.max_spans_per_trace,
+        trace_ttl_s=config.trace_ttl_s,
+        # a child evaluates max_concurrency at once; the parent only waits for its replies
+        max_concurrency=config.max_queue_size if config.evaluate_in == "process" else config.max_concurrency,
+        explain_traces=config.explain_traces or 0,
+    )
+
+
+def _build(
+    config: Config,
+    role: Role,
+    project: str,
+    evaluator: RAGEvaluator | None,
+    writer: ResultWriter | None,
+    on_result: Callable[[RAGSample, RAGEvaluationResult], None] | None,
+    alert_sinks: Sequence[AlertSink] | None,
+    alert_rules: Sequence[Rule] | None,
+    send_alerts: bool,
+    metrics_port: int | None,
+) -> Runtime:
     drops = DropCounter()
     if role in _FRONT and config.evaluate_in == "queue":
         assert config.queue_url is not None  # Config guarantees it

@@ -142,18 +142,9 @@ def instrument(
             alert_rules=alert_rules,
             metrics_port=metrics_port,
         )
+        processor = runtime.processor
+        assert processor is not None  # role "app" builds one
         in_child = config.evaluate_in == "process"
-        processor = EvalSpanProcessor(
-            runtime.handler,
-            sample_rate=evaluator.sample_rate if evaluator is not None else config.sample_rate,
-            max_queue_size=config.max_queue_size,
-            max_traces_in_flight=config.max_traces_in_flight,
-            max_spans_per_trace=config.max_spans_per_trace,
-            trace_ttl_s=config.trace_ttl_s,
-            # a child evaluates max_concurrency at once; the parent only waits for its replies
-            max_concurrency=config.max_queue_size if in_child else config.max_concurrency,
-            explain_traces=config.explain_traces or 0,
-        )
         # In process mode the child serves metrics_port; here, the app's own drop counts.
         runtime.start_metrics(
             processor=processor, meter_provider=meter_provider, port=None if in_child else metrics_port
@@ -207,6 +198,8 @@ def uninstrument() -> None:
         installation, _installed = _installed, None
     if installation is None:
         return
+    # The SDK has no public way to remove a span processor (TracerProvider has add_span_processor only), so the
+    # processor is taken out of the provider's own tuple, under the lock the SDK adds with.
     multi = installation.provider._active_span_processor
     with multi._lock:
         multi._span_processors = tuple(p for p in multi._span_processors if p is not installation.processor)
@@ -241,6 +234,7 @@ def _global_sdk_provider() -> TracerProvider | None:
 
 
 def _processors(provider: TracerProvider) -> tuple[Any, ...]:
+    """The provider's span processors: the SDK has no public accessor, so read its composite processor's tuple."""
     return getattr(provider._active_span_processor, "_span_processors", ())
 
 
