@@ -1,7 +1,8 @@
 """RAGEvaluator: the adaptive judge cascade.
 
 cache -> deterministic checks -> local judge -> heavy judge, cheapest first,
-stopping at the first tier that can decide. Every result says which tier
+stopping at the first tier that can decide: the cascade is the ordered list of
+tiers :meth:`RAGEvaluator._cascade` runs. Every result says which tier
 decided, what each tier scored, and what it all cost.
 """
 
@@ -14,7 +15,7 @@ import threading
 import time
 import weakref
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -34,7 +35,7 @@ from ragtriage.evaluator.results import (
 from ragtriage.evaluator.thresholds import alerts_for, near_threshold, verdict_for
 from ragtriage.intake.sampling import is_sampled, sample_bound
 from ragtriage.judges.base import Judge, JudgeError, JudgeVerdict
-from ragtriage.metrics_registry import SCORES, VERDICT_METRICS
+from ragtriage.metrics_registry import ALL, SCORES, VERDICT_METRICS
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,25 @@ class _Run:
         self.cost += outcome.cost_usd
         self.prompt_tokens += outcome.prompt_tokens
         self.completion_tokens += outcome.completion_tokens
+
+
+@dataclass
+class _Case:
+    """One evaluation as it climbs the cascade: its input, and what the tiers below found."""
+
+    question: str
+    answer: str
+    contexts: list[str]
+    base: dict[str, Any]  # the result fields every tier's result shares
+    run: _Run
+    started: float
+    cache_key: str | None = None
+    report: DeterministicReport | None = None
+    local: JudgeVerdict | None = None
+
+
+#: One tier: a result ends the cascade; ``None`` passes the case to the next tier up.
+_Tier = Callable[[_Case], Awaitable["RAGEvaluationResult | None"]]
 
 
 class RAGEvaluator:
@@ -167,6 +187,13 @@ class RAGEvaluator:
         os.register_at_fork(after_in_child=lambda: (e := ref()) and setattr(e, "_lock", threading.Lock()))
         self._counts: Counter[str] = Counter()
         self._observers: list[Callable[[RAGEvaluationResult], None]] = []
+        #: The cascade, cheapest first; the last tier always decides.
+        self._tiers: tuple[_Tier, ...] = (
+            self._cache_tier,
+            self._deterministic_tier,
+            self._local_tier,
+            self._heavy_tier,
+        )
         self._fingerprint = "|".join(
             (
                 deterministic.fingerprint,
@@ -295,38 +322,45 @@ class RAGEvaluator:
         run = _Run()
         contexts = self._truncate(contexts, run)
         run.context_chars = sum(len(c) for c in contexts)
-        base = {"sampled": True, "sample_key": sample_key, "question": question}
-
+        base: dict[str, Any] = {"sampled": True, "sample_key": sample_key, "question": question}
+        case = _Case(question, answer, contexts, base, run, started)
         # Only LLM verdicts are cached (the free tiers are cheaper than a cache lookup), so without an LLM
         # judge the cache is not consulted at all.
-        cacheable = self.cache is not None and (self.local_judge is not None or self.heavy_judge is not None)
-        key = cache_key(question, answer, contexts, self._fingerprint) if cacheable else None
-        if key is not None:
-            cached = await self._cache_get(key)
-            if cached is not None:
-                return replace(
-                    cached,
-                    **base,
-                    tier="cache",
-                    tier_scores={**cached.tier_scores, "cache": cached.faithfulness},
-                    eval_cost_usd=0.0,
-                    prompt_tokens=0,
-                    completion_tokens=0,
-                    eval_latency_ms=_ms(started),
-                    notes=[*run.notes, f"verdict cached from the {cached.tier} tier", *cached.notes],
-                    tiers=[TierOutcome("cache", cached.faithfulness, latency_ms=_ms(started))],
-                )
-
-        result = await self._uncached(question, answer, contexts, base, run, started)
-        if key is not None and result.status == "ok" and result.tier in ("local", "heavy") and not result.error:
-            await self._cache_put(result, key)
+        if self.cache is not None and (self.local_judge is not None or self.heavy_judge is not None):
+            case.cache_key = cache_key(question, answer, contexts, self._fingerprint)
+        for tier in self._tiers:
+            if (result := await tier(case)) is not None:
+                break
+        else:  # pragma: no cover - the heavy tier always decides
+            result = self._error(base, run, started, "judge_error")
+        judged = result.status == "ok" and result.tier in ("local", "heavy") and not result.error
+        if case.cache_key is not None and judged:
+            await self._cache_put(result, case.cache_key)
         return result
 
-    async def _uncached(
-        self, question: str, answer: str, contexts: list[str], base: dict[str, Any], run: _Run, started: float
-    ) -> RAGEvaluationResult:
+    async def _cache_tier(self, case: _Case) -> RAGEvaluationResult | None:
+        if case.cache_key is None:
+            return None
+        cached = await self._cache_get(case.cache_key)
+        if cached is None:
+            return None
+        return replace(
+            cached,
+            **case.base,
+            tier="cache",
+            tier_scores={**cached.tier_scores, "cache": cached.faithfulness},
+            eval_cost_usd=0.0,
+            prompt_tokens=0,
+            completion_tokens=0,
+            eval_latency_ms=_ms(case.started),
+            notes=[*case.run.notes, f"verdict cached from the {cached.tier} tier", *cached.notes],
+            tiers=[TierOutcome("cache", cached.faithfulness, latency_ms=_ms(case.started))],
+        )
+
+    async def _deterministic_tier(self, case: _Case) -> RAGEvaluationResult | None:
+        base, run, started = case.base, case.run, case.started
         t0 = time.perf_counter()
-        report = self.deterministic.check(question, answer, contexts)
+        report = case.report = self.deterministic.check(case.question, case.answer, case.contexts)
         grounding = report.grounding.score
         run.spend(TierOutcome("deterministic", grounding, latency_ms=_ms(t0), detail="; ".join(report.failures)))
         run.notes.extend(report.signals)
@@ -336,23 +370,28 @@ class RAGEvaluator:
             if report.empty_answer or report.refusal:
                 metrics["answer_quality"] = 0.0
             return self._result(base, run, started, tier="deterministic", metrics=metrics, verdict="fail")
-
         if self.local_judge is None and self.heavy_judge is None:
             run.notes.append("no LLM judge configured: the free tiers could not decide")
             return self._result(base, run, started, tier="deterministic", metrics={}, verdict="uncertain")
+        return None
 
-        local: JudgeVerdict | None = None
-        escalate: str | None = "no local judge configured"
-        if self.local_judge is not None:
-            local = await self._call("local", self.local_judge, run, question, answer, contexts)
-            if local is None:
-                escalate = "local judge failed"
-            else:
-                escalate = self._why_escalate(local, report)
-                if escalate is None:
-                    return self._from_verdicts(base, run, started, "local", [local], contexts)
-                run.notes.append(f"escalated: {escalate}")
+    async def _local_tier(self, case: _Case) -> RAGEvaluationResult | None:
+        if self.local_judge is None:
+            return None
+        local = case.local = await self._call(
+            "local", self.local_judge, case.run, case.question, case.answer, case.contexts
+        )
+        if local is None:
+            return None
+        assert case.report is not None  # the deterministic tier ran first
+        escalate = self._why_escalate(local, case.report)
+        if escalate is None:
+            return self._from_verdicts(case.base, case.run, case.started, "local", [local], case.contexts)
+        case.run.notes.append(f"escalated: {escalate}")
+        return None
 
+    async def _heavy_tier(self, case: _Case) -> RAGEvaluationResult:
+        base, run, started, local, contexts = case.base, case.run, case.started, case.local, case.contexts
         if self.heavy_judge is None:
             if local is None:
                 return self._error(base, run, started, "judge_error")
@@ -369,8 +408,8 @@ class RAGEvaluator:
                 "heavy",
                 self.heavy_judge,
                 run,
-                question,
-                answer,
+                case.question,
+                case.answer,
                 contexts,
                 verify_claims=True,
                 temperature=None if attempt == 0 else 0.7,
@@ -531,15 +570,10 @@ class RAGEvaluator:
         document_relevance: list[float | None] | None = None,
     ) -> RAGEvaluationResult:
         alerts, suggestions = alerts_for(metrics, self.thresholds)
+        scores: dict[str, Any] = {name: metrics.get(name) for name in ALL}  # every metric, by its one spelling
         return RAGEvaluationResult(
             **base,
-            faithfulness=metrics.get("faithfulness"),
-            context_recall=metrics.get("context_recall"),
-            context_precision=metrics.get("context_precision"),
-            relevance=metrics.get("relevance"),
-            answer_quality=metrics.get("answer_quality"),
-            retrieval_benefit=metrics.get("retrieval_benefit"),
-            benefit_to_cost=metrics.get("benefit_to_cost"),
+            **scores,
             verdict=verdict,
             tier=tier,
             tier_scores={t.tier: t.score for t in run.tiers if t.status == "ok"},
