@@ -137,12 +137,12 @@ class BoundedConsumer(Generic[Item]):
     @property
     def queued(self) -> int:
         """Items taken into the queue (counted ones)."""
-        return _tally(self._queued)
+        return tally(self._queued)
 
     @property
     def dropped(self) -> int:
         """Items dropped because the queue was full (counted ones)."""
-        return _tally(self._dropped)
+        return tally(self._dropped)
 
     @property
     def queue_size(self) -> int:
@@ -285,6 +285,6 @@ def _settle(nap: asyncio.Future[None]) -> None:
         nap.set_result(None)
 
 
-def _tally(counter: itertools.count[int]) -> int:
+def tally(counter: itertools.count[int]) -> int:
     """How often ``next()`` was called on a fresh ``itertools.count()`` (read from its repr, ``count(N)``)."""
     return int(repr(counter)[6:-1])

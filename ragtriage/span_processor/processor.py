@@ -26,7 +26,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from ragtriage.handoff.consumer import BoundedConsumer
+from ragtriage.handoff.consumer import BoundedConsumer, tally
 from ragtriage.handoff.thread import ThreadHandoff
 from ragtriage.intake.assembly import BufferedSpan, assemble, explain, stats_key
 from ragtriage.intake.extraction import FALLBACK_CONTEXTS, KIND, OWN_SPAN
@@ -254,7 +254,7 @@ class EvalSpanProcessor(SpanProcessor):
             counts = dict(self._counts)
         consumer = self._handoff.consumer
         for name, value in (
-            ("traces_not_sampled", _tally(self._not_sampled)),
+            ("traces_not_sampled", tally(self._not_sampled)),
             ("samples_queued", consumer.queued),
             ("samples_dropped_queue_full", consumer.dropped),
         ):
@@ -311,8 +311,3 @@ def _attribute_dict(span: ReadableSpan) -> Mapping[str, Any]:
     """
     raw = getattr(getattr(span, "_attributes", None), "_dict", None)
     return raw if isinstance(raw, dict) else dict(span.attributes or {})
-
-
-def _tally(counter: itertools.count[int]) -> int:
-    """How often ``next()`` was called on a fresh ``itertools.count()`` (read from its repr, ``count(N)``)."""
-    return int(repr(counter)[6:-1])
