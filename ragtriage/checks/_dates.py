@@ -56,13 +56,13 @@ def find_dates(text: str) -> list[DateMention]:
 
 
 def _readings(groups: dict[str, str | None]) -> tuple[Ymd, ...]:
-    year = int(groups["y"]) if groups.get("y") else None
-    if groups.get("a"):
-        a, b = int(groups["a"]), int(groups["b"] or 0)
+    year = int(y) if (y := groups.get("y")) else None
+    if a_text := groups.get("a"):
+        a, b = int(a_text), int(groups["b"] or 0)
         options = {(year, m, d) for m, d in ((a, b), (b, a)) if 1 <= m <= 12 and 1 <= d <= 31}
         return tuple(sorted(options, key=str))
-    month = int(groups["mn"]) if groups.get("mn") else MONTHS.get((groups.get("m") or "").lower().rstrip("."))
-    day = int(groups["d"]) if groups.get("d") else None
+    month = int(mn) if (mn := groups.get("mn")) else MONTHS.get((groups.get("m") or "").lower().rstrip("."))
+    day = int(d) if (d := groups.get("d")) else None
     if month is None or not 1 <= month <= 12 or (day is not None and not 1 <= day <= 31):
         return ()
     return ((year, month, day),)

@@ -183,8 +183,13 @@ class RAGEvaluator:
         self._bound = sample_bound(self._sample_rate)
         self._history: deque[RAGEvaluationResult] = deque(maxlen=history_size)
         self._lock = threading.Lock()
-        ref = weakref.ref(self)  # a fork while another thread held the lock must not deadlock the child
-        os.register_at_fork(after_in_child=lambda: (e := ref()) and setattr(e, "_lock", threading.Lock()))
+        ref = weakref.ref(self)
+
+        def fresh_lock() -> None:  # a fork while another thread held the lock must not deadlock the child
+            if (evaluator := ref()) is not None:
+                evaluator._lock = threading.Lock()
+
+        os.register_at_fork(after_in_child=fresh_lock)
         self._counts: Counter[str] = Counter()
         self._observers: list[Callable[[RAGEvaluationResult], None]] = []
         #: The cascade, cheapest first; the last tier always decides.
@@ -209,7 +214,7 @@ class RAGEvaluator:
         """An evaluator with the thresholds ``ragtriage calibrate`` recommended; ``kwargs`` win over the file."""
         from ragtriage.evaluator.calibration import load_calibration
 
-        calibrated = load_calibration(path).evaluator_kwargs(kwargs.get("thresholds"))
+        calibrated = load_calibration(os.fspath(path)).evaluator_kwargs(kwargs.get("thresholds"))
         return cls(**{**calibrated, **{k: v for k, v in kwargs.items() if k != "thresholds"}})
 
     # -- public surface ---------------------------------------------------------------------------

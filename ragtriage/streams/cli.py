@@ -46,7 +46,7 @@ def worker(
         runtime = build(config, "worker")
     except ValueError as exc:  # a missing queue, a broken rules or calibration file: say so, exit 2
         raise typer.BadParameter(str(exc)) from None
-    assert runtime.pipeline is not None
+    assert runtime.pipeline is not None and config.queue_url is not None  # Config requires it with "queue"
     if metrics_port is not None:
         runtime.start_metrics(port=metrics_port)
     consumer_worker = StreamWorker(
