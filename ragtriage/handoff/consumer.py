@@ -197,10 +197,27 @@ class BoundedConsumer(Generic[Item]):
         self._stopping = True
         self.wake()
 
-    def cancel(self) -> None:
-        """Give up on what is queued and cancel what is in flight (on the loop; after a :meth:`drain` that
-        timed out)."""
-        self._queue.clear()
+    def cancel(self) -> tuple[list[Item], int]:
+        """Give up on what is queued and cancel what is in flight (after a flush that timed out); from any
+        thread. Returns the items given up and how many were in flight."""
+        with self._idle:
+            given_up = list(self._queue)
+            self._queue.clear()
+            running = self._in_flight
+        loop = self._loop
+        if loop is not None and running:
+            try:
+                on_loop = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                on_loop = False
+            if on_loop:
+                self._cancel_tasks()
+            else:
+                with contextlib.suppress(RuntimeError):  # the loop is already closed
+                    loop.call_soon_threadsafe(self._cancel_tasks)
+        return given_up, running
+
+    def _cancel_tasks(self) -> None:
         for task in self._tasks:
             task.cancel()
 
