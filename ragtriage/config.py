@@ -49,8 +49,13 @@ class Config:
     max_spans_per_trace: int = field(default=256, metadata=_env("RAGTRIAGE_MAX_SPANS_PER_TRACE"))
     trace_ttl_s: float = field(default=300.0, metadata=_env("RAGTRIAGE_TRACE_TTL_S"))
     max_concurrency: int = field(default=8, metadata=_env("RAGTRIAGE_MAX_CONCURRENCY"))
-    calibration_file: str | None = field(default=None, metadata=_env("RAGTRIAGE_CALIBRATION_FILE"))
-    alert_rules_file: str | None = field(default=None, metadata=_env("RAGTRIAGE_ALERT_RULES_FILE"))
+    #: Read (and checked) when the configuration is made, so a broken file is found at start-up.
+    calibration_file: str | None = field(
+        default=None, metadata=_env("RAGTRIAGE_CALIBRATION_FILE", file=True, unset="the uncalibrated thresholds")
+    )
+    alert_rules_file: str | None = field(
+        default=None, metadata=_env("RAGTRIAGE_ALERT_RULES_FILE", file=True, unset="the built-in alert rules")
+    )
     #: Where samples are evaluated: a background thread, a child process, or ``ragtriage worker``s behind a queue.
     evaluate_in: str = field(
         default="thread", metadata=_env("RAGTRIAGE_EVALUATE_IN", choices=("thread", "process", "queue"))
@@ -118,8 +123,8 @@ class Config:
                 problem = str(exc)
             if problem:
                 shown = "<secret>" if f.metadata.get("secret") else repr(raw)
-                default = f.default if f.default is not MISSING else None
-                logger.warning("ragtriage: ignoring %s=%s (%s); using %r", f.metadata["env"], shown, problem, default)
+                default = f.metadata.get("unset") or repr(f.default if f.default is not MISSING else None)
+                logger.warning("ragtriage: ignoring %s=%s (%s); using %s", f.metadata["env"], shown, problem, default)
                 continue
             values[name] = value
         if contradiction := _contradiction(values.get("evaluate_in", "thread"), values.get("queue_url")):
@@ -220,4 +225,23 @@ def _problem(name: str, value: Any, type_: Any, meta: Any) -> str | None:
     urls = value if isinstance(value, tuple) else (value,)
     if (name.endswith("_url") or name == "endpoint") and not all(str(url).startswith(schemes) for url in urls):
         return f"must be a URL, got {shown}"
+    if meta.get("file"):
+        return _file_problem(name, value)
+    return None
+
+
+def _file_problem(name: str, path: str) -> str | None:
+    """What is wrong with the file a setting names, read in full now rather than at the first evaluation."""
+    # Imported here: the loaders import the evaluator and the alerts, which import this module.
+    from ragtriage.alerts.config import load_rules
+    from ragtriage.evaluator.calibration import load_calibration
+    from ragtriage.evaluator.cost import CostTracker
+
+    try:
+        if name == "alert_rules_file":
+            load_rules(path, cost_tracker=CostTracker(), drop_counters=lambda: (0, 0))
+        else:
+            load_calibration(path)
+    except ValueError as exc:
+        return f"is not usable: {exc}"
     return None
