@@ -113,20 +113,13 @@ class Config:
             if overrides.get(name) is not None:
                 values[name] = overrides[name]
                 continue
-            raw = os.environ.get(f.metadata["env"])
-            if raw is None or raw == "":
-                continue
-            try:
-                value = _parse(raw, f.type)
-                problem = _problem(name, value, f.type, f.metadata)
-            except ValueError as exc:
-                problem = str(exc)
+            value, problem = _from_env(f)
             if problem:
-                shown = "<secret>" if f.metadata.get("secret") else repr(raw)
+                shown = "<secret>" if f.metadata.get("secret") else repr(os.environ[f.metadata["env"]])
                 default = f.metadata.get("unset") or repr(f.default if f.default is not MISSING else None)
                 logger.warning("ragtriage: ignoring %s=%s (%s); using %s", f.metadata["env"], shown, problem, default)
-                continue
-            values[name] = value
+            elif value is not MISSING:
+                values[name] = value
         if contradiction := _contradiction(values.get("evaluate_in", "thread"), values.get("queue_url")):
             explicit = {n: overrides[n] for n in ("evaluate_in", "queue_url") if overrides.get(n) is not None}
             if problem := _contradiction(explicit.get("evaluate_in", "thread"), explicit.get("queue_url")):
@@ -137,6 +130,17 @@ class Config:
                 values.pop(name, None)
             values.update(explicit)
         return cls(**values)
+
+    @classmethod
+    def env_problems(cls) -> dict[str, str]:
+        """What :meth:`from_env` ignores: ``{field name: "VARIABLE: why"}`` for each bad variable set (e.g. for
+        ``ragtriage alerts test`` to fail on a sink the environment names but cannot have)."""
+        problems = {}
+        for f in fields(cls):
+            _, problem = _from_env(f)
+            if problem:
+                problems[f.name] = f"{f.metadata['env']}: {problem}"
+        return problems
 
     @classmethod
     def in_env(cls, name: str) -> bool:
@@ -168,6 +172,18 @@ def _shown(value: Any, meta: Any) -> str:
     if isinstance(value, tuple):
         return repr(tuple(redact(v) if isinstance(v, str) and "://" in v else v for v in value))
     return repr(redact(value) if isinstance(value, str) and "://" in value else value)
+
+
+def _from_env(f: Any) -> tuple[Any, str | None]:
+    """A field's value from its environment variable (``MISSING`` when unset), or what is wrong with it."""
+    raw = os.environ.get(f.metadata["env"])
+    if raw is None or raw == "":
+        return MISSING, None
+    try:
+        value = _parse(raw, f.type)
+        return value, _problem(f.name, value, f.type, f.metadata)
+    except ValueError as exc:
+        return MISSING, str(exc)
 
 
 def _contradiction(evaluate_in: str, queue_url: str | None) -> str | None:

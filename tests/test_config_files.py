@@ -197,3 +197,19 @@ def test_a_dropped_rule_is_checked_where_it_is_skipped(tmp_path: Path) -> None:
     path.write_text('[[rule]]\ntype = "dropped"\nname = "drops"\nlimit = 0.1\n')
     [rule] = load_rules(path, drop_counters=lambda: (0, 0))
     assert (rule.name, rule.limit) == ("drops", 0.1)  # type: ignore[attr-defined]
+
+
+def test_an_alert_sink_the_environment_cannot_have_is_left_out_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("SMTP_TO", "SMTP_FROM", "SLACK_WEBHOOK_URL", "ALERT_WEBHOOK_URL", "PAGERDUTY_ROUTING_KEY"):
+        monkeypatch.delenv(f"RAGTRIAGE_{name}", raising=False)
+    monkeypatch.setenv("RAGTRIAGE_SMTP_HOST", "127.0.0.1")  # no sender, no recipients: no email sink can be made
+    provider = TracerProvider()
+    with caplog.at_level(logging.WARNING, logger="ragtriage"):
+        ragtriage.instrument(tracer_provider=provider, sample_rate=1.0, write_back=False, auto_instrument=False)
+    assert "the email alert sink is off" in caplog.text and "RAGTRIAGE_SMTP_*" in caplog.text
+    runtime = installed_runtime()
+    assert runtime is not None and runtime.alerts is not None
+    assert [sink.name for sink in runtime.alerts.sinks] == ["log"]
+    evaluate_one(provider)
