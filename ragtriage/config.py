@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
@@ -246,18 +247,24 @@ def _problem(name: str, value: Any, type_: Any, meta: Any) -> str | None:
     return None
 
 
+def register_file_check(name: str, check: Callable[[str], object]) -> None:
+    """Have ``check(path)`` (raising ``ValueError``) read the file that field ``name`` names, whenever a ``Config``
+    is made. The packages that own the formats register their readers (``ragtriage.alerts``, the evaluator's
+    calibration), so this bottom module imports neither."""
+    _FILE_CHECKS[name] = check
+
+
+_FILE_CHECKS: dict[str, Callable[[str], object]] = {}
+
+
 def _file_problem(name: str, path: str) -> str | None:
     """What is wrong with the file a setting names, read in full now rather than at the first evaluation."""
-    # Imported here: the loaders import the evaluator and the alerts, which import this module.
-    from ragtriage.alerts.config import load_rules
-    from ragtriage.evaluator.calibration import load_calibration
-    from ragtriage.evaluator.cost import CostTracker
-
+    if not os.path.isfile(path):
+        return f"is not usable: {path}: no such file"
+    check = _FILE_CHECKS.get(name)
     try:
-        if name == "alert_rules_file":
-            load_rules(path, cost_tracker=CostTracker(), drop_counters=lambda: (0, 0))
-        else:
-            load_calibration(path)
+        if check is not None:
+            check(path)
     except ValueError as exc:
         return f"is not usable: {exc}"
     return None

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,6 +113,29 @@ def test_a_broken_file_in_the_environment_never_stops_an_evaluator_process(
     assert (processor.stats["child_starts"], processor.stats["child_ok"]) == (1, 1)
 
 
+def test_the_files_are_read_in_full_when_only_the_configuration_is_imported(tmp_path: Path) -> None:
+    files = broken_files(tmp_path)
+    script = (
+        "import sys\n"
+        "from ragtriage.config import Config\n"
+        "for name, path in (('alert_rules_file', sys.argv[1]), ('calibration_file', sys.argv[2])):\n"
+        "    try:\n"
+        "        Config(**{name: path})\n"
+        "    except ValueError as exc:\n"
+        "        print(exc)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(files["bad threshold"]), str(files["no recommendation"])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    rules, calibration = run.stdout.splitlines()
+    assert rules.startswith("alert_rules_file is not usable") and "threshold must be a number" in rules
+    assert calibration.startswith("calibration_file is not usable") and "not a ragtriage calibration" in calibration
+
+
 def test_good_files_in_the_environment_are_applied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "rules.toml").write_text(GOOD_RULES)
     (tmp_path / "calibration.json").write_text(json.dumps(CALIBRATION))
@@ -127,14 +152,14 @@ def test_good_files_in_the_environment_are_applied(tmp_path: Path, monkeypatch: 
 @pytest.mark.parametrize(
     ("argument", "case", "message"),
     [
-        ("alert_rules_file", "missing", r"alert_rules_file is not usable: .*nowhere.toml: cannot be read"),
+        ("alert_rules_file", "missing", r"alert_rules_file is not usable: .*nowhere.toml: no such file"),
         ("alert_rules_file", "not toml", r"alert_rules_file is not usable: .*garbage.toml: not valid TOML"),
         (
             "alert_rules_file",
             "bad threshold",
             r"alert_rules_file .*rules.toml: rule\[0\] \(metric\): .*threshold must be a number >= 0, got 'high'",
         ),
-        ("calibration_file", "missing", r"calibration_file is not usable: .*nowhere.toml: not a ragtriage"),
+        ("calibration_file", "missing", r"calibration_file is not usable: .*nowhere.toml: no such file"),
         ("calibration_file", "not json", r"calibration_file is not usable: .*garbage.json: not a ragtriage"),
         ("calibration_file", "no recommendation", r"calibration_file is not usable: .*calibration.json"),
     ],

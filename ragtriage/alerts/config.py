@@ -31,6 +31,7 @@ from ragtriage.alerts.rules import (
     dropped_samples_rule,
     share_rule,
 )
+from ragtriage.config import register_file_check
 from ragtriage.evaluator.cost import CostTracker
 from ragtriage.evaluator.results import RAGEvaluationThresholds
 
@@ -188,3 +189,11 @@ def _only(spec: dict[str, Any], allowed: set[str], where: str) -> None:
         raise RulesFileError(
             f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}"
         )
+
+
+def _check_rules_file(path: str) -> None:
+    """Every rule the file makes, with stand-ins for what the running evaluator will give them."""
+    load_rules(path, cost_tracker=CostTracker(), drop_counters=_nothing_dropped)
+
+
+register_file_check("alert_rules_file", _check_rules_file)
