@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import logging
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,17 @@ FOREIGN = (
 def no_foreign_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in FOREIGN:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def logging_restored() -> Iterator[None]:
+    """``worker`` configures logging as a process of its own would (a root handler, quieter HTTP loggers): undo it."""
+    loggers = [logging.getLogger(name) for name in ("", "httpx", "httpx2", "httpcore", "openai")]
+    saved = [(logger, logger.handlers[:], logger.level) for logger in loggers]
+    yield
+    for logger, handlers, level in saved:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
 
 
 def run(*args: str) -> tuple[int, str]:
