@@ -256,9 +256,11 @@ def test_the_collector_and_its_metrics_listen_on_loopback_unless_told_and_warn_w
         assert listening_addresses(metrics_port) == {"127.0.0.1"}
         assert "(no TLS, no authentication)" in running.output() and "WARNING" not in running.output()
         assert "forwarding nowhere" in running.output()
-    with collect(tmp_path, env, "--forward", "", "--host", "0.0.0.0") as running:
+    opened = env | {"RAGTRIAGE_METRICS_HOST": "0.0.0.0"}
+    args = ("--forward", "", "--host", "0.0.0.0", "--metrics-port", str(metrics_port))
+    with collect(tmp_path, opened, *args) as running:
         port = int(running.http.rsplit(":", 1)[1])
-        assert listening_addresses(port) == {"0.0.0.0"}
+        assert listening_addresses(port) == listening_addresses(metrics_port) == {"0.0.0.0"}
         assert "listening on 0.0.0.0 without authentication" in running.output()
     metrics = serve_metrics(0)
     try:

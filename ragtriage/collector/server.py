@@ -37,7 +37,6 @@ def build_collector(
     auth = TokenAuth(config.collector_tokens or ())
     if forward_with_own_key and not config.phoenix_api_key:
         raise ValueError("forward_with_own_key (--forward-with-own-key) needs PHOENIX_API_KEY, the key to forward with")
-    runtime = build(config, "collector")
     target = config.endpoint if forward is None else forward
     forwarder = None
     if target:
@@ -47,6 +46,7 @@ def build_collector(
             receiver_auth=auth.enabled,
             own_key=config.phoenix_api_key if forward_with_own_key else None,
         )
+    runtime = build(config, "collector")  # after every argument was checked: nothing of it is left open
     assembler = TraceAssembler(
         sample_rate=config.sample_rate,
         quiet_s=config.collector_quiet_s,
