@@ -104,10 +104,11 @@ def trace_id(spans: list[ReadableSpan]) -> str:
 
 
 def phoenix_trace_ids(phoenix: PhoenixServer, project: str) -> set[str]:
+    """The traces whose app spans (not only the collector's EVALUATOR span) reached Phoenix."""
     response = httpx.get(f"{phoenix.url}/v1/projects/{project}/spans", params={"limit": 1000})
     if response.status_code == 404:  # no span of the project arrived yet
         return set()
-    return {span["context"]["trace_id"] for span in response.json()["data"]}
+    return {span["context"]["trace_id"] for span in response.json()["data"] if span["name"] == "retrieve"}
 
 
 def judged_questions(judge: JudgeServer) -> list[str]:
