@@ -304,6 +304,14 @@ def test_a_request_is_forwarded_with_its_own_credentials_never_the_collectors() 
         assert forwarded(secured, headers, own_key=True) == (401, [])
     with pytest.raises(ValueError, match="needs receiver authentication"):
         build_collector(open_, forward="http://127.0.0.1:9/", forward_with_own_key=True)
+    refused = subprocess.run(
+        [sys.executable, "-m", "ragtriage.cli", "collect", "--port", "0", "--forward-with-own-key"],
+        env={k: v for k, v in os.environ.items() if not k.startswith("RAGTRIAGE_")} | {"PHOENIX_API_KEY": own},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    said = " ".join(refused.stderr.replace("│", " ").split())  # typer's error box wraps the message
+    assert refused.returncode == 2 and "needs receiver authentication" in said
+    assert own not in refused.stderr + refused.stdout
 
 
 def test_tokens_and_the_cap_per_sender(tmp_path: Path) -> None:
