@@ -64,7 +64,7 @@ def help_text(docstring: str) -> str:
             paragraphs.append("\b\n" + paragraph)
             continue
         paragraph = _ROLE.sub(lambda m: m[2].rsplit(".", 1)[-1] if m[1] else m[2], paragraph.rstrip())
-        paragraph = _LITERAL.sub(r"\1", paragraph)
+        paragraph = _LITERAL.sub(r"\1", paragraph).replace("\\ ", "")  # reST's escaped space: ``x``\ s
         in_literal = paragraph.endswith("::")
         paragraphs.append(paragraph[:-1] if in_literal else paragraph)
     return "\n\n".join(paragraphs)

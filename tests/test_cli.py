@@ -88,7 +88,7 @@ def test_help_shows_brackets_as_written() -> None:
 def test_every_help_reads_as_plain_text(path: list[str]) -> None:
     code, output = run(*path, "--help")
     assert code == 0, output
-    for markup in ("``", "::", ":func:", ":class:", ":meth:"):
+    for markup in ("``", "::", ":func:", ":class:", ":meth:", "\\ "):
         assert markup not in output, f"{markup!r} in the help of {' '.join(path)}"
 
 
@@ -107,7 +107,7 @@ def test_examples_keep_their_lines() -> None:
 
 
 def test_help_text_turns_rest_into_plain_text() -> None:
-    doc = """Run :func:`~ragtriage.instrument` with ``--flag``.
+    doc = """Run :func:`~ragtriage.instrument` with ``--flag``, in ``worker``\\ s.
 
     More about :class:`ragtriage.Config`,
     wrapped.
@@ -118,7 +118,8 @@ def test_help_text_turns_rest_into_plain_text() -> None:
         $ two
     """
     assert help_text(doc) == (
-        "Run instrument with --flag.\n\nMore about ragtriage.Config,\nwrapped.\n\nExample:\n\n\b\n    $ one\n    $ two"
+        "Run instrument with --flag, in workers.\n\nMore about ragtriage.Config,\nwrapped.\n\n"
+        "Example:\n\n\b\n    $ one\n    $ two"
     )
 
 
