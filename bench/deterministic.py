@@ -67,7 +67,7 @@ class NullChecker(DeterministicChecker):
     """Decides nothing and costs nothing: ``evaluate()`` through it is the evaluator's own floor."""
 
     def check(self, question: str, answer: str, contexts: Sequence[str]) -> DeterministicReport:
-        return DeterministicReport((), (), GroundingReport(1, (), (), ()))
+        return DeterministicReport((), GroundingReport(1, (), (), ()))
 
 
 def breakdown(samples: list[Sample]) -> list[tuple[str, float]]:

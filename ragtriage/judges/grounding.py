@@ -51,6 +51,16 @@ _JOINERS = frozenset(("and", "a", "an"))
 _DIGITS_BEFORE = re.compile(r"(\d+(?:[.,]\d+)*)\s*-?\s*$")
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
 _ASCII_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
+_RANGE_START = re.compile(r"(\d{3,4})\s*[-/]\s*$")
+_RANGE_NEXT = re.compile(r"\s*[-/]\s*(\d{1,3})(?!\d)")
+_UPPER_BOUND = re.compile(
+    r"\b(?:nearly|almost|about|around|approximately|roughly|some|close\s+to|up\s+to|under|less\s+than|below)"
+    r"\W*(?:[$£€¥]\s*)?$"
+)
+_RELATIVE_TIME = re.compile(
+    r"\b(?:(?:next|last|this|previous|coming|following)\s+(?:year|season|summer|winter|spring|autumn)"
+    r"|(?:a|one|two|three|\d+)\s+years?\s+(?:ago|later|earlier|from\s+now))\b"
+)
 _UNIT_GAP = re.compile(r"[\s°]*(?:degrees?\s+)?")
 _PUNCTUATION = "".join(c for c in map(chr, range(33, 127)) if not c.isalnum()) + "“”‘’«»"
 _ROMAN = re.compile(r"^(?=[IVXLC]{2,}$)(C{0,3})(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})$")
@@ -226,8 +236,8 @@ class GroundingReport:
 
     ``unsupported_*`` are found nowhere; ``hard_numbers`` are the unsupported numbers that are not small
     integers; ``derived`` and ``variants`` explain terms that are not stated but could be (a converted
-    value, another spelling): signals, never proof; ``conflicts`` are certain (a context date with one part
-    changed, a context count with another number).
+    value, another spelling): signals, never proof; ``date_conflicts`` (a context date with one part changed)
+    and ``count_conflicts`` (a context count with another number) contradict a context.
     """
 
     checked: int
@@ -237,7 +247,12 @@ class GroundingReport:
     hard_numbers: tuple[str, ...] = ()
     derived: tuple[str, ...] = ()
     variants: tuple[str, ...] = ()
-    conflicts: tuple[str, ...] = ()
+    date_conflicts: tuple[str, ...] = ()
+    count_conflicts: tuple[str, ...] = ()
+
+    @property
+    def conflicts(self) -> tuple[str, ...]:
+        return self.date_conflicts + self.count_conflicts
 
     @property
     def score(self) -> float | None:
@@ -252,8 +267,9 @@ class GroundingReport:
 class _Findings:
     __slots__ = (
         "checked",
-        "conflicts",
         "consumed",
+        "count_conflicts",
+        "date_conflicts",
         "derived",
         "entities",
         "hard",
@@ -271,13 +287,15 @@ class _Findings:
         self.words: list[str] = []
         self.derived: list[str] = []
         self.variants: list[str] = []
-        self.conflicts: list[str] = []
+        self.date_conflicts: list[str] = []
+        self.count_conflicts: list[str] = []
         self.consumed: list[tuple[int, int]] = []
         self.quantities: list[Quantity] = []
 
     @property
     def certain(self) -> bool:
-        return bool(self.hard or self.entities or self.conflicts)
+        """A finding of a rule that decides ``fail`` (names are signals: every one is listed for the judge)."""
+        return bool(self.hard or self.date_conflicts or self.count_conflicts)
 
     def inside(self, start: int, end: int) -> bool:
         if not self.consumed:
@@ -313,7 +331,8 @@ def check_grounding(answer: str, contexts: EvidenceIndex, question: EvidenceInde
         tuple(found.hard),
         tuple(found.derived),
         tuple(found.variants),
-        tuple(found.conflicts),
+        tuple(found.date_conflicts),
+        tuple(found.count_conflicts),
     )
 
 
@@ -332,7 +351,7 @@ def _check_dates(answer: str, contexts: EvidenceIndex, question: EvidenceIndex, 
         if clash and len(mention.readings) == 1:
             found.checked += 1
             reading, context_date = clash[0]
-            found.conflicts.append(
+            found.date_conflicts.append(
                 f"answer gives the date {mention.raw!r} ({show(reading)}); the context has {show(context_date)}"
             )
             found.consumed.append((mention.start, mention.end))
@@ -381,6 +400,13 @@ def _check_numbers(
             if not any(e.has_number(y) for y in decade for e in (contexts, question)):
                 found.derived.append(f"answer names the decade {quantity.raw!r}s, and no context has a year in it")
             continue  # "the early 70s" for 1972: a decade is too loose to be proof either way
+        stated = contexts.values | question.values
+        how = _rounds(answer, quantity, stated) or _range_end(answer, quantity, contexts, question)
+        if how is None and _relative_year(quantity, contexts):
+            how = "a year the context gives relative to its own time ('next year', 'last season')"
+        if how is not None:
+            found.derived.append(f"answer states {quantity.raw!r}, which no context states; it could be {how}")
+            continue
         if known is None:
             known = Known(contexts.values | question.values)
         how = next((h for v in quantity.values if (h := derivation(v, known))), None)
@@ -394,7 +420,71 @@ def _check_numbers(
         counted = _counted(answer, quantity, question)
         clash = count_conflict(counted, quantity.values, contexts, _COMMON) if counted else None
         if clash:
-            found.conflicts.append(f"answer says {quantity.raw!r} ({counted}); {clash}")
+            found.count_conflicts.append(f"answer says {quantity.raw!r} ({counted}); {clash}")
+
+
+def _precision(value: float) -> float:
+    """The place value of the last significant digit: 500,000 -> 100,000; 181e6 -> 1e6; 1.5 -> 0.1."""
+    if value != int(value):
+        text = f"{value:.10g}"
+        return 10.0 ** -len(text.partition(".")[2]) if "e" not in text else 0.0
+    whole, place = int(abs(value)), 1
+    while whole and whole % 10 == 0:
+        whole //= 10
+        place *= 10
+    return float(place)
+
+
+def _rounds(answer: str, quantity: Quantity, known: set[float]) -> str | None:
+    """A context value the answer's number rounds to its own last significant digit: to the nearest, or
+    down ("over $181 million" for 181,674,817, "more than 500,000" for 572,206), or after "nearly",
+    "almost", "about" and the like, up ("nearly 40" for 38)."""
+    up = _UPPER_BOUND.search(answer, max(0, quantity.start - 24), quantity.start) is not None
+    for value in quantity.values:
+        place = _precision(value)
+        if value <= 0 or place <= 0:
+            continue
+        for k in known:
+            if k <= 0 or k == value:
+                continue
+            if abs(k - value) <= place / 2 or value <= k < value + place or (up and value - place < k < value):
+                return f"{k:,.10g} rounded"
+    return None
+
+
+def _range_end(answer: str, quantity: Quantity, contexts: EvidenceIndex, question: EvidenceIndex) -> str | None:
+    """The end of a range written short on one side and long on the other: "2016-2020" for "2016-20"."""
+    value = quantity.values[0]
+    if value != int(value):
+        return None
+    before = _RANGE_START.search(answer, max(0, quantity.start - 8), quantity.start)
+    after = _RANGE_NEXT.match(answer, quantity.end)
+    for evidence in (contexts, question):
+        if before is not None:  # the answer's end: "2016-2020", where a context writes "2016-20"
+            start, end = before.group(1), str(int(value))
+            if (
+                len(end) == len(start)
+                and end[:2] == start[:2]
+                and re.search(rf"{start}\s*[-/]\s*{end[2:]}(?!\d)", evidence.lowered)
+            ):
+                return f"the range {start}-{end[2:]} written in full"
+        if after is not None:  # the answer's start of a short range: "2016-20", where a context writes "2016-2020"
+            start, end = str(int(value)), after.group(1)
+            if len(end) < len(start) and evidence.has_number(float(start[: len(start) - len(end)] + end)):
+                return f"the range {start}-{end} written short"
+        if before is not None:  # the answer's short end: "2016-20" where a context writes "2016-2020"
+            start, end = before.group(1), str(int(value))
+            if len(end) < len(start) and evidence.has_number(float(start[: len(start) - len(end)] + end)):
+                return f"the range {start}-{end} written short"
+    return None
+
+
+def _relative_year(quantity: Quantity, contexts: EvidenceIndex) -> bool:
+    """A year, where a context dates something only relative to when it was written ("next year's event")."""
+    value = quantity.values[0]
+    if not (1900 <= value <= 2100 and value == int(value)):
+        return False
+    return _RELATIVE_TIME.search(contexts.lowered) is not None
 
 
 def _counted(answer: str, quantity: Quantity, question: EvidenceIndex) -> str | None:
