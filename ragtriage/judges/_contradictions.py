@@ -38,12 +38,16 @@ _EVENT_ASKED = {
     "died": re.compile(r"\b(?:died|dies|die|death|passed\s+away|dead)\b"),
     "born": re.compile(r"\b(?:born|birth)\b"),
     "founded": re.compile(r"\b(?:founded|established|formed|created|started|opened|launched|built)\b"),
+    "released": re.compile(r"\b(?:released|published|premiered|debuted|came\s+out|issued|aired)\b"),
 }
 _EVENT_SAID = {
     "died": re.compile(r"\b(?:died|death|passed\s+away|killed|d\.)"),
     "born": re.compile(r"\b(?:born|birth|b\.)"),
     "founded": re.compile(r"\b(?:founded|establish\w*|formed|created|started|opened|launched|built|founding)\b"),
+    "released": re.compile(r"\b(?:released|published|premiered|debuted|issued|aired|release)\b"),
 }
+#: Comparatives of age: without an event word they compare births or foundings, the first year given.
+_AGE_WORDS = frozenset("older oldest elder eldest younger youngest newer newest".split())
 _LIFE_SPAN = re.compile(
     r"\([^()]{0,40}?\b(1\d{3}|20\d{2})\b[^()]{0,20}?[-–]\s*[^()]{0,40}?\b(1\d{3}|20\d{2})\b[^()]*\)"
 )
@@ -123,6 +127,8 @@ def wrong_choice(question: str, answer: str, context: str) -> str | None:
     if _TURNS.search(rest) or any(_EARLIER_WINS[w] != rule for w in _COMPARATIVE.findall(rest)):
         return None
     event = next((e for e, asks in _EVENT_ASKED.items() if asks.search(lowered_q)), None)
+    if event is None and asked.group() not in _AGE_WORDS:
+        return None  # "which closed first": an event no rule dates; the contexts' first years may be others
     years = [_year_of(o, k, context, event) for o, k in zip(options, keys, strict=True)]
     if None in years or years[0] == years[1]:
         return None

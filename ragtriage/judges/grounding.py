@@ -61,6 +61,15 @@ _RELATIVE_TIME = re.compile(
     r"\b(?:(?:next|last|this|previous|coming|following)\s+(?:year|season|summer|winter|spring|autumn)"
     r"|(?:a|one|two|three|\d+)\s+years?\s+(?:ago|later|earlier|from\s+now))\b"
 )
+_LIST_MARKER = re.compile(r"\s*(?:[-*•]|\d{1,2}[.)]|[a-z][.)])")
+_VOWEL = re.compile(r"[aeiouyAEIOUY]")
+#: Abbreviations with a vowel that end in a full stop mid-sentence ("Gen. Grant"); "Dr", "Mr", "St" have none.
+_ABBREVIATIONS = frozenset(
+    """gen col capt cap lieut maj adm sen rep gov pres prof rev hon sgt cpl supt insp det est approx
+    jan feb mar apr aug sep sept oct nov dec mon tue tues wed thu thurs fri sat sun
+    no nos vol vols fig figs op ed eds inc co corp ave blvd univ dept assn bros ca cf al etc vs mme mlle""".split()
+)
+_ACRONYM_LINKS = frozenset(("of", "the", "and", "for", "a", "an", "in", "on", "at", "to", "s"))
 _UNIT_GAP = re.compile(r"[\s°]*(?:degrees?\s+)?")
 _PUNCTUATION = "".join(c for c in map(chr, range(33, 127)) if not c.isalnum()) + "“”‘’«»"
 _ROMAN = re.compile(r"^(?=[IVXLC]{2,}$)(C{0,3})(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})$")
@@ -170,16 +179,33 @@ class EvidenceIndex:
         return self._lazy["names"]
 
     @property
-    def names_by_prefix(self) -> dict[str, list[str]]:
-        """Capitalised words by their first four letters, and under "demonyms" those that are demonyms."""
+    def words_by_prefix(self) -> dict[str, list[str]]:
+        """Words of four letters or more, in any case, by their first four letters, and under "demonyms" those
+        that are demonyms: lower-case, tokenised corpora write names lower-case too ("a west australian beach")."""
         if "by_prefix" not in self._lazy:
             by_prefix: dict[str, list[str]] = {}
-            for name in self.names:
-                by_prefix.setdefault(name[:4], []).append(name)
-                if name in DEMONYMS:
-                    by_prefix.setdefault("demonyms", []).append(name)
+            for word in set(self.padded.split()):
+                if len(word) >= 4 and not word[0].isdigit():
+                    by_prefix.setdefault(word[:4], []).append(word)
+                    if word in DEMONYMS:
+                        by_prefix.setdefault("demonyms", []).append(word)
             self._lazy["by_prefix"] = by_prefix
         return self._lazy["by_prefix"]
+
+    @property
+    def word_initials(self) -> set[str]:
+        """Initials of every run of two to five words, in any case, linking words left out ("prime minister"
+        -> "pm", "chief executive officer" -> "ceo"): acronyms of ordinary phrases."""
+        if "word_initials" not in self._lazy:
+            words = [w for w in self.padded.split() if w not in _ACRONYM_LINKS and not w[0].isdigit()]
+            found: set[str] = set()
+            for i in range(len(words)):
+                letters = words[i][0]
+                for word in words[i + 1 : i + 5]:
+                    letters += word[0]
+                    found.add(letters)
+            self._lazy["word_initials"] = found
+        return self._lazy["word_initials"]
 
     @property
     def short_words(self) -> dict[str, list[str]]:
@@ -567,8 +593,12 @@ def _check_words(
         if _sentence_start(answer, match.start()):
             if bare is None:
                 bare = all(m.group()[0].isupper() or m.group().lower() in _COMMON for m in matches)
-            if not _starts_a_name(word, index, matches, bare) and not _unknown_word(word, lowered, contexts, question):
-                _check_rare(word, lowered, contexts, question, found)
+            if not _starts_a_name(word, index, matches, bare):
+                if _unknown_word(word, lowered, contexts, question):  # "Despite", or "Chicago": only a judge can say
+                    found.checked += 1
+                    found.words.append(word)
+                else:
+                    _check_rare(word, lowered, contexts, question, found)
                 continue
         if found.certain and not (contexts.has(lowered) or question.has(lowered)):
             continue  # already proven wrong: other spellings would only add work, not a verdict
@@ -581,19 +611,25 @@ def _check_words(
 
 
 def _sentence_start(text: str, at: int) -> bool:
-    """Nothing but quotes and brackets before, or a sentence end that is not an abbreviation's ("Gen. Grant")."""
+    """Nothing but quotes and brackets before, a bullet or a number opening a line ("- Full name", "2) Born"),
+    or a sentence end that is not an abbreviation's ("Gen. Grant", "J. Smith"; but "Rage. Additionally")."""
     i = at - 1
     while i >= 0 and text[i] in " \t\"'([":
         i -= 1
     if i < 0 or text[i] in "!?:;\n":
         return True
+    if text[i] in "-*•)":  # a bullet, or "1)", "a)": a list item when only a marker opens its line
+        marker = text.rfind("\n", 0, i) + 1
+        return _LIST_MARKER.fullmatch(text, marker, i + 1) is not None
     if text[i] != ".":
         return False
     j = i
     while j > 0 and text[j - 1].isalpha():
         j -= 1
     before = text[j:i]
-    return not (before[:1].isupper() and len(before) <= 4)
+    if j > 0 and text[j - 1].isdigit():
+        return True  # "the mid-1990s. Notably": a number's ending, not an initial
+    return not (len(before) == 1 or before.lower() in _ABBREVIATIONS or (before and not _VOWEL.search(before)))
 
 
 def _check_rare(word: str, lowered: str, contexts: EvidenceIndex, question: EvidenceIndex, found: _Findings) -> None:
@@ -629,9 +665,9 @@ def _starts_a_name(word: str, index: int, matches: list[re.Match[str]], bare: bo
 
 
 def _unknown_word(word: str, lowered: str, contexts: EvidenceIndex, question: EvidenceIndex) -> bool:
-    """A first word that no text has in any form (not even its stem) and that has no everyday ending is
-    treated as a name ("Chicago hosted it"): an everyday word the contexts lack still shares their stems
-    too rarely to be a safe guess, so short words and common endings stay signals."""
+    """A first word that no text has in any form (not even its stem) and that has no everyday ending: a name
+    ("Chicago hosted it") as often as an everyday word ("Despite", "Meanwhile"), so it is listed among the
+    unsupported words, never the names."""
     if len(lowered) < 4 or lowered.endswith(_WORD_ENDINGS) or word.isupper():
         return False
     stem = lowered[: max(4, min(5, len(lowered) - 1))]
