@@ -25,6 +25,9 @@ COMMON_ACRONYMS = {
     "ceo": ("chief executive",), "pm": ("prime minister",), "mp": ("member of parliament", "parliament"),
     "gp": ("grand prix", "general practitioner", "doctor"), "dj": ("disc jockey",), "hq": ("headquarters",),
 }  # fmt: skip
+_DEMONYMS_OF: dict[str, list[str]] = {}
+for _demonym, _country in DEMONYMS.items():
+    _DEMONYMS_OF.setdefault(_country, []).append(_demonym)
 _RUN_LINKS = frozenset("of the and for de du la le von van der den y et da di".split())
 
 
@@ -46,11 +49,11 @@ def name_support(
             return ""
         if _abbreviation(lowered, answer, match, evidence):
             return ""
-        related = evidence.words_by_prefix.get(lowered[:4], ())
+        related = evidence.words_with_prefix(lowered[:4]) if len(lowered) >= 4 else ()
         demonym = DEMONYMS.get(lowered)
         if any(variant_kind(lowered, name) for name in related) or (demonym and evidence.has(demonym)):
             return ""
-        if any(DEMONYMS.get(name) == lowered for name in evidence.words_by_prefix.get("demonyms", ())):
+        if any(evidence.has(name) for name in _DEMONYMS_OF.get(lowered, ())):
             return ""
     for evidence in (contexts, question):
         spelled = evidence.skeletons.get(skeleton(lowered))

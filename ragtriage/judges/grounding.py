@@ -16,6 +16,7 @@ dates, capitalised words) are built only when an answer term is not found.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from ragtriage.judges._contradictions import count_conflict
 from ragtriage.judges._dates import MONTHS, Ymd, agrees, conflict, find_dates, show
 from ragtriage.judges._names import initials, name_support
 from ragtriage.judges._normalize import COMMON_WORDS as _COMMON
-from ragtriage.judges._normalize import DEMONYMS, fold, phrase_text, skeleton
+from ragtriage.judges._normalize import fold, phrase_text, skeleton
 from ragtriage.judges._numbers import (
     NUMBER_WORDS,
     SCALE_WORDS,
@@ -57,10 +58,9 @@ _UPPER_BOUND = re.compile(
     r"\b(?:nearly|almost|about|around|approximately|roughly|some|close\s+to|up\s+to|under|less\s+than|below)"
     r"\W*(?:[$£€¥]\s*)?$"
 )
-_RELATIVE_TIME = re.compile(
-    r"\b(?:(?:next|last|this|previous|coming|following)\s+(?:year|season|summer|winter|spring|autumn)"
-    r"|(?:a|one|two|three|\d+)\s+years?\s+(?:ago|later|earlier|from\s+now))\b"
-)
+_RELATIVE_UNITS = ("year", "season", "summer", "winter", "spring", "autumn")
+_RELATIVE_BEFORE = re.compile(r"\b(?:next|last|this|previous|coming|following)\s+$")
+_RELATIVE_AFTER = re.compile(r"s?\s+(?:ago|later|earlier|from\s+now)\b")
 _LIST_MARKER = re.compile(r"\s*(?:[-*•]|\d{1,2}[.)]|[a-z][.)])")
 _VOWEL = re.compile(r"[aeiouyAEIOUY]")
 #: Abbreviations with a vowel that end in a full stop mid-sentence ("Gen. Grant"); "Dr", "Mr", "St" have none.
@@ -179,18 +179,32 @@ class EvidenceIndex:
         return self._lazy["names"]
 
     @property
-    def words_by_prefix(self) -> dict[str, list[str]]:
-        """Words of four letters or more, in any case, by their first four letters, and under "demonyms" those
-        that are demonyms: lower-case, tokenised corpora write names lower-case too ("a west australian beach")."""
-        if "by_prefix" not in self._lazy:
-            by_prefix: dict[str, list[str]] = {}
-            for word in set(self.padded.split()):
-                if len(word) >= 4 and not word[0].isdigit():
-                    by_prefix.setdefault(word[:4], []).append(word)
-                    if word in DEMONYMS:
-                        by_prefix.setdefault("demonyms", []).append(word)
-            self._lazy["by_prefix"] = by_prefix
-        return self._lazy["by_prefix"]
+    def relative_time(self) -> bool:
+        """The texts date something relative to when they were written ("next year's games", "two years ago"),
+        so a year they do not write may still be theirs."""
+        if "relative" not in self._lazy:
+            lowered, relative = self.lowered, False
+            for unit in _RELATIVE_UNITS:
+                at = lowered.find(unit)
+                while at >= 0 and not relative:
+                    relative = bool(
+                        _RELATIVE_BEFORE.search(lowered, max(0, at - 12), at)
+                        or _RELATIVE_AFTER.match(lowered, at + len(unit))
+                    )
+                    at = lowered.find(unit, at + 1)
+            self._lazy["relative"] = relative
+        return self._lazy["relative"]
+
+    def words_with_prefix(self, prefix: str) -> list[str]:
+        """Words that start with ``prefix``, in any case: lower-case, tokenised corpora write names lower-case
+        too ("a west australian beach"). A few substring searches; only a name not found by itself asks."""
+        padded, words = self.padded, []
+        at = padded.find(" " + prefix)
+        while at >= 0:
+            end = padded.find(" ", at + 1)
+            words.append(padded[at + 1 : end])
+            at = padded.find(" " + prefix, end)
+        return words
 
     @property
     def word_initials(self) -> set[str]:
@@ -320,8 +334,9 @@ class _Findings:
 
     @property
     def certain(self) -> bool:
-        """A finding of a rule that decides ``fail`` (names are signals: every one is listed for the judge)."""
-        return bool(self.hard or self.date_conflicts or self.count_conflicts)
+        """Enough is found to stop reading slower spellings: a fail, or a name for the judge to check (the
+        judge reads the whole answer; one named term sends it up as surely as five)."""
+        return bool(self.hard or self.entities or self.date_conflicts or self.count_conflicts)
 
     def inside(self, start: int, end: int) -> bool:
         if not self.consumed:
@@ -426,16 +441,15 @@ def _check_numbers(
             if not any(e.has_number(y) for y in decade for e in (contexts, question)):
                 found.derived.append(f"answer names the decade {quantity.raw!r}s, and no context has a year in it")
             continue  # "the early 70s" for 1972: a decade is too loose to be proof either way
-        stated = contexts.values | question.values
-        how = _rounds(answer, quantity, stated) or _range_end(answer, quantity, contexts, question)
-        if how is None and _relative_year(quantity, contexts):
-            how = "a year the context gives relative to its own time ('next year', 'last season')"
-        if how is not None:
-            found.derived.append(f"answer states {quantity.raw!r}, which no context states; it could be {how}")
-            continue
         if known is None:
             known = Known(contexts.values | question.values)
-        how = next((h for v in quantity.values if (h := derivation(v, known))), None)
+        how = (
+            _rounds(answer, quantity, known)
+            or _range_end(answer, quantity, contexts, question)
+            or next((h for v in quantity.values if (h := derivation(v, known))), None)
+        )
+        if how is None and _is_year(quantity) and contexts.relative_time:
+            how = "a year the context gives relative to its own time ('next year', 'last season')"
         if how is not None:
             found.derived.append(f"answer states {quantity.raw!r}, which no context states; it could be {how}")
             continue
@@ -461,18 +475,21 @@ def _precision(value: float) -> float:
     return float(place)
 
 
-def _rounds(answer: str, quantity: Quantity, known: set[float]) -> str | None:
+def _rounds(answer: str, quantity: Quantity, known: Known) -> str | None:
     """A context value the answer's number rounds to its own last significant digit: to the nearest, or
     down ("over $181 million" for 181,674,817, "more than 500,000" for 572,206), or after "nearly",
     "almost", "about" and the like, up ("nearly 40" for 38)."""
-    up = _UPPER_BOUND.search(answer, max(0, quantity.start - 24), quantity.start) is not None
+    up: bool | None = None
+    ordered = known.ordered
     for value in quantity.values:
         place = _precision(value)
         if value <= 0 or place <= 0:
             continue
-        for k in known:
+        for k in ordered[bisect_right(ordered, value - place) : bisect_left(ordered, value + place)]:
             if k <= 0 or k == value:
                 continue
+            if up is None:
+                up = _UPPER_BOUND.search(answer, max(0, quantity.start - 24), quantity.start) is not None
             if abs(k - value) <= place / 2 or value <= k < value + place or (up and value - place < k < value):
                 return f"{k:,.10g} rounded"
     return None
@@ -505,12 +522,9 @@ def _range_end(answer: str, quantity: Quantity, contexts: EvidenceIndex, questio
     return None
 
 
-def _relative_year(quantity: Quantity, contexts: EvidenceIndex) -> bool:
-    """A year, where a context dates something only relative to when it was written ("next year's event")."""
+def _is_year(quantity: Quantity) -> bool:
     value = quantity.values[0]
-    if not (1900 <= value <= 2100 and value == int(value)):
-        return False
-    return _RELATIVE_TIME.search(contexts.lowered) is not None
+    return 1900 <= value <= 2100 and value == int(value)
 
 
 def _counted(answer: str, quantity: Quantity, question: EvidenceIndex) -> str | None:
