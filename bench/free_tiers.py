@@ -9,16 +9,19 @@ share of unfaithful answers failed). Sets:
 
 - ``--faithbench PATH``: FaithBench (Bao et al., NAACL 2025) JSONL, one summary a line with ``source``,
   ``summary``, ``annotations`` (``../shared/data/faithbench_dev.jsonl``; CC BY-NC-SA 4.0, not shipped).
-- ``--cliff PATH``: CLIFF's human-annotated BART/Pegasus summaries of XSum and CNN/DM (Cao & Wang, EMNLP
-  2021) as aggregated by AggreFact (Tang et al., ACL 2023): ``data/error_type_mapping/CLIFF_error_types.csv``
-  of github.com/Liyan06/AggreFact (no licence given there, so not shipped: download that file). Columns
-  ``doc``, ``summ``, ``error_type`` (``correct`` when annotators found no error), ``cut`` (val/test).
+- ``--aggrefact PATH`` (repeatable): a span-annotated set of real model summaries (BART, Pegasus and
+  older summarisers on XSum and CNN/DM) as aggregated by AggreFact (Tang et al., ACL 2023), one of
+  ``data/error_type_mapping/{CLIFF,Goyal21}_error_types.csv`` of github.com/Liyan06/AggreFact: CLIFF (Cao &
+  Wang, EMNLP 2021; 600 summaries) and Goyal21 (Goyal & Durrett, NAACL 2021; 150 lower-cased summaries).
+  No licence is given there, so they are not shipped: download the files. Columns ``doc``, ``summ``,
+  ``error_type`` (``correct`` or empty when the annotators found no error, extrinsic errors included).
 - ``--halueval PATH``: a JSONL in ragtriage's dataset format (``../shared/data/dev_halueval_qa.jsonl``),
   with its ``synth`` perturbations.
 - always: the rewording suite (tests/data/rewordings.json): faithful rewordings must never fail.
 
     python bench/free_tiers.py --faithbench ../shared/data/faithbench_dev.jsonl \\
-        --cliff CLIFF_error_types.csv --halueval ../shared/data/dev_halueval_qa.jsonl [--show 5] [--markdown]
+        --aggrefact CLIFF_error_types.csv --aggrefact Goyal21_error_types.csv \\
+        --halueval ../shared/data/dev_halueval_qa.jsonl [--show 5] [--markdown]
 """
 
 from __future__ import annotations
@@ -51,21 +54,23 @@ def faithbench(path: Path) -> list[Item]:
     return items
 
 
-def cliff(path: Path) -> list[Item]:
+def aggrefact(path: Path) -> tuple[str, list[Item]]:
+    """The set's name (its ``dataset`` column) and its items."""
     csv.field_size_limit(sys.maxsize)
     with path.open(encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
-    return [
+    items = [
         Item(
-            f"{r['origin']}-{r['id']}-{r['model_name']}",
+            f"{r['dataset']}-{r['origin']}-{r['id']}-{r.get('model_name', n)}",
             SUMMARY_QUESTION,
             (r["doc"],),
             r["summ"],
-            "faithful" if r["error_type"] == "correct" else "hallucinated",
+            "faithful" if r["error_type"] in ("correct", "") else "hallucinated",
             f"{r['origin']}/{r['cut']}",
         )
-        for r in rows
+        for n, r in enumerate(rows)
     ]
+    return (rows[0]["dataset"] if rows else path.stem), items
 
 
 def suite(kinds: Sequence[str] = ("faithful", "certain", "other")) -> list[Item]:
@@ -161,7 +166,7 @@ async def main(sets: dict[str, list[Item]], show: int, markdown: bool) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faithbench", type=Path, help="FaithBench JSONL (e.g. ../shared/data/faithbench_dev.jsonl)")
-    parser.add_argument("--cliff", type=Path, help="AggreFact's CLIFF_error_types.csv")
+    parser.add_argument("--aggrefact", type=Path, action="append", default=[], help="an AggreFact *_error_types.csv")
     parser.add_argument("--halueval", type=Path, help="a ragtriage-format JSONL (../shared/data/dev_halueval_qa.jsonl)")
     parser.add_argument("--show", type=int, default=0, help="print this many clean answers failed, per set")
     parser.add_argument("--markdown", action="store_true", help="print the per-rule table as Markdown")
@@ -169,8 +174,9 @@ if __name__ == "__main__":
     sets: dict[str, list[Item]] = {}
     if args.faithbench:
         sets["FaithBench"] = faithbench(args.faithbench)
-    if args.cliff:
-        sets["CLIFF"] = cliff(args.cliff)
+    for path in args.aggrefact:
+        name, items = aggrefact(path)
+        sets[name] = items
     if args.halueval:
         dev = load_dataset(args.halueval)
         sets["HaluEval"] = dev
