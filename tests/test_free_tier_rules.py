@@ -27,6 +27,13 @@ def test_only_rules_measured_on_real_answers_decide_fail() -> None:
     assert [(f.rule, f.certain) for f in report.findings] == [("unsupported_name", False)]
 
 
+def test_names_decide_fail_only_where_the_app_opts_in() -> None:
+    context, answer = ["The brewery opened in Belgium in 1907."], "The Dutch brewery opened in 1907."
+    opted_in = DeterministicChecker(unsupported_entities_to_fail=1).check(SUMMARY, answer, context)
+    assert opted_in.failures == ("answer names 'Dutch', found in no context",)
+    assert opted_in.findings[0].rule == "unsupported_name" and opted_in.findings[0].certain
+
+
 # -- names without regard to case, demonyms and adjective forms --------------------------------------------
 
 

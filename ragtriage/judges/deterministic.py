@@ -110,14 +110,20 @@ class DeterministicReport:
 
 
 class DeterministicChecker:
-    """Configurable cheap checks; one instance is reused for every sample (it holds no state)."""
+    """Configurable cheap checks; one instance is reused for every sample (it holds no state).
+
+    ``unsupported_entities_to_fail``: 0 (the default) leaves a name found in no context a signal for the
+    judge, because real LLM answers name what their passage implies ("Eddie Howe" for "Howe"); 1 makes it
+    a certain ``fail``, for apps whose answers copy their contexts' names (measure it on your own answers
+    first: ``bench/free_tiers.py`` reports the rule's precision on labelled sets).
+    """
 
     def __init__(
         self,
         *,
         min_answer_chars: int = 2,
         citation_pattern: str | re.Pattern[str] | None = None,
-        unsupported_entities_to_fail: int = 1,
+        unsupported_entities_to_fail: int = 0,
     ) -> None:
         if isinstance(min_answer_chars, bool) or not isinstance(min_answer_chars, int) or min_answer_chars < 1:
             raise ValueError(f"min_answer_chars must be an int >= 1, got {min_answer_chars!r}")
@@ -195,10 +201,8 @@ class DeterministicChecker:
         entities = grounding.unsupported_entities
         if entities:
             note = "answer names " + _quote(entities) + ", found in no context"
-            if self.unsupported_entities_to_fail and len(entities) >= self.unsupported_entities_to_fail:
-                findings.append(_finding("unsupported_name", note))
-            else:
-                findings.append(_signal("unsupported_name", note))
+            opted_in = 0 < self.unsupported_entities_to_fail <= len(entities)
+            findings.append(Finding("unsupported_name", note, opted_in))
         if grounding.unsupported_words:
             findings.append(
                 _signal("rare_word", "answer uses " + _quote(grounding.unsupported_words) + ", found in no context")
