@@ -1,13 +1,14 @@
 """The deterministic tier: checks that need no network and take microseconds.
 
-It decides only what it can prove, and only ``fail``: an empty answer, a refusal
-although the contexts cover the question, a missing or dangling citation the
-user's rule demands, a number or name that no context (nor the question) states
-in any spelling, a date that changes one part of a context's date, a context
-statement with its negation flipped, and the wrong pick of a choice question
-the contexts' dates settle. Each failure's note names the fact to check.
-Everything else (derived values, other spellings, rare words) it reports as
-signals and leaves to the LLM tiers: only a judge can say an answer is right.
+It decides only ``fail``, and only by the rules in ``CERTAIN_RULES``, each measured
+right on answers written by real LLMs and labelled by people: an empty answer, a
+refusal although the contexts cover the question, a missing or dangling citation
+the user's rule demands, a number that no context (nor the question) states in any
+spelling, a date or a count that changes a context's, a context statement with its
+negation flipped, and the wrong pick of a choice question the contexts' dates
+settle. Each finding names its rule and the fact to check. Everything else (names,
+derived values, other spellings, rare words) is a signal for the LLM tiers: real
+models write what their passage implies, and only a judge can say it is right.
 """
 
 from __future__ import annotations
