@@ -143,7 +143,9 @@ def _rule(
             metric = spec.get("metric")
             threshold = spec.get("threshold", getattr(thresholds or RAGEvaluationThresholds(), str(metric), None))
             settings.setdefault("name", f"{metric}_low")
-            return MetricRule(metric=metric, threshold=threshold, quantile=spec.get("quantile"), **settings)
+            # MetricRule checks both (a missing one is a TypeError, named in the RulesFileError below)
+            quantile = spec.get("quantile")
+            return MetricRule(metric=metric, threshold=threshold, quantile=quantile, **settings)  # type: ignore[arg-type]
         if kind in SHARE_KINDS:
             _only(spec, known | {"limit"}, where)
             return share_rule(kind, limit=spec.get("limit"), **settings)
@@ -161,11 +163,11 @@ def _rule(
             return rule
         if kind == "dropped":
             _only(spec, known | {"limit"}, where)
-            rule = dropped_samples_rule(drop_counters or _nothing_dropped, limit=spec.get("limit", 0.05), **settings)
+            dropped = dropped_samples_rule(drop_counters or _nothing_dropped, limit=spec.get("limit", 0.05), **settings)
             if drop_counters is None:
                 logger.warning("ragtriage: %s (dropped) skipped: this process evaluates but drops no samples", where)
                 return None
-            return rule
+            return dropped
     except (TypeError, ValueError) as exc:
         if isinstance(exc, RulesFileError):
             raise
