@@ -48,7 +48,7 @@ from ragtriage.evaluator.calibration import load_calibration
 from ragtriage.evaluator.cost import CostTracker
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
-from ragtriage.export.phoenix import PhoenixWriter, base_url
+from ragtriage.export.phoenix import PhoenixWriter, base_url, parse_headers
 from ragtriage.judges.llm import LLMJudge
 from ragtriage.pipeline import Pipeline, ResultWriter
 from ragtriage.sample import RAGSample
@@ -182,7 +182,12 @@ def build(
     if role == "offline" or (writer is None and not config.write_back):
         writer = None
     elif writer is None:
-        writer = PhoenixWriter(endpoint=config.endpoint, project_name=project, api_key=config.phoenix_api_key)
+        writer = PhoenixWriter(
+            endpoint=config.endpoint,
+            project_name=project,
+            api_key=config.phoenix_api_key,
+            headers=parse_headers(config.phoenix_client_headers),
+        )
     pipeline = Pipeline(evaluator, writer=writer, on_result=on_result)
     runtime = Runtime(config, role, project, pipeline, pipeline=pipeline, drops=drops)
 

@@ -79,7 +79,7 @@ def run_demo(*, keep_running: bool, use_phoenix: bool, console: Console) -> int:
         if use_phoenix:
             console.print(
                 f"\nOpen [bold]{base_url(endpoint)}[/bold], project [bold]{PROJECT}[/bold]: every trace carries "
-                "its eval annotations (faithfulness, relevance, ..., eval_tier, eval_verdict) and an EVALUATOR span."
+                "its verdict (answer), scores, tier and an EVALUATOR span."
             )
         ragtriage.uninstrument()
         provider.shutdown()

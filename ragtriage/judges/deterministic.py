@@ -63,6 +63,8 @@ class DeterministicReport:
     empty_answer: bool = False
     refusal: bool = False
     injection: bool = False
+    #: The certain failures that show the answer states what the contexts do not (unsupported, contradicted).
+    unfaithful: tuple[str, ...] = ()
 
     @property
     def decided_fail(self) -> bool:
@@ -142,6 +144,7 @@ class DeterministicChecker:
         if self.citation_pattern is not None:
             failures.extend(self._citation_failures(stripped, len(contexts)))
 
+        certain_before_grounding = len(failures)
         if grounding.hard_numbers:
             failures.append("answer states " + _quote(grounding.hard_numbers) + ", found in no context")
         elif grounding.unsupported_numbers:
@@ -162,7 +165,14 @@ class DeterministicChecker:
             )
             if contradiction:
                 failures.append(contradiction)
-        return DeterministicReport(tuple(failures), tuple(signals), grounding, refusal=refusal, injection=injection)
+        return DeterministicReport(
+            tuple(failures),
+            tuple(signals),
+            grounding,
+            refusal=refusal,
+            injection=injection,
+            unfaithful=tuple(failures[certain_before_grounding:]),
+        )
 
     def _citation_failures(self, answer: str, n_contexts: int) -> list[str]:
         assert self.citation_pattern is not None
