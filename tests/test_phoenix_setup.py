@@ -7,6 +7,7 @@ Against the session's real `phoenix serve` (a free port, not 6006), with no PHOE
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import re
 import socket
@@ -120,6 +121,29 @@ def test_explicit_settings_win_and_force_flush_keeps_to_its_timeout(phoenix: Pho
     started = time.monotonic()
     assert processor.force_flush(300) is False  # the write-back is still retrying
     assert time.monotonic() - started < 3  # 0.3 s asked; a generous bound for a loaded machine, not 30 s
+    provider.shutdown()
+
+
+def test_a_grpc_register_keeps_its_exporter_and_says_where_write_back_goes(
+    caplog: pytest.LogCaptureFixture, project: str
+) -> None:
+    provider = register(
+        endpoint="http://127.0.0.1:4317", protocol="grpc", project_name=project, api_key="k-9",
+        set_global_tracer_provider=False, verbose=False,
+    )  # fmt: skip
+    default = provider._default_processor
+    with caplog.at_level(logging.WARNING, logger="ragtriage"):
+        ragtriage.instrument(tracer_provider=provider, sample_rate=1.0, auto_instrument=False)
+    assert provider._default_processor is default
+    runtime = installed_runtime()
+    assert runtime is not None and runtime.pipeline is not None
+    writer = runtime.pipeline.writer
+    # OTLP/gRPC says nothing of Phoenix's HTTP port: the configured endpoint, and a line saying so; the key is kept
+    assert (writer.base_url, writer.project_name) == ("http://localhost:6006", project)
+    assert writer._headers == {"authorization": "Bearer k-9"}
+    assert [r.getMessage() for r in caplog.records if "not Phoenix's HTTP endpoint" in r.getMessage()], caplog.text
+    assert "k-9" not in caplog.text
+    ragtriage.uninstrument()
     provider.shutdown()
 
 
