@@ -62,6 +62,17 @@ class Config:
     collector_quiet_s: float = field(default=6.0, metadata=_env("RAGTRIAGE_COLLECTOR_QUIET_S"))
     #: ``ragtriage collect``: requests waiting to be forwarded, at most (then it answers 503, retry later).
     forward_buffer_mb: int = field(default=64, metadata=_env("RAGTRIAGE_FORWARD_BUFFER_MB"))
+    #: ``ragtriage collect``: the bearer tokens senders must present (comma-separated in the environment); unset: no
+    #: authentication, for a collector on loopback or behind a gateway that authenticates.
+    collector_tokens: tuple[str, ...] | None = field(
+        default=None, metadata=_env("RAGTRIAGE_COLLECTOR_TOKENS", secret=True)
+    )
+    #: ``ragtriage collect``: sampled traces a minute each sender (token) may have judged; the rest are forwarded only.
+    collector_traces_per_minute: int | None = field(
+        default=None, metadata=_env("RAGTRIAGE_COLLECTOR_TRACES_PER_MINUTE")
+    )
+    #: The address Prometheus ``/metrics`` listens on (``--metrics-port``, ``metrics_port=``); ``0.0.0.0`` opens it up.
+    metrics_host: str = field(default="127.0.0.1", metadata=_env("RAGTRIAGE_METRICS_HOST"))
     #: Keep (and log on ``ragtriage.explain``) why each of the last N completed traces was or was not evaluated.
     explain_traces: int | None = field(default=None, metadata=_env("RAGTRIAGE_EXPLAIN_TRACES"))
     #: The interpreter of the evaluator process (default: ``sys.executable``, which under uWSGI is not Python).

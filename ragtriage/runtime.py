@@ -115,11 +115,11 @@ class Runtime:
         meter_provider: MeterProvider | None = None,
         port: int | None = None,
     ) -> EvalMetrics:
-        """Emit ``ragtriage.eval.*`` metrics (served for Prometheus on ``port``, if given)."""
+        """Emit ``ragtriage.eval.*`` metrics (served for Prometheus on ``metrics_host:port``, if given)."""
         if processor is not None:
             self.drops.bind(processor)
         if port is not None:
-            self.metrics_server = serve_metrics(port)
+            self.metrics_server = serve_metrics(port, addr=self.config.metrics_host)
             meter_provider = self.metrics_server.meter_provider
         evaluator = self.evaluator
         if evaluator is not None:
