@@ -147,6 +147,21 @@ def test_a_grpc_register_keeps_its_exporter_and_says_where_write_back_goes(
     provider.shutdown()
 
 
+def test_the_environment_is_explicit_too(monkeypatch: pytest.MonkeyPatch, project: str) -> None:
+    """An app exporting through an OTel Collector names Phoenix in PHOENIX_COLLECTOR_ENDPOINT: that wins."""
+    monkeypatch.setenv("PHOENIX_COLLECTOR_ENDPOINT", "http://phoenix.internal:6006")
+    provider = register(
+        endpoint="http://otel-collector:4318/v1/traces", project_name=project, set_global_tracer_provider=False,
+        verbose=False,
+    )  # fmt: skip
+    ragtriage.instrument(tracer_provider=provider, sample_rate=1.0, auto_instrument=False)
+    runtime = installed_runtime()
+    assert runtime is not None and runtime.pipeline is not None
+    assert runtime.pipeline.writer.base_url == "http://phoenix.internal:6006"
+    ragtriage.uninstrument()
+    provider.shutdown()
+
+
 # -- 2. the app's latency --------------------------------------------------------------------------------------
 
 QUANTILES = "query($id:ID!){node(id:$id){... on Project{p50:latencyMsQuantile(probability:0.5) p99:latencyMsQuantile(probability:0.99) traceCount}}}"  # noqa: E501

@@ -134,8 +134,8 @@ def instrument(
             if set_global:
                 trace.set_tracer_provider(provider)
         else:
-            given = {"endpoint": endpoint, **settings}
-            config = _write_back_where_spans_go(config, provider, {k for k, v in given.items() if v is not None})
+            given = {name for name, value in {"endpoint": endpoint, **settings}.items() if value is not None}
+            config = _write_back_where_spans_go(config, provider, given | {n for n in _INHERITED if Config.in_env(n)})
         existing = [p for p in processors(provider) if isinstance(p, EvalSpanProcessor)]
         if existing:
             _installed = _Installation(provider, existing[0])
@@ -175,9 +175,14 @@ def instrument(
         return provider
 
 
+#: What write-back takes from the app's exporter unless an argument or the environment sets it.
+_INHERITED = ("endpoint", "phoenix_api_key", "phoenix_client_headers")
+
+
 def _write_back_where_spans_go(config: Config, provider: TracerProvider, given: set[str]) -> Config:
     """Write back to the Phoenix the app's provider exports to (``phoenix.otel.register()``'s endpoint, API key
-    and headers), except what was given to :func:`instrument`: the evaluation lands next to the trace it scores."""
+    and headers), except what is ``given`` (in code or the environment): the evaluation lands next to the trace it
+    scores. Never raises: what cannot be inherited is logged, and the configured value kept."""
     target = export_target(provider)
     if target is None:
         return config
@@ -196,7 +201,11 @@ def _write_back_where_spans_go(config: Config, provider: TracerProvider, given: 
         inherited["phoenix_api_key"] = target.api_key
     if "phoenix_client_headers" not in given and target.headers:
         inherited["phoenix_client_headers"] = tuple(f"{quote(k)}={quote(v)}" for k, v in target.headers.items())
-    return replace(config, **inherited) if inherited else config
+    try:
+        return replace(config, **inherited) if inherited else config
+    except ValueError as exc:  # e.g. an endpoint without a scheme; the app's own export is not ours to judge
+        logger.warning("ragtriage: not writing back where the TracerProvider exports (%s); using the settings", exc)
+        return config
 
 
 def _bearer(api_key: str | None) -> dict[str, str]:
