@@ -220,7 +220,8 @@ def test_the_apps_latency_in_phoenix_is_the_same_with_ragtriage_on_as_off(phoeni
         [graphql(phoenix, latency, id=project_id(phoenix, p), t=f"{t:032x}")["node"]["trace"]["latencyMs"] for t in ids]
         for p, ids in ((on, [t for t, _ in roots]), (off, plain))
     ]
-    assert per_trace[0] == per_trace[1] == [3 + 7 * i for i in range(len(answers))]
+    assert per_trace[0] == per_trace[1]
+    assert per_trace[0] == pytest.approx([3 + 7 * i for i in range(len(answers))], abs=0.01)
     with_ragtriage.shutdown()
     without.shutdown()
 
