@@ -90,8 +90,8 @@ def span_annotations(sample: RAGSample, result: RAGEvaluationResult) -> list[dic
     explanation = _explain(result)
     # A score the free tiers implied (an empty answer's quality, an unsupported claim's faithfulness) is explained by
     # their certain evidence, not by every note of the run.
-    certain = next((t.detail for t in result.tiers if t.tier == "deterministic" and t.detail), "")
-    score_explanation = certain[:_EXPLANATION_CHARS] if result.tier == "deterministic" and certain else explanation
+    certain = "; ".join(result.certain_evidence)[:_EXPLANATION_CHARS]
+    score_explanation = certain if result.tier == "deterministic" and certain else explanation
     metadata = {"tier": result.tier, "status": result.status, "sample_id": sample.sample_id}
     rows = []
     for name in SCORES:  # the annotation is named as the metric is everywhere
