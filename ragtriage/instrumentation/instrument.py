@@ -268,7 +268,16 @@ def uninstrument() -> None:
 
 
 def installed_processor() -> EvalSpanProcessor | None:
-    """The processor :func:`instrument` installed, for its ``stats`` and ``force_flush``."""
+    """The processor :func:`instrument` installed (``None`` before), for its ``stats`` and ``force_flush``.
+
+    Example::
+
+        import ragtriage
+
+        ragtriage.instrument(sample_rate=1.0)
+        ...  # the app serves a few requests
+        print(ragtriage.installed_processor().stats)  # traces_sampled, samples_queued, traces_skipped_no_retrieval, ...
+    """
     return _installed.processor if _installed else None
 
 

@@ -45,6 +45,8 @@ _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY
 _POLL_S = 0.2
 #: At interpreter exit, how long the worker gets to close its connections once its queue is flushed or dropped.
 _EXIT_CLOSE_S = 2.0
+#: After this many local roots not sampled, and none sampled, say so once at INFO (a first try that scores nothing).
+_NOTHING_SAMPLED_AFTER = 20
 
 
 @runtime_checkable
@@ -188,7 +190,8 @@ class EvalSpanProcessor(SpanProcessor):
                 return  # not a local root: its trace was decided when the root started
             trace_id = span.get_span_context().trace_id
             if trace_id & TRACE_ID_MASK >= self._bound:  # RAGEvaluator.should_sample's rule, without two calls
-                next(self._not_sampled)
+                if next(self._not_sampled) == _NOTHING_SAMPLED_AFTER - 1 and not self._counts["traces_sampled"]:
+                    self._say_nothing_sampled()
                 return
             now = time.monotonic()
             with self._lock:
@@ -204,6 +207,15 @@ class EvalSpanProcessor(SpanProcessor):
                 self._counts["traces_sampled"] += 1
         except Exception:
             self._internal_error()
+
+    def _say_nothing_sampled(self) -> None:
+        logger.info(
+            "ragtriage: none of the first %d traces was sampled for evaluation (sample_rate=%g). To evaluate every "
+            "trace while trying ragtriage out, set sample_rate=1.0 (RAGTRIAGE_SAMPLE_RATE); lower it under real "
+            "traffic to bound the judges' cost",
+            _NOTHING_SAMPLED_AFTER,
+            self.sample_rate,
+        )
 
     def on_end(self, span: ReadableSpan) -> None:
         if not self._traces:
