@@ -93,7 +93,7 @@ class Pipeline(SampleHandler):
     async def __call__(self, sample: RAGSample) -> RAGEvaluationResult:
         """Evaluate and write back ``sample``; raises :class:`WriteBackFailed` when the write-back failed."""
         result = await self.evaluator.evaluate(
-            sample.question, sample.answer, sample.contexts, sample_key=sample.trace_id
+            sample.question, sample.answer, sample.contexts, history=sample.history, sample_key=sample.trace_id
         )
         self.counts[f"evaluations_{result.status}"] += 1
         if self._on_result is not None:

@@ -39,6 +39,8 @@ class RAGSample:
     ended_at: float = field(default_factory=time.time)
     #: The conversation before this turn (``{"role", "content"}`` dicts, oldest first), for a judge to read; not judged.
     history: list[dict[str, str]] = field(default_factory=list)
+    #: The conversation this turn belongs to (OpenInference ``session.id``), which session scores group by.
+    session_id: str | None = None
 
     @property
     def contexts(self) -> list[str]:
@@ -59,6 +61,7 @@ class RAGSample:
                 "answer": self.answer,
                 "ended_at": self.ended_at,
                 "history": self.history,
+                "session_id": self.session_id,
                 "documents": [
                     {"content": d.content, "id": d.id, "score": d.score, "span_id": f"{d.span_id:016x}",
                      "position": d.position}
@@ -87,6 +90,7 @@ class RAGSample:
                 documents,
                 float(data["ended_at"]),
                 _history(data.get("history")),  # absent in lines written before it existed
+                session_id=_optional_string(data.get("session_id")),  # likewise
             )
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"malformed sample: {type(exc).__name__}: {exc}") from None
@@ -98,6 +102,10 @@ def _history(value: object) -> list[dict[str, str]]:
     if not isinstance(value, list):
         raise TypeError(f"history: expected a list, got {type(value).__name__}")
     return [{"role": _string(t["role"]), "content": _string(t["content"])} for t in value]
+
+
+def _optional_string(value: object) -> str | None:
+    return None if value is None else _string(value)
 
 
 def _string(value: object) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -65,6 +65,9 @@ class Judge(Protocol):
         *,
         verify_claims: bool = False,
         temperature: float | None = None,
+        history: Sequence[Mapping[str, str]] = (),
     ) -> JudgeVerdict:
-        """Return a validated verdict or raise :class:`JudgeError`; never return a guess."""
+        """Return a validated verdict or raise :class:`JudgeError`; never return a guess. ``history`` is the
+        conversation before the question (bounded, oldest first): it says what the question refers to and is
+        never evidence for the answer; a judge written before it existed may omit the parameter."""
         ...

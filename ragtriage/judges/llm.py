@@ -12,7 +12,7 @@ import random
 import time
 import urllib.request
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from ragtriage._log_hygiene import redact
@@ -202,9 +202,17 @@ class LLMJudge:
         return b'{"messages": [' + b", ".join(encoded) + b"], " + static
 
     def messages(
-        self, question: str, answer: str, contexts: Sequence[str], *, verify_claims: bool
+        self,
+        question: str,
+        answer: str,
+        contexts: Sequence[str],
+        *,
+        verify_claims: bool,
+        history: Sequence[Mapping[str, str]] = (),
     ) -> list[dict[str, str]]:
-        return build_messages(question, answer, contexts, verify_claims=verify_claims, keys=_KEYS[verify_claims])
+        return build_messages(
+            question, answer, contexts, verify_claims=verify_claims, keys=_KEYS[verify_claims], history=history
+        )
 
     async def judge(
         self,
@@ -214,8 +222,9 @@ class LLMJudge:
         *,
         verify_claims: bool = False,
         temperature: float | None = None,
+        history: Sequence[Mapping[str, str]] = (),
     ) -> JudgeVerdict:
-        messages = self.messages(question, answer, contexts, verify_claims=verify_claims)
+        messages = self.messages(question, answer, contexts, verify_claims=verify_claims, history=history)
         temperature = self.temperature if temperature is None else temperature
         body = self._body(messages, verify_claims=verify_claims, temperature=temperature)
         if not self._auth and self.base_url is None:
