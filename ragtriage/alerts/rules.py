@@ -364,3 +364,18 @@ def dropped_samples_rule(
         recommendation="the evaluation queue overflows: raise max_queue_size or max_concurrency, or sample less",
         **common,  # type: ignore[arg-type]
     )
+
+
+def failed_sessions_rule(
+    read: Callable[[], tuple[int, int]], *, limit: float = 0.3, **common: float
+) -> CounterRateRule:
+    """Fires when more than ``limit`` of the sessions closed in the window had a failed turn; ``read`` returns
+    (sessions with a failed turn, sessions closed), e.g. ``SessionScorer.totals``."""
+    return CounterRateRule(
+        name="failed_sessions_high",
+        what="share of closed sessions with a failed turn",
+        limit=limit,
+        read=read,
+        recommendation="conversations go wrong: open the sessions' worst turns in Phoenix (Sessions tab)",
+        **{"window_s": 3600.0, "min_samples": 10, **common},  # type: ignore[arg-type]
+    )

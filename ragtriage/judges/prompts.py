@@ -55,7 +55,7 @@ _CLAIMS = """\
 """
 
 
-def _fence(tag: str, label: str, text: str) -> str:
+def fence(tag: str, label: str, text: str) -> str:
     # "<<<" and ">>>" inside data can never form a fence line: defuse both.
     safe = text.replace("<<<", "< < <").replace(">>>", "> > >")
     return f"<<<{tag} {label}>>>\n{safe}\n<<<END {tag}>>>"
@@ -81,12 +81,12 @@ def build_messages(
     tag = "DATA-" + secrets.token_hex(4)
     parts = [f"Fence tag for this request: {tag}"]
     if history:
-        parts.append(_fence(tag, "CONVERSATION", "\n".join(f"{t['role']}: {t['content']}" for t in history)))
-    parts.append(_fence(tag, "QUESTION", question))
+        parts.append(fence(tag, "CONVERSATION", "\n".join(f"{t['role']}: {t['content']}" for t in history)))
+    parts.append(fence(tag, "QUESTION", question))
     if contexts:
-        parts += [_fence(tag, f"CONTEXT {i}", c) for i, c in enumerate(contexts, 1)]
+        parts += [fence(tag, f"CONTEXT {i}", c) for i, c in enumerate(contexts, 1)]
     else:
         parts.append("(no contexts were retrieved)")
-    parts.append(_fence(tag, "ANSWER", answer))
+    parts.append(fence(tag, "ANSWER", answer))
     system = system_prompt(verify_claims=verify_claims, keys=tuple(keys))
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]
