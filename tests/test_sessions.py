@@ -325,3 +325,34 @@ def test_score_row_shapes_match_phoenix_api() -> None:
     assert [r["name"] for r in rows] == ["session_failed_share", "session_worst_turn", "session_tiers"]
     assert all(set(r) == {"session_id", "name", "annotator_kind", "identifier", "result", "metadata"} for r in rows)
     assert rows[1]["metadata"]["url"] == "http://phoenix:6006/redirects/traces/ab"
+
+
+def test_the_collector_scores_sessions_of_traces_received_over_otlp() -> None:
+    """Spans over OTLP/HTTP JSON from another service: the turns are grouped by their ``session.id`` attribute."""
+    from ragtriage.collector.assembly import TraceAssembler
+    from ragtriage.collector.collector import Collector
+    from ragtriage.evaluator.evaluator import RAGEvaluator
+    from ragtriage.pipeline import Pipeline
+    from tests.test_collector import json_request, json_span, serving
+
+    scores: list[SessionScore] = []
+    scorer = SessionScorer(idle_s=0.3)
+    scorer.add_observer(scores.append)
+    pipeline = Pipeline(RAGEvaluator(sample_rate=1.0), sessions=scorer)
+    collector = Collector(pipeline, None, TraceAssembler(sample_rate=1.0, quiet_s=0.1, ttl_s=30), tick_s=0.05)
+    with serving(collector) as url, httpx.Client() as client:
+        for i in range(2):
+            trace_id, root, child = f"{i + 1:032x}", f"{i + 1:016x}", f"{i + 11:016x}"
+            spans = [
+                json_span(trace_id, child, root, openinference__span__kind="RETRIEVER", session__id="otlp-chat",
+                          **{"retrieval.documents.0.document.content": "Paris is the capital of France."}),
+                json_span(trace_id, root, "", input__value=f"Question {i}?", output__value="Paris.",
+                          session__id="otlp-chat"),
+            ]  # fmt: skip
+            response = client.post(
+                f"{url}/v1/traces", content=json_request(trace_id, spans), headers={"content-type": "application/json"}
+            )
+            assert response.status_code == 200
+        wait_until(lambda: scores, timeout_s=20, what="the session to be scored")
+    (score,) = scores
+    assert (score.session_id, score.turns, score.tiers) == ("otlp-chat", 2, {"deterministic": 2})
