@@ -174,46 +174,15 @@ def build(
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
-    runtime = _build(config, role, project or config.project_name, evaluator, writer, on_result, alert_sinks,
-                     alert_rules, send_alerts, metrics_port)  # fmt: skip
-    if role == "app":
-        runtime.processor = _span_processor(config, runtime.handler, evaluator)
-        runtime.drops.bind(runtime.processor)
-    return runtime
-
-
-def _span_processor(config: Config, handler: SampleHandler, evaluator: RAGEvaluator | None) -> EvalSpanProcessor:
-    return EvalSpanProcessor(
-        handler,
-        sample_rate=evaluator.sample_rate if evaluator is not None else config.sample_rate,
-        max_queue_size=config.max_queue_size,
-        max_traces_in_flight=config.max_traces_in_flight,
-        max_spans_per_trace=config.max_spans_per_trace,
-        trace_ttl_s=config.trace_ttl_s,
-        # a child evaluates max_concurrency at once; the parent only waits for its replies
-        max_concurrency=config.max_queue_size if config.evaluate_in == "process" else config.max_concurrency,
-        explain_traces=config.explain_traces or 0,
-    )
-
-
-def _build(
-    config: Config,
-    role: Role,
-    project: str,
-    evaluator: RAGEvaluator | None,
-    writer: ResultWriter | None,
-    on_result: Callable[[RAGSample, RAGEvaluationResult], None] | None,
-    alert_sinks: Sequence[AlertSink] | None,
-    alert_rules: Sequence[Rule] | None,
-    send_alerts: bool,
-    metrics_port: int | None,
-) -> Runtime:
+    project = project or config.project_name
     drops = DropCounter()
     if role in _FRONT and config.evaluate_in == "queue":
         assert config.queue_url is not None  # Config guarantees it
-        return Runtime(config, role, project, StreamPublisher(config.queue_url), drops=drops)
+        publisher = StreamPublisher(config.queue_url)
+        return _with_processor(Runtime(config, role, project, publisher, drops=drops), evaluator)
     if role in _FRONT and config.evaluate_in == "process":
-        return Runtime(config, role, project, _evaluator_process(config, project, metrics_port, drops), drops=drops)
+        handler = _evaluator_process(config, project, metrics_port, drops)
+        return _with_processor(Runtime(config, role, project, handler, drops=drops), evaluator)
 
     if evaluator is None:
         # Elsewhere than in the app, the sampling was done where the trace was seen.
@@ -252,6 +221,26 @@ def _build(
         alerts.add_rule(failed_sessions_rule(lambda: sessions.totals))
     evaluator.add_observer(alerts.observe)
     runtime.alerts, runtime.recorded = alerts, recorded
+    return _with_processor(runtime, evaluator)
+
+
+def _with_processor(runtime: Runtime, evaluator: RAGEvaluator | None) -> Runtime:
+    """Role ``app``: the span processor that feeds the runtime's handler (``instrument()`` adds it)."""
+    if runtime.role != "app":
+        return runtime
+    config = runtime.config
+    runtime.processor = EvalSpanProcessor(
+        runtime.handler,
+        sample_rate=evaluator.sample_rate if evaluator is not None else config.sample_rate,
+        max_queue_size=config.max_queue_size,
+        max_traces_in_flight=config.max_traces_in_flight,
+        max_spans_per_trace=config.max_spans_per_trace,
+        trace_ttl_s=config.trace_ttl_s,
+        # a child evaluates max_concurrency at once; the parent only waits for its replies
+        max_concurrency=config.max_queue_size if config.evaluate_in == "process" else config.max_concurrency,
+        explain_traces=config.explain_traces or 0,
+    )
+    runtime.drops.bind(runtime.processor)
     return runtime
 
 
