@@ -121,11 +121,11 @@ class Runtime:
         meter_provider: MeterProvider | None = None,
         port: int | None = None,
     ) -> EvalMetrics:
-        """Emit ``ragtriage.eval.*`` metrics (served for Prometheus on ``port``, if given)."""
+        """Emit ``ragtriage.eval.*`` metrics (served for Prometheus on ``metrics_host:port``, if given)."""
         if processor is not None:
             self.drops.bind(processor)
         if port is not None:
-            self.metrics_server = serve_metrics(port)
+            self.metrics_server = serve_metrics(port, addr=self.config.metrics_host)
             meter_provider = self.metrics_server.meter_provider
         evaluator = self.evaluator
         if evaluator is not None:
@@ -313,20 +313,11 @@ def _rules(config: Config, evaluator: RAGEvaluator, drops: DropCounter | None) -
     return rules
 
 
-def check_files(config: Config) -> None:
-    """Read the files a configuration names, so a broken one fails at start-up, in the process that asked."""
-    if config.alert_rules_file:
-        load_rules(config.alert_rules_file, cost_tracker=CostTracker(), drop_counters=DropCounter())
-    if config.calibration_file:
-        load_calibration(config.calibration_file)
-
-
 def _evaluator_process(config: Config, project: str, metrics_port: int | None, drops: DropCounter) -> ProcessHandler:
     """The handler that evaluates in ``python -m ragtriage.instrumentation.evaluator_process``.
 
-    The files the child will read are read here first, so a broken one fails ``instrument()`` at once,
-    as it does with the thread, instead of crashing every child the handler starts."""
-    check_files(config)
+    The files the child will read were read when ``config`` was made, so a broken one is found in the
+    app, as with the thread, instead of in every child the handler starts."""
     command = [config.evaluator_python or sys.executable, "-m", "ragtriage.instrumentation.evaluator_process"]
     if metrics_port is not None:
         command += ["--metrics-port", str(metrics_port)]
@@ -334,4 +325,4 @@ def _evaluator_process(config: Config, project: str, metrics_port: int | None, d
     return ProcessHandler(command, env=env, drops=drops)
 
 
-__all__ = ["ROLES", "DropCounter", "Role", "Runtime", "build", "build_evaluator", "check_files", "drop_totals"]
+__all__ = ["ROLES", "DropCounter", "Role", "Runtime", "build", "build_evaluator", "drop_totals"]

@@ -95,20 +95,20 @@ def test_the_free_tiers_read_earlier_user_turns_as_the_question_never_the_assist
     contexts = ["The plan costs $49 per month."]
     answer = "The Zorblax plan costs $49 per month."
     alone = checker.check("And what does it cost?", answer, contexts)
-    assert any("Zorblax" in f for f in alone.failures)  # a name in no context, nor in the question
+    assert any("Zorblax" in s for s in alone.signals)  # a name in no context, nor in the question: check it
     asked = checker.check(
         "And what does it cost?", answer, contexts, [{"role": "user", "content": "Tell me about Zorblax."}]
     )
-    assert not any("Zorblax" in f for f in asked.failures)  # the user named it: what "it" refers to
+    assert not any("Zorblax" in s for s in asked.signals + asked.failures)  # the user named it: what "it" is
     said = checker.check(
         "And what does it cost?", answer, contexts, [{"role": "assistant", "content": "Zorblax is our best plan."}]
     )
-    assert any("Zorblax" in f for f in said.failures)  # only the assistant said it: no evidence for the answer
+    assert any("Zorblax" in s for s in said.signals)  # only the assistant said it: no evidence for the answer
     priced = checker.check(
-        "And what does it cost?", "It costs $99 per month.", contexts,
-        [{"role": "assistant", "content": "It costs $99 per month."}],
+        "And what does it cost?", "It costs $1,299 per month.", contexts,
+        [{"role": "assistant", "content": "It costs $1,299 per month."}],
     )  # fmt: skip
-    assert any("99" in f for f in priced.failures)  # an earlier answer's number is no evidence either
+    assert any("1,299" in f for f in priced.failures)  # an earlier answer's number is no evidence either: certain
 
 
 async def test_a_judge_written_before_the_conversation_still_judges() -> None:

@@ -31,7 +31,8 @@ def run_demo(*, keep_running: bool, use_phoenix: bool, console: Console) -> int:
     results: list[tuple[RAGSample, RAGEvaluationResult]] = []
     with ExitStack() as stack:
         endpoint = Config.from_env().endpoint if Config.in_env("endpoint") else None
-        if use_phoenix and not endpoint:
+        own_phoenix = use_phoenix and not endpoint  # started here, stopped when the demo ends
+        if own_phoenix:
             try:
                 from ragtriage.testing.phoenix import PhoenixServer
             except ImportError:  # pragma: no cover - depends on the install
@@ -76,10 +77,15 @@ def run_demo(*, keep_running: bool, use_phoenix: bool, console: Console) -> int:
         with console.status("Evaluating in the background and writing back..."):
             provider.force_flush(120_000)
         _print_summary(console, results, labels, processor.stats)
-        if use_phoenix:
+        if use_phoenix and (keep_running or not own_phoenix):
             console.print(
                 f"\nOpen [bold]{base_url(endpoint)}[/bold], project [bold]{PROJECT}[/bold]: every trace carries "
                 "its eval annotations (faithfulness, relevance, ..., eval_tier, eval_verdict) and an EVALUATOR span."
+            )
+        elif use_phoenix:  # a link now would be dead by the time it is clicked
+            console.print(
+                "\nThe demo's Phoenix stops with it. To look at the scored traces, run [bold]ragtriage demo "
+                "--keep-running[/bold], or send them to your own Phoenix with PHOENIX_COLLECTOR_ENDPOINT."
             )
         ragtriage.uninstrument()
         provider.shutdown()

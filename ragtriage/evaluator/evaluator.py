@@ -61,6 +61,8 @@ class _Run:
     raw: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     context_chars: int = 0
+    certain: list[str] = field(default_factory=list)
+    signals: list[str] = field(default_factory=list)
 
     def spend(self, outcome: TierOutcome) -> None:
         self.tiers.append(outcome)
@@ -407,9 +409,9 @@ class RAGEvaluator:
         report = case.report = self.deterministic.check(case.question, case.answer, case.contexts, case.history)
         grounding = report.grounding.score
         run.spend(TierOutcome("deterministic", grounding, latency_ms=_ms(t0), detail="; ".join(report.failures)))
-        run.notes.extend(report.signals)
+        run.certain, run.signals = list(report.failures), list(report.signals)
+        run.notes.extend(str(f) for f in sorted(report.findings, key=lambda f: not f.certain))
         if report.decided_fail:
-            run.notes.extend(report.failures)
             metrics: dict[str, float | None] = {}
             if report.empty_answer or report.refusal:
                 metrics["answer_quality"] = 0.0
@@ -497,7 +499,12 @@ class RAGEvaluator:
         temperature: float | None = None,
     ) -> JudgeVerdict | None:
         run = case.run
-        extra: dict[str, Any] = {"history": case.history} if case.history and _accepts(judge, "history") else {}
+        # each only when there is some and the judge takes it: a plug-in written before may not
+        extra: dict[str, Any] = {
+            name: value
+            for name, value in (("checks", run.signals), ("history", case.history))
+            if value and _accepts(judge, name)
+        }
         try:
             verdict = await judge.judge(
                 case.question, case.answer, case.contexts, verify_claims=verify_claims, temperature=temperature, **extra
@@ -620,6 +627,8 @@ class RAGEvaluator:
             alerts=alerts,
             suggestions=suggestions,
             notes=run.notes,
+            certain_evidence=run.certain,
+            signals=run.signals,
             raw_response="\n---\n".join(run.raw) or None,
             document_relevance=document_relevance or [],
             tiers=run.tiers,

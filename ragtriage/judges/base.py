@@ -65,9 +65,11 @@ class Judge(Protocol):
         *,
         verify_claims: bool = False,
         temperature: float | None = None,
+        checks: Sequence[str] = (),
         history: Sequence[Mapping[str, str]] = (),
     ) -> JudgeVerdict:
-        """Return a validated verdict or raise :class:`JudgeError`; never return a guess. ``history`` is the
-        conversation before the question (bounded, oldest first): it says what the question refers to and is
-        never evidence for the answer; a judge written before it existed may omit the parameter."""
+        """Return a validated verdict or raise :class:`JudgeError`; never return a guess. ``checks`` are the
+        free tiers' signals, terms to verify; ``history`` is the conversation before the question (bounded,
+        oldest first): it says what the question refers to and is never evidence for the answer. A judge
+        written before either existed may omit the parameter."""
         ...

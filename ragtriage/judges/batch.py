@@ -41,6 +41,7 @@ class _Call:
     custom_id: str
     body: dict[str, object]
     args: tuple[str, str, Sequence[str]]
+    checks: Sequence[str]
     history: Sequence[Mapping[str, str]]
     verify_claims: bool
     temperature: float | None
@@ -81,18 +82,19 @@ class BatchJudge:
         *,
         verify_claims: bool = False,
         temperature: float | None = None,
+        checks: Sequence[str] = (),
         history: Sequence[Mapping[str, str]] = (),
     ) -> JudgeVerdict:
         inner = self.inner
         body = inner.request_body(
-            inner.messages(question, answer, contexts, verify_claims=verify_claims, history=history),
+            inner.messages(question, answer, contexts, verify_claims=verify_claims, checks=checks, history=history),
             verify_claims=verify_claims,
             temperature=inner.temperature if temperature is None else temperature,
         )
         n = self.stats["batched"] = self.stats["batched"] + 1
         future: asyncio.Future[JudgeVerdict] = asyncio.get_running_loop().create_future()
         self._pending.append(
-            _Call(f"rt-{n}", body, (question, answer, contexts), history, verify_claims, temperature, future)
+            _Call(f"rt-{n}", body, (question, answer, contexts), checks, history, verify_claims, temperature, future)
         )
         self._arrived = time.monotonic()
         if self._flusher is None or self._flusher.done():
@@ -190,7 +192,11 @@ class BatchJudge:
                 self.stats["synchronous"] += 1
                 try:
                     verdict = await inner.judge(
-                        *call.args, verify_claims=call.verify_claims, temperature=call.temperature, history=call.history
+                        *call.args,
+                        verify_claims=call.verify_claims,
+                        temperature=call.temperature,
+                        checks=call.checks,
+                        history=call.history,
                     )
                 except JudgeError as exc:
                     self.synchronous_cost_usd += exc.usage.cost_usd

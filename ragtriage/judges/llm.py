@@ -209,10 +209,17 @@ class LLMJudge:
         contexts: Sequence[str],
         *,
         verify_claims: bool,
+        checks: Sequence[str] = (),
         history: Sequence[Mapping[str, str]] = (),
     ) -> list[dict[str, str]]:
         return build_messages(
-            question, answer, contexts, verify_claims=verify_claims, keys=_KEYS[verify_claims], history=history
+            question,
+            answer,
+            contexts,
+            verify_claims=verify_claims,
+            keys=_KEYS[verify_claims],
+            checks=checks,
+            history=history,
         )
 
     async def judge(
@@ -223,9 +230,12 @@ class LLMJudge:
         *,
         verify_claims: bool = False,
         temperature: float | None = None,
+        checks: Sequence[str] = (),
         history: Sequence[Mapping[str, str]] = (),
     ) -> JudgeVerdict:
-        messages = self.messages(question, answer, contexts, verify_claims=verify_claims, history=history)
+        messages = self.messages(
+            question, answer, contexts, verify_claims=verify_claims, checks=checks, history=history
+        )
         temperature = self.temperature if temperature is None else temperature
         body = self._body(messages, verify_claims=verify_claims, temperature=temperature)
         n_contexts = len(contexts)

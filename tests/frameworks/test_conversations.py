@@ -56,7 +56,7 @@ CONTEXTS = [
 ]
 TURNS = [
     ("Which plans does Acme offer?", "Acme offers a Basic plan and a Pro plan."),
-    # a name in no context: the free tiers fail this turn with certainty, so the session has a worst turn
+    # a name in no context: the free tiers ask the judge to check it, and the judge fails the turn
     ("Tell me about the Pro plan.", "The Pro plan includes single sign-on, audit logs and a Zorblax licence."),
     ("And what does it cost?", "It costs $49 per month."),
 ]
@@ -75,9 +75,16 @@ def judge_reply(body: dict[str, Any]) -> Reply:
     understood = asked != FOLLOW_UP or (conversation is not None and "Pro plan" in conversation.group(1))
     relevance = 0.95 if understood else 0.2
     reasons = "answers the question" if understood else "'it' refers to nothing the question names"
+    to_check = re.search(r"TO CHECK>>>\n(.*?)\n<<<END", user, re.DOTALL)
+    invented = to_check is not None and "Zorblax" in to_check.group(1)  # the contexts support it in no wording
+    faithfulness = 0.2 if invented else 0.9
     n = user.count(" CONTEXT ")
     documents = [{"index": i, "relevance": 0.9} for i in range(1, n + 1)]
-    return Reply(verdict_json(relevance=relevance, confidence=0.95, reasons=reasons, documents=documents))
+    return Reply(
+        verdict_json(
+            faithfulness=faithfulness, relevance=relevance, confidence=0.95, reasons=reasons, documents=documents
+        )
+    )
 
 
 class Chat:
@@ -283,7 +290,7 @@ def test_follow_up_is_judged_with_its_history_and_the_session_is_scored(
     assert prompt.index("CONVERSATION>>>") < prompt.index("QUESTION>>>")
     assert "user: Tell me about the Pro plan." in prompt
     assert (result3.tier, result3.relevance, result3.verdict) == ("local", 0.95, "pass"), result3
-    assert (result2.tier, result2.verdict) == ("deterministic", "fail"), result2  # "Zorblax": in no context
+    assert (result2.tier, result2.faithfulness, result2.verdict) == ("local", 0.2, "fail"), result2  # "Zorblax"
     assert result1.verdict == "pass", result1
 
     # The same follow-up alone: no conversation in the prompt, and the judge cannot tell what "it" is.
@@ -299,10 +306,10 @@ def test_follow_up_is_judged_with_its_history_and_the_session_is_scored(
     assert share["result"]["score"] == pytest.approx(1 / 3, abs=1e-4)
     assert share["result"]["label"] == "1/3 failed" and share["annotator_kind"] == "CODE"
     worst = found["session_worst_turn"]
-    assert worst["result"]["label"] == "fail"
+    assert (worst["result"]["label"], worst["result"]["score"]) == ("fail", 0.2)
     assert worst["metadata"]["trace_id"] == f"{sample2.trace_id:032x}"
     assert worst["metadata"]["url"] == f"{phoenix.url}/redirects/traces/{sample2.trace_id:032x}"
-    assert found["session_tiers"]["metadata"]["tiers"] == {"local": 2, "deterministic": 1}
+    assert found["session_tiers"]["metadata"]["tiers"] == {"local": 3}
     resolved = found["session_resolved"]
     assert (resolved["result"]["label"], resolved["result"]["score"], resolved["annotator_kind"]) == (
         "resolved",
