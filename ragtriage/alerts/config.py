@@ -143,7 +143,8 @@ def _rule(
             metric = spec.get("metric")
             threshold = spec.get("threshold", getattr(thresholds or RAGEvaluationThresholds(), str(metric), None))
             settings.setdefault("name", f"{metric}_low")
-            return MetricRule(metric=metric, threshold=threshold, quantile=spec.get("quantile"), **settings)
+            # MetricRule refuses a missing or unknown metric and threshold, naming them
+            return MetricRule(metric=metric, threshold=threshold, quantile=spec.get("quantile"), **settings)  # type: ignore[arg-type]
         if kind in SHARE_KINDS:
             _only(spec, known | {"limit"}, where)
             return share_rule(kind, limit=spec.get("limit"), **settings)
@@ -155,10 +156,10 @@ def _rule(
         if kind == "budget":
             _only(spec, {"type", "limit", "cooldown_minutes"}, where)
             cooldown = {"cooldown_s": settings["cooldown_s"]} if "cooldown_s" in settings else {}
-            rule = budget_rule(cost_tracker or CostTracker(), share_limit=spec.get("limit", 0.8), **cooldown)
+            budget = budget_rule(cost_tracker or CostTracker(), share_limit=spec.get("limit", 0.8), **cooldown)
             if cost_tracker is None:
                 raise RulesFileError(f"{where}: a budget rule needs the evaluator's cost tracker")
-            return rule
+            return budget
         if kind == "dropped":
             _only(spec, known | {"limit"}, where)
             rule = dropped_samples_rule(drop_counters or _nothing_dropped, limit=spec.get("limit", 0.05), **settings)

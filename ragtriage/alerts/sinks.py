@@ -288,11 +288,12 @@ def sinks_from_config(config: Config, *, left_out: dict[str, str] | None = None)
 
     A sink whose settings cannot make one (an email sink without recipients) is left out with a warning
     naming its variables, and put in ``left_out`` (``{sink name: why}``) when given: alerts never stop the app."""
+    # each is built only when its first setting is set (the loop below): "or ''" only tells mypy so
     builders: dict[str, Any] = {
-        "slack": lambda: SlackSink(config.slack_webhook_url),
-        "pagerduty": lambda: PagerDutySink(config.pagerduty_routing_key, url=config.pagerduty_url),
+        "slack": lambda: SlackSink(config.slack_webhook_url or ""),
+        "pagerduty": lambda: PagerDutySink(config.pagerduty_routing_key or "", url=config.pagerduty_url),
         "email": lambda: EmailSink(
-            host=config.smtp_host,
+            host=config.smtp_host or "",
             port=config.smtp_port,
             sender=config.smtp_from or "",
             recipients=[r.strip() for r in (config.smtp_to or "").split(",") if r.strip()],
@@ -300,7 +301,7 @@ def sinks_from_config(config: Config, *, left_out: dict[str, str] | None = None)
             password=config.smtp_password,
             starttls=config.smtp_starttls,
         ),
-        "webhook": lambda: WebhookSink(config.alert_webhook_url),
+        "webhook": lambda: WebhookSink(config.alert_webhook_url or ""),
     }
     sinks: list[AlertSink] = [LoggingAlertSink()]
     for name, build in builders.items():

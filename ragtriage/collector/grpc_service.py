@@ -35,6 +35,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         sender = self._collector.authenticate(metadata)
         if sender is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED)
+        assert sender is not None  # abort() raised
         # the message is decoded already: its bytes have no content-encoding, whatever the metadata says
         metadata.pop("content-encoding", None)
         headers = {**metadata, "content-type": PROTOBUF}

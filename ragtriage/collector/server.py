@@ -8,6 +8,7 @@ import logging
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 from ragtriage._log_hygiene import redact
 from ragtriage.collector.assembly import TraceAssembler
@@ -90,7 +91,7 @@ async def serve(
     collector, runtime = build_collector(config, forward=forward, forward_with_own_key=forward_with_own_key)
     if metrics_port is not None:
         runtime.start_metrics(processor=collector, port=metrics_port)
-    ssl = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}
+    ssl: dict[str, Any] = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}
     http = uvicorn.Config(collector, host=host, port=port, lifespan="on", log_level="warning", access_log=False, **ssl)
     server = uvicorn.Server(http)
     sockets = [http.bind_socket()]

@@ -63,7 +63,7 @@ def run_demo(*, keep_running: bool, use_phoenix: bool, console: Console) -> int:
         assert processor is not None and runtime is not None and runtime.evaluator is not None
         evaluator = runtime.evaluator
         judges = [
-            f"{name}: {judge.model}"
+            f"{name}: {getattr(judge, 'model', type(judge).__name__)}"
             for name, judge in (("local", evaluator.local_judge), ("heavy", evaluator.heavy_judge))
             if judge is not None
         ]
@@ -79,7 +79,7 @@ def run_demo(*, keep_running: bool, use_phoenix: bool, console: Console) -> int:
         _print_summary(console, results, labels, processor.stats)
         if use_phoenix and (keep_running or not own_phoenix):
             console.print(
-                f"\nOpen [bold]{base_url(endpoint)}[/bold], project [bold]{PROJECT}[/bold]: every trace carries "
+                f"\nOpen [bold]{base_url(endpoint or '')}[/bold], project [bold]{PROJECT}[/bold]: every trace carries "
                 "its eval annotations (faithfulness, relevance, ..., eval_tier, eval_verdict) and an EVALUATOR span."
             )
         elif use_phoenix:  # a link now would be dead by the time it is clicked

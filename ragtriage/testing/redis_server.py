@@ -57,7 +57,7 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
         persistence = ("--appendonly", "yes", "--appendfsync", "always") if self.persistent else ("--appendonly", "no")
-        port = ("--port", str(self.port))
+        port: tuple[str, ...] = ("--port", str(self.port))
         if self.tls is not None:
             cert, key = (str(path) for path in self.tls)
             port = ("--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert, "--tls-key-file", key,
