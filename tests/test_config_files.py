@@ -76,7 +76,7 @@ def test_a_broken_rules_file_in_the_environment_warns_and_the_built_in_rules_run
     runtime = installed_runtime()
     assert runtime is not None and runtime.alerts is not None
     built_in = [rule.name for rule in default_rules()]
-    assert [rule.name for rule in runtime.alerts.rules] == [*built_in, "dropped_samples_high"]
+    assert [rule.name for rule in runtime.alerts.rules] == [*built_in, "dropped_samples_high", "failed_sessions_high"]
     evaluate_one(provider)
 
 
