@@ -56,7 +56,7 @@ async def test_a_session_is_scored_once_idle_with_its_worst_turn_and_tiers() -> 
     assert score.tiers == {"local": 1, "deterministic": 1, "heavy": 1}
     assert score.worst["span_id"] == f"{2:016x}" and score.worst["verdict"] == "fail" and score.worst["score"] == 0.0
     assert score.cost_usd == pytest.approx(0.003)
-    assert [t["content"] for t in score.conversation] == ["turn 0", "turn 1", "q", "a"]  # the last turn's view
+    assert score.conversation == []  # no session judge: the tally keeps no text
     assert scorer.totals == (1, 1)  # (with a failed turn, closed)
     assert await scorer.sweep(now=time.time() + 3600) == []  # closed once
     await scorer.aclose()
@@ -87,10 +87,18 @@ def test_arguments_are_checked() -> None:
 
 
 @pytest.mark.redis
-async def test_workers_sharing_redis_score_a_session_once_with_every_turn(redis_server) -> None:
-    """Two workers evaluate the turns of one conversation between them; both sweep; one closes it, whole."""
+async def test_workers_sharing_redis_score_a_session_once_with_every_turn(
+    redis_server, judge_server: JudgeServer
+) -> None:
+    """Two workers evaluate the turns of one conversation between them; both sweep; one closes it, whole, and
+    its session judge reads the conversation up to the last turn, whichever worker recorded that."""
+    judge_server.default = session_judge_reply
     project = f"p-{uuid.uuid4().hex[:6]}"
-    workers = [SessionScorer(store=RedisSessionStore(redis_server.url, project=project), idle_s=5) for _ in range(2)]
+    llm = LLMJudge(model="m", base_url=judge_server.url, max_retries=0)
+    workers = [
+        SessionScorer(store=RedisSessionStore(redis_server.url, project=project), idle_s=5, judge=SessionJudge(llm))
+        for _ in range(2)
+    ]
     for i in range(5):
         await workers[i % 2].record(turn("chat", i), result("fail" if i == 3 else "pass", "local", 0.2 + i / 10))
     assert await workers[0].sweep() == [] and await workers[1].sweep() == []
@@ -101,12 +109,14 @@ async def test_workers_sharing_redis_score_a_session_once_with_every_turn(redis_
     (score,) = scores
     assert (score.turns, score.failed, score.tiers) == (5, 1, {"local": 5})
     assert score.worst["span_id"] == f"{4:016x}"  # turn 3 (span 4) failed
-    assert [t["content"] for t in score.conversation][-2:] == ["q", "a"] and len(score.conversation) == 6
+    assert [t["content"] for t in score.conversation] == ["turn 0", "turn 1", "turn 2", "turn 3", "q", "a"]
+    assert len(judge_server.requests) == 1 and score.resolved is False
     # the alert reads the fleet's totals, whichever worker closed the session
     await asyncio.gather(*(w.sweep(now=later) for w in workers))
     assert {await w.store.totals() for w in workers} == {(1, 1)}
     for w in workers:
         await w.aclose()
+    await llm.aclose()
 
 
 @pytest.mark.redis

@@ -56,6 +56,7 @@ class SessionScore:
     resolution_error: str | None = None
     #: What the session judge's call cost (also in ``cost_usd``, which adds the turns' judging).
     resolution_cost_usd: float = 0.0
+    #: The conversation up to its last turn, kept only for the session judge (empty without one).
     conversation: list[dict[str, str]] = field(default_factory=list, repr=False)
 
     @property
@@ -129,15 +130,15 @@ class SessionScorer:
         """Add an evaluated turn to its session (a sample without ``session_id`` is no session's)."""
         if sample.session_id is None or not result.sampled:
             return
-        conversation, _ = recent_turns(
-            [
-                *sample.history,
+        conversation: list[dict[str, str]] = []
+        if self.judge is not None:  # only the session judge reads it: without one, a tally holds no text but this
+            this_turn = [
                 {"role": "user", "content": sample.question},
                 {"role": "assistant", "content": sample.answer},
-            ],
-            max_turns=CONVERSATION_TURNS,
-            max_chars=CONVERSATION_CHARS,
-        )
+            ]
+            conversation, _ = recent_turns(
+                [*sample.history, *this_turn], max_turns=CONVERSATION_TURNS, max_chars=CONVERSATION_CHARS
+            )
         score = _lowest_score(result)
         turn = TurnRecord(
             session_id=sample.session_id,
@@ -162,8 +163,10 @@ class SessionScorer:
             self._failed("record", exc)
             return
         self.counts["turns_recorded"] += 1
-        if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        loop = asyncio.get_running_loop()
+        sweeper = self._sweeper
+        if sweeper is None or sweeper.done() or sweeper.get_loop() is not loop:  # a forked child runs a new loop
+            self._sweeper = loop.create_task(self._sweep_forever())
 
     async def sweep(self, now: float | None = None) -> list[SessionScore]:
         """Close and score the sessions idle since ``now - idle_s``; returns their scores."""

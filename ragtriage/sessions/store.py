@@ -8,7 +8,9 @@ hands each idle session to exactly one caller and forgets it, so of many workers
 from __future__ import annotations
 
 import json
+import os
 import threading
+import weakref
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -93,6 +95,13 @@ class MemorySessionStore:
         self._lock = threading.Lock()
         self._closed = self._with_failures = 0
         self.closed_early = 0
+        ref = weakref.ref(self)
+
+        def forget() -> None:  # a forked child evaluates its own turns: it must not write its parent's sessions
+            if (store := ref()) is not None:
+                store._lock, store._open, store._early = threading.Lock(), OrderedDict(), []
+
+        os.register_at_fork(after_in_child=forget)
 
     async def record(self, turn: TurnRecord, now: float) -> None:
         with self._lock:
