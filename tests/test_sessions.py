@@ -79,6 +79,8 @@ def test_arguments_are_checked() -> None:
         ({"store": object()}, TypeError, "store"),
         ({"judge": object()}, TypeError, "judge"),
         ({"writer": object()}, TypeError, "writer"),
+        ({"cost_tracker": 1.0}, TypeError, "cost_tracker"),
+        ({"max_per_sweep": 0}, ValueError, "max_per_sweep"),
     ):
         with pytest.raises(error, match=named):
             SessionScorer(**kwargs)  # type: ignore[arg-type]

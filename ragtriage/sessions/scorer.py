@@ -106,6 +106,10 @@ class SessionScorer:
             raise TypeError(f"judge must be a SessionJudge, got {type(judge).__name__}")
         if writer is not None and not callable(getattr(writer, "write_session", None)):
             raise TypeError(f"writer must have an async write_session(score), got {writer!r}")
+        if cost_tracker is not None and not isinstance(cost_tracker, CostTracker):
+            raise TypeError(f"cost_tracker must be a CostTracker, got {type(cost_tracker).__name__}")
+        if isinstance(max_per_sweep, bool) or not isinstance(max_per_sweep, int) or max_per_sweep < 1:
+            raise ValueError(f"max_per_sweep must be a positive int, got {max_per_sweep!r}")
         self.store: SessionStore = store if store is not None else MemorySessionStore()
         self.idle_s = float(idle_s)
         self.judge = judge
