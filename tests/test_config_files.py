@@ -59,7 +59,7 @@ def evaluate_one(provider: TracerProvider) -> None:
     assert processor is not None and processor.force_flush(30_000)
     runtime = installed_runtime()
     assert runtime is not None and runtime.evaluator is not None
-    [result] = runtime.evaluator.history
+    [result] = runtime.evaluator.recent_results
     assert result.status == "ok"
 
 
