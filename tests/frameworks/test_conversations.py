@@ -204,7 +204,7 @@ def langgraph_conversation(session_id: str, turns: list[tuple[str, str]]) -> Non
         graph.add_edge("retrieve", "generate")
         graph.add_edge("generate", END)
         out = graph.compile().invoke(
-            {"messages": [*messages, HumanMessage(question)]}, config={"metadata": {"thread_id": session_id}}
+            {"messages": [*messages, HumanMessage(question)]}, config={"configurable": {"thread_id": session_id}}
         )
         messages = list(out["messages"])
 
