@@ -202,7 +202,7 @@ def build(
         alert_sinks = [*alert_sinks, recorded]
     can_drop = role in (*_FRONT, "evaluator_process")
     if alert_rules is None:
-        alert_rules = _rules(config, evaluator, drops if can_drop else None)
+        alert_rules = _rules(config, evaluator, drops if can_drop else None, sessions)
     alerts = AlertManager(
         alert_rules,
         alert_sinks,
@@ -217,8 +217,8 @@ def build(
     watched = any(r.name == "dropped_samples_high" or getattr(r, "read", None) is drops for r in alerts.rules)
     if can_drop and not watched:
         alerts.add_rule(dropped_samples_rule(drops))
-    if sessions is not None and not any(r.name == "failed_sessions_high" for r in alerts.rules):
-        alerts.add_rule(failed_sessions_rule(lambda: sessions.totals))
+    if sessions is not None and not any(getattr(r, "read", None) == sessions.totals for r in alerts.rules):
+        alerts.add_rule(failed_sessions_rule(sessions.totals))
     evaluator.add_observer(alerts.observe)
     runtime.alerts, runtime.recorded = alerts, recorded
     return _with_processor(runtime, evaluator)
@@ -301,11 +301,17 @@ def _session_scorer(
     )
 
 
-def _rules(config: Config, evaluator: RAGEvaluator, drops: DropCounter | None) -> list[Rule]:
+def _rules(
+    config: Config, evaluator: RAGEvaluator, drops: DropCounter | None, sessions: SessionScorer | None
+) -> list[Rule]:
     tracker = evaluator.cost_tracker
     if config.alert_rules_file:
         return load_rules(
-            config.alert_rules_file, thresholds=evaluator.thresholds, cost_tracker=tracker, drop_counters=drops
+            config.alert_rules_file,
+            thresholds=evaluator.thresholds,
+            cost_tracker=tracker,
+            drop_counters=drops,
+            session_totals=sessions.totals if sessions is not None else None,
         )
     rules = default_rules(evaluator.thresholds)
     if tracker.budget_usd_per_hour is not None:

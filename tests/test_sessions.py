@@ -57,7 +57,7 @@ async def test_a_session_is_scored_once_idle_with_its_worst_turn_and_tiers() -> 
     assert score.worst["span_id"] == f"{2:016x}" and score.worst["verdict"] == "fail" and score.worst["score"] == 0.0
     assert score.cost_usd == pytest.approx(0.003)
     assert score.conversation == []  # no session judge: the tally keeps no text
-    assert scorer.totals == (1, 1)  # (with a failed turn, closed)
+    assert scorer.totals() == (1, 1)  # (with a failed turn, closed)
     assert await scorer.sweep(now=time.time() + 3600) == []  # closed once
     await scorer.aclose()
 
@@ -176,12 +176,12 @@ async def test_failed_sessions_alert_fires_on_the_share_of_sessions_with_a_faile
             sent.append(event)
 
     scorer = SessionScorer(idle_s=1)
-    manager = AlertManager([failed_sessions_rule(lambda: scorer.totals)], [Sink()], evaluate_every_s=0)
+    manager = AlertManager([failed_sessions_rule(scorer.totals)], [Sink()], evaluate_every_s=0)
     await manager.tick()
     for i in range(10):
         await scorer.record(turn(f"s{i}", 0), result("fail" if i < 4 else "pass"))
     await scorer.sweep(now=time.time() + 2)
-    assert scorer.totals == (4, 10)
+    assert scorer.totals() == (4, 10)
     await manager.tick()
     await manager.aclose()
     assert [(e.rule, e.state) for e in sent] == [("failed_sessions_high", "firing")]
@@ -368,3 +368,23 @@ def test_the_collector_scores_sessions_of_traces_received_over_otlp() -> None:
         wait_until(lambda: scores, timeout_s=20, what="the session to be scored")
     (score,) = scores
     assert (score.session_id, score.turns, score.tiers) == ("otlp-chat", 2, {"deterministic": 2})
+
+
+def test_a_rules_file_sets_the_failed_sessions_rule(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    from ragtriage.alerts import load_rules
+
+    spec = {"rule": [{"type": "failed_sessions", "limit": 0.5, "name": "chats_going_wrong", "min_samples": 3}]}
+    scorer = SessionScorer()
+    (rule,) = load_rules(spec, session_totals=scorer.totals)
+    assert (rule.name, rule.limit, rule.min_samples, rule.read) == ("chats_going_wrong", 0.5, 3, scorer.totals)  # type: ignore[attr-defined]
+    assert load_rules(spec) == []  # where no sessions are scored: skipped, said once
+    assert "(failed_sessions) skipped" in caplog.text
+    with pytest.raises(ValueError, match="limit"):
+        load_rules({"rule": [{"type": "failed_sessions", "limit": "high"}]}, session_totals=scorer.totals)
+
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text('[[rule]]\ntype = "failed_sessions"\nname = "chats_going_wrong"\nlimit = 0.5\n')
+    runtime = build(Config(write_back=False, alert_rules_file=str(rules_file)), "app")
+    assert runtime.alerts is not None
+    names = [r.name for r in runtime.alerts.rules]
+    assert "chats_going_wrong" in names and "failed_sessions_high" not in names  # the file's, not a second one

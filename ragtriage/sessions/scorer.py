@@ -117,12 +117,15 @@ class SessionScorer:
         self.cost_tracker = cost_tracker
         self.max_per_sweep = max_per_sweep
         self.counts: Counter[str] = Counter()
-        #: (sessions with a failed turn, sessions closed) over every process sharing the store, as of the last
-        #: sweep: what the failed-sessions alert reads.
-        self.totals = (0, 0)
+        self._totals = (0, 0)
         self._observers: list[Callable[[SessionScore], None]] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._last_log = -math.inf
+
+    def totals(self) -> tuple[int, int]:
+        """(sessions with a failed turn, sessions closed) over every process sharing the store, as of the last
+        sweep: what the failed-sessions alert reads (no I/O)."""
+        return self._totals
 
     def add_observer(self, observer: Callable[[SessionScore], None]) -> None:
         """Call ``observer`` with every closed session's score (quick, non-blocking; errors are counted)."""
@@ -184,7 +187,7 @@ class SessionScorer:
         if scores:
             try:
                 closed, with_failures = await self.store.totals()
-                self.totals = (with_failures, closed)
+                self._totals = (with_failures, closed)
             except Exception as exc:
                 self._failed("totals", exc)
         return scores
