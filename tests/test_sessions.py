@@ -388,3 +388,14 @@ def test_a_rules_file_sets_the_failed_sessions_rule(tmp_path, caplog: pytest.Log
     assert runtime.alerts is not None
     names = [r.name for r in runtime.alerts.rules]
     assert "chats_going_wrong" in names and "failed_sessions_high" not in names  # the file's, not a second one
+
+
+async def test_a_session_that_resumes_after_its_score_is_scored_again_beside_it() -> None:
+    scorer = SessionScorer(idle_s=10)
+    await scorer.record(turn("back", 0), result("fail"))
+    (first,) = await scorer.sweep(now=time.time() + 11)
+    await scorer.record(turn("back", 1), result("pass"))
+    (second,) = await scorer.sweep(now=time.time() + 11)
+    ids = {session_annotations(s, "http://p")[0]["identifier"] for s in (first, second, first)}
+    assert len(ids) == 2 and (first.failed, second.failed) == (1, 0)
+    await scorer.aclose()

@@ -32,8 +32,10 @@ def session_link(base_url: str, session_id: str) -> str:
 
 
 def session_annotations(score: SessionScore, base_url: str) -> list[dict[str, Any]]:
-    """The rows of ``POST /v1/session_annotations`` for one closed session (one identifier: rewriting replaces)."""
-    identifier = f"ragtriage:session:{score.session_id}"
+    """The rows of ``POST /v1/session_annotations`` for one closed session. The identifier names the session and
+    when its first scored turn came, so writing the same score again replaces it, and a conversation that resumes
+    after it was scored gets its later turns scored beside the earlier ones instead of over them."""
+    identifier = f"ragtriage:session:{score.session_id}:{int(score.first_seen * 1000)}"  # ms: a first turn's time
     tiers = ", ".join(f"{tier} {n}" for tier, n in sorted(score.tiers.items(), key=lambda kv: -kv[1]))
     metadata = {"turns": score.turns, "failed": score.failed, "errors": score.errors, "cost_usd": score.cost_usd}
 
