@@ -394,6 +394,7 @@ async def test_a_session_that_resumes_after_its_score_is_scored_again_beside_it(
     scorer = SessionScorer(idle_s=10)
     await scorer.record(turn("back", 0), result("fail"))
     (first,) = await scorer.sweep(now=time.time() + 11)
+    await asyncio.sleep(0.01)  # in life, idle_s later
     await scorer.record(turn("back", 1), result("pass"))
     (second,) = await scorer.sweep(now=time.time() + 11)
     ids = {session_annotations(s, "http://p")[0]["identifier"] for s in (first, second, first)}
