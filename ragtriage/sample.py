@@ -39,6 +39,10 @@ class RAGSample:
     ended_at: float = field(default_factory=time.time)
     #: The conversation before this turn (``{"role", "content"}`` dicts, oldest first), for a judge to read; not judged.
     history: list[dict[str, str]] = field(default_factory=list)
+    #: When the evaluated (local) root span started and ended, ns since the epoch; 0 when not known. The EVALUATOR
+    #: span is placed inside this interval, so the trace's latency in Phoenix stays the app's.
+    root_start_ns: int = 0
+    root_end_ns: int = 0
     #: The conversation this turn belongs to (OpenInference ``session.id``), which session scores group by.
     session_id: str | None = None
 
@@ -61,6 +65,8 @@ class RAGSample:
                 "answer": self.answer,
                 "ended_at": self.ended_at,
                 "history": self.history,
+                "root_start_ns": self.root_start_ns,
+                "root_end_ns": self.root_end_ns,
                 "session_id": self.session_id,
                 "documents": [
                     {"content": d.content, "id": d.id, "score": d.score, "span_id": f"{d.span_id:016x}",
@@ -90,6 +96,8 @@ class RAGSample:
                 documents,
                 float(data["ended_at"]),
                 _history(data.get("history")),  # absent in lines written before it existed
+                int(data.get("root_start_ns") or 0),  # likewise
+                int(data.get("root_end_ns") or 0),
                 session_id=_optional_string(data.get("session_id")),  # likewise
             )
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:

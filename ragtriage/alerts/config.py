@@ -150,8 +150,9 @@ def _rule(
             metric = spec.get("metric")
             threshold = spec.get("threshold", getattr(thresholds or RAGEvaluationThresholds(), str(metric), None))
             settings.setdefault("name", f"{metric}_low")
-            # MetricRule refuses a missing or unknown metric and threshold, naming them
-            return MetricRule(metric=metric, threshold=threshold, quantile=spec.get("quantile"), **settings)  # type: ignore[arg-type]
+            # MetricRule checks both (a missing one is a TypeError, named in the RulesFileError below)
+            quantile = spec.get("quantile")
+            return MetricRule(metric=metric, threshold=threshold, quantile=quantile, **settings)  # type: ignore[arg-type]
         if kind in SHARE_KINDS:
             _only(spec, known | {"limit"}, where)
             return share_rule(kind, limit=spec.get("limit"), **settings)
@@ -163,17 +164,17 @@ def _rule(
         if kind == "budget":
             _only(spec, {"type", "limit", "cooldown_minutes"}, where)
             cooldown = {"cooldown_s": settings["cooldown_s"]} if "cooldown_s" in settings else {}
-            budget = budget_rule(cost_tracker or CostTracker(), share_limit=spec.get("limit", 0.8), **cooldown)
+            rule = budget_rule(cost_tracker or CostTracker(), share_limit=spec.get("limit", 0.8), **cooldown)
             if cost_tracker is None:
                 raise RulesFileError(f"{where}: a budget rule needs the evaluator's cost tracker")
-            return budget
+            return rule
         if kind == "dropped":
             _only(spec, known | {"limit"}, where)
-            rule = dropped_samples_rule(drop_counters or _nothing_dropped, limit=spec.get("limit", 0.05), **settings)
+            dropped = dropped_samples_rule(drop_counters or _nothing_dropped, limit=spec.get("limit", 0.05), **settings)
             if drop_counters is None:
                 logger.warning("ragtriage: %s (dropped) skipped: this process evaluates but drops no samples", where)
                 return None
-            return rule
+            return dropped
         if kind == "failed_sessions":
             _only(spec, known | {"limit"}, where)
             read = session_totals or _nothing_dropped

@@ -288,7 +288,7 @@ def sinks_from_config(config: Config, *, left_out: dict[str, str] | None = None)
 
     A sink whose settings cannot make one (an email sink without recipients) is left out with a warning
     naming its variables, and put in ``left_out`` (``{sink name: why}``) when given: alerts never stop the app."""
-    # each is built only when its first setting is set (the loop below): "or ''" only tells mypy so
+    # Each is built only when its setting is set (below): the ``or ""`` is never taken.
     builders: dict[str, Any] = {
         "slack": lambda: SlackSink(config.slack_webhook_url or ""),
         "pagerduty": lambda: PagerDutySink(config.pagerduty_routing_key or "", url=config.pagerduty_url),

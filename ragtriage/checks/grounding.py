@@ -584,7 +584,7 @@ def _check_words(
         return
     # Words that belong to a number or a date ("4.7 million", "31 March 1889"), or are a number's unit
     # ("2 GB", "212 degrees Fahrenheit"), by start position.
-    skip = {gap.end() for q in found.quantities if (gap := _UNIT_GAP.match(answer, q.end))}
+    skip = {_UNIT_GAP.match(answer, q.end).end() for q in found.quantities}  # type: ignore[union-attr]  # matches ""
     for start, end in found.consumed:
         skip.update(m.start() for _, m, _, _ in candidates if start <= m.start() and m.end() <= end)
     bare: bool | None = None

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from ragtriage.evaluator.results import RAGEvaluationResult
+from ragtriage.export.annotation_configs import TIER, VERDICT
 from ragtriage.export.links import ProjectLinks
 from ragtriage.export.phoenix import base_url
 from ragtriage.metrics_registry import SCORES
@@ -77,7 +78,7 @@ def records_from_jsonl(path: str | Path) -> list[EvalRecord]:
 def records_from_phoenix(
     endpoint: str, project: str, *, api_key: str | None = None, limit: int = 5000, timeout_s: float = 30.0
 ) -> list[EvalRecord]:
-    """Read ragtriage's annotations (``eval_tier``, ``eval_verdict``, scores) on a project's root spans."""
+    """Read ragtriage's annotations (tier, verdict, scores) on a project's root spans."""
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     with httpx.Client(base_url=base_url(endpoint), headers=headers, timeout=timeout_s) as client:
         roots: dict[str, dict[str, Any]] = {}
@@ -100,7 +101,7 @@ def records_from_phoenix(
                 annotations.setdefault(row["span_id"], {})[row["name"]] = row
     records = []
     for span_id, rows in annotations.items():
-        tier_row, verdict_row = rows.get("eval_tier"), rows.get("eval_verdict")
+        tier_row, verdict_row = rows.get(TIER), rows.get(VERDICT)
         if tier_row is None and verdict_row is None:
             continue  # annotated by someone else, not evaluated by ragtriage
         span = roots[span_id]

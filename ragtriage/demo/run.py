@@ -21,6 +21,7 @@ from ragtriage.demo.app import DemoApp, load_corpus
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.export.phoenix import base_url
 from ragtriage.instrumentation import installed_processor, installed_runtime
+from ragtriage.judges import LLMJudge
 from ragtriage.sample import RAGSample
 
 PROJECT = "ragtriage-demo"
@@ -63,7 +64,7 @@ def run_demo(*, keep_running: bool, use_phoenix: bool, console: Console) -> int:
         assert processor is not None and runtime is not None and runtime.evaluator is not None
         evaluator = runtime.evaluator
         judges = [
-            f"{name}: {getattr(judge, 'model', type(judge).__name__)}"
+            f"{name}: {judge.model if isinstance(judge, LLMJudge) else judge.fingerprint}"
             for name, judge in (("local", evaluator.local_judge), ("heavy", evaluator.heavy_judge))
             if judge is not None
         ]
@@ -78,9 +79,10 @@ def run_demo(*, keep_running: bool, use_phoenix: bool, console: Console) -> int:
             provider.force_flush(120_000)
         _print_summary(console, results, labels, processor.stats)
         if use_phoenix and (keep_running or not own_phoenix):
+            assert endpoint is not None  # from the environment, or the demo's own Phoenix
             console.print(
-                f"\nOpen [bold]{base_url(endpoint or '')}[/bold], project [bold]{PROJECT}[/bold]: every trace carries "
-                "its eval annotations (faithfulness, relevance, ..., eval_tier, eval_verdict) and an EVALUATOR span."
+                f"\nOpen [bold]{base_url(endpoint)}[/bold], project [bold]{PROJECT}[/bold]: every trace carries "
+                "its verdict (answer), scores, tier and an EVALUATOR span."
             )
         elif use_phoenix:  # a link now would be dead by the time it is clicked
             console.print(

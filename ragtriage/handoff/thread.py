@@ -67,6 +67,17 @@ class ThreadHandoff(Generic[Item]):
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
 
+    def abandon(self, join_timeout_s: float) -> tuple[list[Item], int]:
+        """Give up on what is queued and in flight (at interpreter exit, after a flush that timed out): cancel it
+        on the loop, stop, and give the thread ``join_timeout_s`` to close the handler. Returns the items given
+        up and how many were in flight."""
+        given_up, running = self.consumer.cancel()
+        self.consumer.stop()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=join_timeout_s)
+        return given_up, running
+
     def _start(self) -> None:
         with self._lock:
             if self._thread is not None:
