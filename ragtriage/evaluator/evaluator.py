@@ -319,7 +319,7 @@ class RAGEvaluator:
         return result
 
     def summary(self) -> dict[str, Any]:
-        """Counts, mean scores and spend over the history window, for a log line or a dashboard."""
+        """Counts, mean scores and spend over the recent results, for a log line or a dashboard."""
         results = self.recent_results
         with self._lock:
             counts = dict(self._counts)
