@@ -261,7 +261,7 @@ def test_process_mode_scores_the_session_in_the_evaluator_process(phoenix: Phoen
     provider = app_provider(phoenix, project)
     ragtriage.instrument(
         tracer_provider=provider, endpoint=phoenix.url, sample_rate=1.0, evaluate_in="process",
-        auto_instrument=False, session_idle_s=1.0,
+        auto_instrument=False, session_idle_s=3.0,
     )  # fmt: skip
     try:
         conversation(provider, "process-chat")
@@ -282,7 +282,7 @@ def test_a_worker_fleet_writes_each_session_once_with_all_its_turns(redis_server
     """The app publishes to the queue; two ``ragtriage worker`` processes evaluate the turns between them."""
     project = f"sessions-fleet-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "PHOENIX_COLLECTOR_ENDPOINT": phoenix.url, "PHOENIX_PROJECT_NAME": project,
-           "RAGTRIAGE_SESSION_IDLE_S": "2"}  # fmt: skip
+           "RAGTRIAGE_SESSION_IDLE_S": "4"}  # fmt: skip
     for name in ("OPENAI_API_KEY", "RAGTRIAGE_LOCAL_JUDGE_URL", "RAGTRIAGE_SLACK_WEBHOOK_URL"):
         env.pop(name, None)
     workers = [

@@ -61,7 +61,9 @@ TURNS = [
     ("And what does it cost?", "It costs $49 per month."),
 ]
 FOLLOW_UP = TURNS[2][0]
-IDLE_S = 1.5
+#: Longer than the gap between two turns of the conversation on a loaded machine (each turn runs the framework
+#: and waits for its evaluation), so the three turns are one stretch of the session.
+IDLE_S = 5.0
 
 
 def judge_reply(body: dict[str, Any]) -> Reply:
@@ -256,6 +258,7 @@ def session_annotations(phoenix: PhoenixServer, project: str, session_id: str, t
         if response.status_code == 200:
             rows = response.json()["data"]
             if {r["name"] for r in rows} >= set(SESSION_ANNOTATIONS):
+                assert len({r["identifier"] for r in rows}) == 1, "the session was scored in two stretches"
                 return {r["name"]: r for r in rows}
         time.sleep(0.2)
     raise AssertionError(f"session {session_id} has annotations {[r['name'] for r in rows]}")
