@@ -101,6 +101,13 @@ class Config:
     smtp_username: str | None = field(default=None, metadata=_env("RAGTRIAGE_SMTP_USERNAME"))
     smtp_password: str | None = field(default=None, metadata=_env("RAGTRIAGE_SMTP_PASSWORD", secret=True))
     smtp_starttls: bool = field(default=True, metadata=_env("RAGTRIAGE_SMTP_STARTTLS"))
+    #: Conversations: how many of the last turns before a question every tier reads, and their characters at most.
+    max_history_turns: int = field(default=6, metadata=_env("RAGTRIAGE_MAX_HISTORY_TURNS"))
+    max_history_chars: int = field(default=4000, metadata=_env("RAGTRIAGE_MAX_HISTORY_CHARS"))
+    #: A session (traces sharing ``session.id``) with no new turn for this long is closed and scored in Phoenix.
+    session_idle_s: float = field(default=300.0, metadata=_env("RAGTRIAGE_SESSION_IDLE_S"))
+    #: One judge call per closed session on whether it resolved the user's need (counted in cost). Off by default.
+    session_judge: bool = field(default=False, metadata=_env("RAGTRIAGE_SESSION_JUDGE"))
 
     #: More headers for Phoenix, ``name=value`` pairs (comma-separated in the environment, as phoenix.otel reads it);
     #: ``instrument()`` takes them from ``phoenix.otel.register()``'s exporter unless set.

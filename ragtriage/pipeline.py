@@ -1,9 +1,10 @@
 """The evaluation pipeline: what happens to a sample once it is assembled, wherever that is.
 
 evaluate (the cascade; the evaluator's observers, alerts and metrics, see each result) ->
-``on_result`` -> write-back. The same object runs on the app's background thread, in the
-evaluator process, in ``ragtriage worker`` and under ``ragtriage collect``; :mod:`ragtriage.runtime`
-builds it from a :class:`~ragtriage.config.Config`.
+``on_result`` -> write-back -> the turn's session (``sessions``, scored once idle). The same
+object runs on the app's background thread, in the evaluator process, in ``ragtriage worker``
+and under ``ragtriage collect``; :mod:`ragtriage.runtime` builds it from a
+:class:`~ragtriage.config.Config`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ragtriage.errors import WriteBackFailed
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.sample import RAGSample
+from ragtriage.sessions.scorer import SessionScorer
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +79,17 @@ class Pipeline(SampleHandler):
         *,
         writer: ResultWriter | None = None,
         on_result: Callable[[RAGSample, RAGEvaluationResult], None] | None = None,
+        sessions: SessionScorer | None = None,
     ) -> None:
         if not isinstance(evaluator, RAGEvaluator):
             raise TypeError(f"evaluator must be a RAGEvaluator, got {type(evaluator).__name__}")
         if on_result is not None and not callable(on_result):
             raise TypeError("on_result must be callable")
         self.evaluator = evaluator
+        if sessions is not None and not isinstance(sessions, SessionScorer):
+            raise TypeError(f"sessions must be a SessionScorer, got {type(sessions).__name__}")
         self.writer = writer
+        self.sessions = sessions
         self._on_result = on_result
         self.counts: Counter[str] = Counter()
         self._last_log = {"on_result": -math.inf, "write_back": -math.inf}
@@ -93,7 +99,7 @@ class Pipeline(SampleHandler):
     async def __call__(self, sample: RAGSample) -> RAGEvaluationResult:
         """Evaluate and write back ``sample``; raises :class:`WriteBackFailed` when the write-back failed."""
         result = await self.evaluator.evaluate(
-            sample.question, sample.answer, sample.contexts, sample_key=sample.trace_id
+            sample.question, sample.answer, sample.contexts, history=sample.history, sample_key=sample.trace_id
         )
         self.counts[f"evaluations_{result.status}"] += 1
         if self._on_result is not None:
@@ -117,6 +123,8 @@ class Pipeline(SampleHandler):
                         exc,
                     )
                 raise WriteBackFailed(str(exc)) from exc
+        if self.sessions is not None:  # after the write-back: a sample redelivered for a retry counts once
+            await self.sessions.record(sample, result)
         return result
 
     def _due(self, what: str) -> bool:
@@ -128,6 +136,8 @@ class Pipeline(SampleHandler):
 
     async def aclose(self) -> None:
         """Close the writer's and the evaluator's connections on this loop."""
+        if self.sessions is not None:
+            await self.sessions.aclose()
         if self.writer is not None:
             await self.writer.aclose()
         await self.evaluator.aclose()

@@ -38,6 +38,7 @@ from ragtriage.alerts import (
     budget_rule,
     default_rules,
     dropped_samples_rule,
+    failed_sessions_rule,
     load_rules,
     sinks_from_config,
 )
@@ -53,8 +54,10 @@ from ragtriage.export.phoenix import PhoenixWriter, base_url, parse_headers
 from ragtriage.handoff.child_process import ProcessHandler
 from ragtriage.handoff.redis_stream import StreamPublisher
 from ragtriage.judges.llm import LLMJudge
+from ragtriage.judges.session import SessionJudge
 from ragtriage.pipeline import Pipeline, ResultWriter, SampleHandler
 from ragtriage.sample import RAGSample
+from ragtriage.sessions import MemorySessionStore, RedisSessionStore, SessionScorer
 from ragtriage.span_processor.processor import EvalSpanProcessor
 
 logger = logging.getLogger(__name__)
@@ -132,6 +135,8 @@ class Runtime:
         metrics = self.metrics
         if self.alerts is not None:
             self.alerts.add_listener(lambda event: metrics.record_alert(event.rule, event.severity))
+        if self.pipeline is not None and self.pipeline.sessions is not None:
+            self.pipeline.sessions.add_observer(metrics.observe_session)
         return metrics
 
     async def aclose(self) -> None:
@@ -191,7 +196,8 @@ def build(
             api_key=config.phoenix_api_key,
             headers=parse_headers(config.phoenix_client_headers),
         )
-    pipeline = Pipeline(evaluator, writer=writer, on_result=on_result)
+    sessions = None if role == "offline" else _session_scorer(config, role, project, evaluator, writer)
+    pipeline = Pipeline(evaluator, writer=writer, on_result=on_result, sessions=sessions)
     runtime = Runtime(config, role, project, pipeline, pipeline=pipeline, drops=drops)
 
     recorded = RecordingAlertSink() if role == "offline" else None
@@ -201,7 +207,7 @@ def build(
         alert_sinks = [*alert_sinks, recorded]
     can_drop = role in (*_FRONT, "evaluator_process")
     if alert_rules is None:
-        alert_rules = _rules(config, evaluator, drops if can_drop else None)
+        alert_rules = _rules(config, evaluator, drops if can_drop else None, sessions)
     alerts = AlertManager(
         alert_rules,
         alert_sinks,
@@ -216,6 +222,8 @@ def build(
     watched = any(r.name == "dropped_samples_high" or getattr(r, "read", None) is drops for r in alerts.rules)
     if can_drop and not watched:
         alerts.add_rule(dropped_samples_rule(drops))
+    if sessions is not None and not any(getattr(r, "read", None) == sessions.totals for r in alerts.rules):
+        alerts.add_rule(failed_sessions_rule(sessions.totals))
     evaluator.add_observer(alerts.observe)
     runtime.alerts, runtime.recorded = alerts, recorded
     return _with_processor(runtime, evaluator)
@@ -267,14 +275,49 @@ def build_evaluator(config: Config, *, sample_rate: float | None = None) -> RAGE
         sample_rate=config.sample_rate if sample_rate is None else sample_rate,
         cost_tracker=CostTracker(budget_usd_per_hour=config.budget_usd_per_hour),
         cache=RedisCache(config.redis_url) if config.redis_url else None,
+        max_history_turns=config.max_history_turns,
+        max_history_chars=config.max_history_chars,
     )
 
 
-def _rules(config: Config, evaluator: RAGEvaluator, drops: DropCounter | None) -> list[Rule]:
+def _session_scorer(
+    config: Config, role: Role, project: str, evaluator: RAGEvaluator, writer: ResultWriter | None
+) -> SessionScorer | None:
+    """Session scores where the pipeline runs (``session_idle_s`` 0: none). Workers share open sessions in the
+    queue's Redis, so a conversation whose turns went to several workers is one session, closed by one."""
+    if not config.session_idle_s:
+        return None
+    queue = config.queue_url if role == "worker" else None
+    store = RedisSessionStore(queue, project=project) if queue else MemorySessionStore()
+    judge = None
+    if config.session_judge:
+        model = next((j for j in (evaluator.heavy_judge, evaluator.local_judge) if isinstance(j, LLMJudge)), None)
+        if model is None:
+            logger.warning(
+                "ragtriage: session_judge (RAGTRIAGE_SESSION_JUDGE) needs an LLM judge; sessions are scored without it"
+            )
+        else:
+            judge = SessionJudge(model)
+    return SessionScorer(
+        store=store,
+        idle_s=config.session_idle_s,
+        judge=judge,
+        writer=writer if callable(getattr(writer, "write_session", None)) else None,  # type: ignore[arg-type]
+        cost_tracker=evaluator.cost_tracker,
+    )
+
+
+def _rules(
+    config: Config, evaluator: RAGEvaluator, drops: DropCounter | None, sessions: SessionScorer | None
+) -> list[Rule]:
     tracker = evaluator.cost_tracker
     if config.alert_rules_file:
         return load_rules(
-            config.alert_rules_file, thresholds=evaluator.thresholds, cost_tracker=tracker, drop_counters=drops
+            config.alert_rules_file,
+            thresholds=evaluator.thresholds,
+            cost_tracker=tracker,
+            drop_counters=drops,
+            session_totals=sessions.totals if sessions is not None else None,
         )
     rules = default_rules(evaluator.thresholds)
     if tracker.budget_usd_per_hour is not None:

@@ -43,6 +43,8 @@ class RAGSample:
     #: span is placed inside this interval, so the trace's latency in Phoenix stays the app's.
     root_start_ns: int = 0
     root_end_ns: int = 0
+    #: The conversation this turn belongs to (OpenInference ``session.id``), which session scores group by.
+    session_id: str | None = None
 
     @property
     def contexts(self) -> list[str]:
@@ -65,6 +67,7 @@ class RAGSample:
                 "history": self.history,
                 "root_start_ns": self.root_start_ns,
                 "root_end_ns": self.root_end_ns,
+                "session_id": self.session_id,
                 "documents": [
                     {"content": d.content, "id": d.id, "score": d.score, "span_id": f"{d.span_id:016x}",
                      "position": d.position}
@@ -95,6 +98,7 @@ class RAGSample:
                 _history(data.get("history")),  # absent in lines written before it existed
                 int(data.get("root_start_ns") or 0),  # likewise
                 int(data.get("root_end_ns") or 0),
+                session_id=_optional_string(data.get("session_id")),  # likewise
             )
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"malformed sample: {type(exc).__name__}: {exc}") from None
@@ -106,6 +110,10 @@ def _history(value: object) -> list[dict[str, str]]:
     if not isinstance(value, list):
         raise TypeError(f"history: expected a list, got {type(value).__name__}")
     return [{"role": _string(t["role"]), "content": _string(t["content"])} for t in value]
+
+
+def _optional_string(value: object) -> str | None:
+    return None if value is None else _string(value)
 
 
 def _string(value: object) -> str:

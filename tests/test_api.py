@@ -26,7 +26,7 @@ def test_public_surface_is_listed() -> None:
         ({"thresholds": {"faithfulness": 0.7}}, TypeError, "thresholds"),
         ({"max_context_chars": 10}, ValueError, "max_context_chars"),
         ({"max_context_chars": 1.5}, TypeError, "max_context_chars"),
-        ({"history_size": 0}, ValueError, "history_size"),
+        ({"recent_results_size": 0}, ValueError, "recent_results_size"),
         ({"local_judge": "gpt-4o-mini"}, TypeError, "local_judge"),
         ({"heavy_judge": object()}, TypeError, "heavy_judge"),
         ({"cache": {}}, TypeError, "cache"),
@@ -112,7 +112,7 @@ async def test_unsampled_returns_at_once_without_calling_a_judge(judge_server: J
     assert result.sample_key == "k1"
     assert result.tier is None and result.faithfulness is None
     assert judge_server.requests == []
-    assert evaluator.history == [] and evaluator.summary()["not_sampled"] == 1
+    assert evaluator.recent_results == [] and evaluator.summary()["not_sampled"] == 1
 
 
 def test_result_round_trips_through_dict() -> None:
@@ -142,13 +142,13 @@ def test_alert_severity_rule(value: float, threshold: float, severity: str) -> N
 def test_history_is_bounded() -> None:
     import asyncio
 
-    evaluator = RAGEvaluator(sample_rate=1.0, history_size=3, cache=False)
+    evaluator = RAGEvaluator(sample_rate=1.0, recent_results_size=3, cache=False)
 
     async def run() -> None:
         for i in range(5):
             await evaluator.evaluate(f"q{i}", "", ["c"])
 
     asyncio.run(run())
-    assert [r.question for r in evaluator.history] == ["q2", "q3", "q4"]
+    assert [r.question for r in evaluator.recent_results] == ["q2", "q3", "q4"]
     assert evaluator.last_result is not None and evaluator.last_result.question == "q4"
     assert evaluator.summary()["evaluations"] == 3

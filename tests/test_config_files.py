@@ -59,7 +59,7 @@ def evaluate_one(provider: TracerProvider) -> None:
     assert processor is not None and processor.force_flush(30_000)
     runtime = installed_runtime()
     assert runtime is not None and runtime.evaluator is not None
-    [result] = runtime.evaluator.history
+    [result] = runtime.evaluator.recent_results
     assert result.status == "ok"
 
 
@@ -76,7 +76,7 @@ def test_a_broken_rules_file_in_the_environment_warns_and_the_built_in_rules_run
     runtime = installed_runtime()
     assert runtime is not None and runtime.alerts is not None
     built_in = [rule.name for rule in default_rules()]
-    assert [rule.name for rule in runtime.alerts.rules] == [*built_in, "dropped_samples_high"]
+    assert [rule.name for rule in runtime.alerts.rules] == [*built_in, "dropped_samples_high", "failed_sessions_high"]
     evaluate_one(provider)
 
 

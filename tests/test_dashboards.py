@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,8 @@ from ragtriage.dashboards.grafana import grafana_dashboard
 from ragtriage.dashboards.metrics import SPECS
 from ragtriage.dashboards.prometheus import prometheus_names
 from ragtriage.pipeline import Pipeline
+from ragtriage.sample import RAGSample
+from ragtriage.sessions import SessionScorer
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 
 Q = "What is the capital of France?"
@@ -96,10 +99,12 @@ async def test_metrics_of_real_evaluations(make: Build, judge_server: JudgeServe
     metrics.record_alert("heavy_vector_share", "warning")
 
     found = points(reader)
-    # no processor given: no counts of traces dropped or skipped before evaluation
+    # no processor given: no counts of traces dropped or skipped before evaluation; no session closed
     assert set(found) == {spec.name for spec in SPECS} - {
         "ragtriage.eval.samples.dropped",
         "ragtriage.eval.traces.skipped",
+        "ragtriage.eval.sessions",
+        "ragtriage.eval.session.failed_share",
     }
     for spec in SPECS:
         if spec.name in found:
@@ -187,8 +192,14 @@ async def test_prometheus_endpoint_shows_the_series(
     server = serve_metrics(0, addr="127.0.0.1")
     try:
         metrics = enable_metrics(evaluator, processor=processor, meter_provider=server.meter_provider)
-        await run_mix(evaluator, judge_server, heavy_server)
+        results = await run_mix(evaluator, judge_server, heavy_server)
         metrics.record_alert("heavy_vector_share", "critical")
+        sessions = SessionScorer(idle_s=60)  # one conversation of two turns, closed once idle
+        sessions.add_observer(metrics.observe_session)
+        for i, result in enumerate(results[:2]):
+            await sessions.record(RAGSample(1, i + 1, "q", "a", [], session_id="chat-1"), result)
+        assert len(await sessions.sweep(now=time.time() + 61)) == 1
+        await sessions.aclose()
         async with httpx.AsyncClient() as client:
             response = await client.get(server.url)
     finally:
@@ -204,6 +215,7 @@ async def test_prometheus_endpoint_shows_the_series(
     assert re.search(r'ragtriage_eval_alerts_total\{[^}]*rule="heavy_vector_share"[^}]*\} 1\.0', text)
     assert re.search(r'ragtriage_eval_samples_dropped_total\{[^}]*reason="queue_full"[^}]*\} 0\.0', text)
     assert "# HELP ragtriage_eval_evaluations_total Sampled evaluations" in text
+    assert re.search(r'ragtriage_eval_sessions_total\{[^}]*outcome="(clean|failed_turns)"[^}]*\} 1\.0', text)
 
     # The Grafana dashboard may only query series that this real scrape showed.
     dashboard = grafana_dashboard()

@@ -13,6 +13,7 @@ from ragtriage.alerts.rules import (
     budget_rule,
     default_rules,
     dropped_samples_rule,
+    failed_sessions_rule,
 )
 from ragtriage.alerts.sinks import EmailSink, PagerDutySink, SlackSink, WebhookSink, sinks_from_config
 from ragtriage.alerts.state import AlertState, MemoryAlertState, RedisAlertState
@@ -41,6 +42,7 @@ __all__ = [
     "budget_rule",
     "default_rules",
     "dropped_samples_rule",
+    "failed_sessions_rule",
     "load_rules",
     "sinks_from_config",
 ]

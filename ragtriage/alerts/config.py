@@ -29,6 +29,7 @@ from ragtriage.alerts.rules import (
     budget_rule,
     default_rules,
     dropped_samples_rule,
+    failed_sessions_rule,
     share_rule,
 )
 from ragtriage.config import register_file_check
@@ -51,18 +52,20 @@ def load_rules(
     thresholds: RAGEvaluationThresholds | None = None,
     cost_tracker: CostTracker | None = None,
     drop_counters: Callable[[], tuple[int, int]] | None = None,
+    session_totals: Callable[[], tuple[int, int]] | None = None,
 ) -> list[Rule]:
     """Rules from a TOML file (or its parsed dict), checked in full: a bad type, range or key raises
     :class:`RulesFileError` naming the file, the rule and the key. The format: ``docs/alert-rules.md``.
 
     ``budget`` needs ``cost_tracker``; ``dropped`` reads ``drop_counters`` (``(dropped, offered)`` totals)
     and is skipped, with a warning, where nothing drops samples (``ragtriage worker``, offline runs), so one
-    rules file serves every role."""
+    rules file serves every role; ``failed_sessions`` reads ``session_totals`` (``(with a failed turn,
+    closed)``) and is skipped, with a warning, where no sessions are scored."""
     if isinstance(source, dict):
-        return _rules(source, thresholds, cost_tracker, drop_counters)
+        return _rules(source, thresholds, cost_tracker, drop_counters, session_totals)
     path = Path(source)
     try:
-        return _rules(_read(path), thresholds, cost_tracker, drop_counters)
+        return _rules(_read(path), thresholds, cost_tracker, drop_counters, session_totals)
     except RulesFileError as exc:
         raise RulesFileError(f"{path}: {exc}") from None
 
@@ -72,6 +75,7 @@ def _rules(
     thresholds: RAGEvaluationThresholds | None,
     cost_tracker: CostTracker | None,
     drop_counters: Callable[[], tuple[int, int]] | None,
+    session_totals: Callable[[], tuple[int, int]] | None,
 ) -> list[Rule]:
     _only(data, {"defaults", "rule"}, "top level")
     defaults = data.get("defaults", {})
@@ -91,7 +95,9 @@ def _rules(
     if limits:
         raise RulesFileError(f"[defaults]: {', '.join(limits)} set the built-in rules' limits: with [[rule]]s, "
                              "set each rule's limit instead")  # fmt: skip
-    rules = [_rule(spec, i, common, thresholds, cost_tracker, drop_counters) for i, spec in enumerate(specs)]
+    rules = [
+        _rule(spec, i, common, thresholds, cost_tracker, drop_counters, session_totals) for i, spec in enumerate(specs)
+    ]
     return [rule for rule in rules if rule is not None]
 
 
@@ -128,6 +134,7 @@ def _rule(
     thresholds: RAGEvaluationThresholds | None,
     cost_tracker: CostTracker | None,
     drop_counters: Callable[[], tuple[int, int]] | None,
+    session_totals: Callable[[], tuple[int, int]] | None,
 ) -> Rule | None:
     where = f"rule[{index}]"
     kind = spec.get("type")
@@ -168,12 +175,21 @@ def _rule(
                 logger.warning("ragtriage: %s (dropped) skipped: this process evaluates but drops no samples", where)
                 return None
             return dropped
+        if kind == "failed_sessions":
+            _only(spec, known | {"limit"}, where)
+            read = session_totals or _nothing_dropped
+            sessions = failed_sessions_rule(read, limit=spec.get("limit", 0.3), **settings)
+            if session_totals is None:
+                logger.warning("ragtriage: %s (failed_sessions) skipped: this process scores no sessions", where)
+                return None
+            return sessions
     except (TypeError, ValueError) as exc:
         if isinstance(exc, RulesFileError):
             raise
         raise RulesFileError(f"{where} ({kind}): {exc}") from None
     raise RulesFileError(
-        f"{where}: type must be one of metric, fail_share, heavy_share, judge_errors, drift, budget, dropped; "
+        f"{where}: type must be one of metric, fail_share, heavy_share, judge_errors, drift, budget, dropped, "
+        "failed_sessions; "
         f"got {kind!r}"
     )
 
@@ -192,7 +208,7 @@ def _only(spec: dict[str, Any], allowed: set[str], where: str) -> None:
 
 def _check_rules_file(path: str) -> None:
     """Every rule the file makes, with stand-ins for what the running evaluator will give them."""
-    load_rules(path, cost_tracker=CostTracker(), drop_counters=_nothing_dropped)
+    load_rules(path, cost_tracker=CostTracker(), drop_counters=_nothing_dropped, session_totals=_nothing_dropped)
 
 
 register_file_check("alert_rules_file", _check_rules_file)

@@ -401,3 +401,17 @@ def dropped_samples_rule(
         "recommendation", "the evaluation queue overflows: raise max_queue_size or max_concurrency, or sample less"
     )
     return CounterRateRule(what="share of RAG traces dropped before evaluation", limit=limit, read=read, **settings)
+
+
+def failed_sessions_rule(
+    read: Callable[[], tuple[int, int]], *, limit: float = 0.3, **settings: Any
+) -> CounterRateRule:
+    """Fires when more than ``limit`` of the sessions closed in the window (default: the last hour, at least 10)
+    had a failed turn; ``read`` returns (sessions with a failed turn, sessions closed), ``SessionScorer.totals``."""
+    settings.setdefault("name", "failed_sessions_high")
+    settings.setdefault("window_s", 3600.0)
+    settings.setdefault("min_samples", 10)
+    settings.setdefault(
+        "recommendation", "conversations go wrong: open the sessions' worst turns in Phoenix (Sessions tab)"
+    )
+    return CounterRateRule(what="share of closed sessions with a failed turn", limit=limit, read=read, **settings)

@@ -14,7 +14,7 @@ models write what their passage implies, and only a judge can say it is right.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ragtriage.checks._contradictions import negation_flip, wrong_choice
@@ -162,12 +162,19 @@ class DeterministicChecker:
         pattern = self.citation_pattern.pattern if self.citation_pattern else ""
         return f"det3:{self.min_answer_chars}:{self.unsupported_entities_to_fail}:{pattern}"
 
-    def check(self, question: str, answer: str, contexts: Sequence[str]) -> DeterministicReport:
+    def check(
+        self, question: str, answer: str, contexts: Sequence[str], history: Sequence[Mapping[str, str]] = ()
+    ) -> DeterministicReport:
+        """What the answer to ``question`` does with ``contexts``. ``history`` (the turns before the question)
+        only says what the question refers to: a term the user named in an earlier turn is, like the question's
+        own terms, not the answer's invention; nothing an assistant turn said counts for the answer."""
         findings: list[Finding] = []
         stripped = fold(answer.strip())
         evidence = EvidenceIndex.build(contexts)
         asked = EvidenceIndex(fold(question))
-        grounding = check_grounding(stripped, evidence, asked)
+        earlier = [t["content"] for t in history if t["role"] == "user"]
+        referred = EvidenceIndex(fold("\n".join([*earlier, question]))) if earlier else asked
+        grounding = check_grounding(stripped, evidence, referred)
         injection = _looks_injected(evidence.lowered)
         if injection:
             findings.append(_signal("injection", _INJECTION_NOTE))

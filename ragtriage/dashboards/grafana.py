@@ -32,6 +32,8 @@ def grafana_dashboard(*, heavy_share_limit: float = DEFAULT_HEAVY_SHARE_LIMIT) -
     tier_duration = n["ragtriage.eval.tier.duration"]
     cost = n["ragtriage.eval.cost"]
     cache = n["ragtriage.eval.cache.lookups"]
+    sessions = n["ragtriage.eval.sessions"]
+    failed_share = n["ragtriage.eval.session.failed_share"]
     panels = [
         _timeseries(
             "Tier mix (share of evaluations by deciding tier)",
@@ -162,6 +164,30 @@ def grafana_dashboard(*, heavy_share_limit: float = DEFAULT_HEAVY_SHARE_LIMIT) -
             ],
             unit="short",
             pos=(16, 26, 8, 8),
+        ),
+        _timeseries(
+            "Sessions: share with a failed turn, mean share of turns failed",
+            [
+                _target(
+                    f'sum(rate({sessions}{{outcome="failed_turns"}}{_RATE})) / sum(rate({sessions}{_RATE}))',
+                    "sessions with a failed turn",
+                ),
+                _target(
+                    f"sum(rate({failed_share}_sum{_RATE})) / sum(rate({failed_share}_count{_RATE}))",
+                    "mean share of turns failed",
+                    ref="B",
+                ),
+            ],
+            unit="percentunit",
+            minmax=(0, 1),
+            pos=(0, 34, 12, 8),
+        ),
+        _timeseries(
+            "Sessions closed",
+            [_target(f"sum by (outcome) (rate({sessions}{_RATE}))", "{{outcome}}")],
+            unit="short",
+            stacking="normal",
+            pos=(12, 34, 12, 8),
         ),
     ]
     for i, panel in enumerate(panels, start=1):

@@ -23,6 +23,7 @@ from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.intake.assembly import SKIP_COUNTERS
 from ragtriage.metrics_registry import ALL
+from ragtriage.sessions.scorer import SessionScore
 
 Kind = Literal["counter", "histogram", "gauge"]
 
@@ -110,6 +111,19 @@ SPECS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "ragtriage.eval.alerts", "counter", "{alert}", "Alerts fired, by rule and severity.", ("rule", "severity")
     ),
+    MetricSpec(
+        "ragtriage.eval.sessions",
+        "counter",
+        "{session}",
+        "Sessions closed after going idle, by outcome (failed_turns: at least one turn failed; clean).",
+        ("outcome",),
+    ),
+    MetricSpec(
+        "ragtriage.eval.session.failed_share",
+        "histogram",
+        "1",
+        "Share of a closed session's turns that failed.",
+    ),
 )
 SPEC_BY_NAME: dict[str, MetricSpec] = {s.name: s for s in SPECS}
 
@@ -160,6 +174,10 @@ class EvalMetrics:
         )
         self._cost = m.create_counter(**_kw("ragtriage.eval.cost"))
         self._alerts = m.create_counter(**_kw("ragtriage.eval.alerts"))
+        self._sessions = m.create_counter(**_kw("ragtriage.eval.sessions"))
+        self._session_failed_share = m.create_histogram(
+            **_kw("ragtriage.eval.session.failed_share"), explicit_bucket_boundaries_advisory=list(_SCORE_BUCKETS)
+        )
         m.create_observable_gauge(callbacks=[self._observe_heavy_share], **_kw("ragtriage.eval.heavy_share"))
         m.create_observable_counter(callbacks=[self._observe_cache], **_kw("ragtriage.eval.cache.lookups"))
         m.create_observable_counter(callbacks=[self._observe_dropped], **_kw("ragtriage.eval.samples.dropped"))
@@ -188,6 +206,16 @@ class EvalMetrics:
         if result.tier is not None:
             with self._lock:
                 self._recent.append(result.tier == "heavy")
+
+    def observe_session(self, score: SessionScore) -> None:
+        """Record one closed session (the session scorer's observer); the session judge's spend as tier
+        ``session`` (its turns' spend was counted with each turn)."""
+        if not self._enabled:
+            return
+        self._sessions.add(1, {"outcome": "failed_turns" if score.failed else "clean"})
+        self._session_failed_share.record(score.failed_share)
+        if score.resolution_cost_usd:
+            self._cost.add(score.resolution_cost_usd, {"tier": "session"})
 
     def record_alert(self, rule_name: str, severity: str) -> None:
         """Count one fired alert; the alert engine calls this when a rule fires (not on resolve)."""

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from redis.exceptions import RedisError
@@ -24,7 +24,7 @@ from ragtriage.redis_connections import LoopLocalRedis, check_redis_url
 logger = logging.getLogger(__name__)
 
 #: Bump when the cached payload or the meaning of a score changes.
-CACHE_SCHEMA_VERSION = "1"
+CACHE_SCHEMA_VERSION = "2"
 
 
 @runtime_checkable
@@ -36,14 +36,24 @@ class Cache(Protocol):
     async def set(self, key: str, value: str) -> None: ...
 
 
-def cache_key(question: str, answer: str, contexts: Sequence[str], judge_fingerprint: str) -> str:
-    """Stable across processes and hosts: length-prefixed parts, so no two inputs collide by concatenation."""
+def cache_key(
+    question: str,
+    answer: str,
+    contexts: Sequence[str],
+    judge_fingerprint: str,
+    history: Sequence[Mapping[str, str]] = (),
+) -> str:
+    """Stable across processes and hosts: length-prefixed parts, so no two inputs collide by concatenation.
+    The conversation (``history``, as the judges read it) is part of it: one follow-up in two conversations
+    asks two things."""
     digest = hashlib.sha256()
-    for part in (CACHE_SCHEMA_VERSION, judge_fingerprint, question, answer, *contexts):
+    turns = [part for turn in history for part in (turn["role"], turn["content"])]
+    for part in (CACHE_SCHEMA_VERSION, judge_fingerprint, question, answer, *contexts, *turns):
         data = part.encode("utf-8", "surrogatepass")
         digest.update(len(data).to_bytes(8, "big"))
         digest.update(data)
     digest.update(len(contexts).to_bytes(8, "big"))
+    digest.update(len(history).to_bytes(8, "big"))
     return "ragtriage:v" + CACHE_SCHEMA_VERSION + ":" + digest.hexdigest()
 
 

@@ -14,9 +14,10 @@ import logging
 import os
 import threading
 import time
+import warnings
 import weakref
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ from opentelemetry import context as otel_context
 
 from ragtriage.checks.deterministic import DeterministicChecker, DeterministicReport
 from ragtriage.evaluator.cache import Cache, MemoryCache, cache_key
+from ragtriage.evaluator.conversation import Turn, check_history, recent_turns
 from ragtriage.evaluator.cost import CostTracker
 from ragtriage.evaluator.results import (
     RAGEvaluationResult,
@@ -79,6 +81,7 @@ class _Case:
     base: dict[str, Any]  # the result fields every tier's result shares
     run: _Run
     started: float
+    history: list[Turn] = field(default_factory=list)  # the turns before the question, bounded
     cache_key: str | None = None
     report: DeterministicReport | None = None
     local: JudgeVerdict | None = None
@@ -105,7 +108,9 @@ class RAGEvaluator:
         cache: a :class:`~ragtriage.Cache` (default: in-memory), or ``False`` for none.
         cost_tracker, budget_usd_per_hour: judge spend; heavy calls stop when the hourly budget is spent.
         max_context_chars: contexts are truncated to this many characters (with a note).
-        history_size: how many recent results :attr:`history` keeps.
+        max_history_turns, max_history_chars: how much of the conversation before a question every tier
+            reads (its last turns; ``0`` turns: none): what the question refers to, never evidence.
+        recent_results_size: how many results :attr:`recent_results` keeps (``history_size``: deprecated).
         citation_pattern: a regex of the app's citations (``r"\[(\d+)\]"``), checked against the contexts.
         escalation_margin: a score this close to its threshold escalates to the heavy judge.
         deterministic: your own :class:`~ragtriage.DeterministicChecker`.
@@ -136,11 +141,21 @@ class RAGEvaluator:
         cost_tracker: CostTracker | None = None,
         budget_usd_per_hour: float | None = None,
         max_context_chars: int = 12_000,
-        history_size: int = 1000,
+        recent_results_size: int = 1000,
         citation_pattern: str | None = None,
         escalation_margin: float = 0.05,
         deterministic: DeterministicChecker | None = None,
+        max_history_turns: int = 6,
+        max_history_chars: int = 4000,
+        history_size: int | None = None,
     ) -> None:
+        if history_size is not None:
+            warnings.warn(
+                "RAGEvaluator(history_size=) is now recent_results_size= ('history' is the conversation)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            recent_results_size = history_size
         for name, judge in (("local_judge", local_judge), ("heavy_judge", heavy_judge)):
             if judge is not None and not isinstance(judge, Judge):
                 raise TypeError(f"{name} must implement the Judge protocol (fingerprint, async judge()), got {judge!r}")
@@ -161,7 +176,12 @@ class RAGEvaluator:
             raise TypeError(f"cost_tracker must be a CostTracker, got {type(cost_tracker).__name__}")
         elif budget_usd_per_hour is not None:
             cost_tracker.budget_usd_per_hour = budget_usd_per_hour
-        for name, value, low in (("max_context_chars", max_context_chars, 100), ("history_size", history_size, 1)):
+        for name, value, low in (
+            ("max_context_chars", max_context_chars, 100),
+            ("recent_results_size", recent_results_size, 1),
+            ("max_history_turns", max_history_turns, 0),
+            ("max_history_chars", max_history_chars, 0),
+        ):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, got {value!r}")
             if value < low:
@@ -181,10 +201,12 @@ class RAGEvaluator:
         self.cache: Cache | None = None if cache is False else cache
         self.cost_tracker = cost_tracker
         self.max_context_chars = max_context_chars
+        self.max_history_turns = max_history_turns
+        self.max_history_chars = max_history_chars
         self.deterministic = deterministic
         self._sample_rate = float(sample_rate)
         self._bound = sample_bound(self._sample_rate)
-        self._history: deque[RAGEvaluationResult] = deque(maxlen=history_size)
+        self._recent: deque[RAGEvaluationResult] = deque(maxlen=recent_results_size)
         self._lock = threading.Lock()
         ref = weakref.ref(self)
 
@@ -208,7 +230,8 @@ class RAGEvaluator:
                 local_judge.fingerprint if local_judge else "-",
                 heavy_judge.fingerprint if heavy_judge else "-",
                 repr(thresholds),
-                f"c{self.confidence_threshold}:m{self.escalation_margin}:x{max_context_chars}",
+                f"c{self.confidence_threshold}:m{self.escalation_margin}:x{max_context_chars}"
+                f":h{max_history_turns}/{max_history_chars}",
             )
         )
 
@@ -228,12 +251,18 @@ class RAGEvaluator:
 
     @property
     def last_result(self) -> RAGEvaluationResult | None:
-        return self._history[-1] if self._history else None
+        return self._recent[-1] if self._recent else None
+
+    @property
+    def recent_results(self) -> list[RAGEvaluationResult]:
+        """The most recent sampled results, oldest first (at most ``recent_results_size``)."""
+        return list(self._recent)
 
     @property
     def history(self) -> list[RAGEvaluationResult]:
-        """The most recent sampled results, oldest first (at most ``history_size``)."""
-        return list(self._history)
+        """Deprecated spelling of :attr:`recent_results` ("history" is a sample's conversation)."""
+        warnings.warn("RAGEvaluator.history is now recent_results", DeprecationWarning, stacklevel=2)
+        return self.recent_results
 
     @property
     def fingerprint(self) -> str:
@@ -265,27 +294,33 @@ class RAGEvaluator:
         answer: str,
         contexts: Sequence[str],
         *,
+        history: Sequence[Mapping[str, str]] | None = None,
         sample_key: str | bytes | int | None = None,
     ) -> RAGEvaluationResult:
-        """Evaluate one sample; returns at once with ``sampled=False`` when the key is not sampled."""
+        """Evaluate one sample; returns at once with ``sampled=False`` when the key is not sampled.
+
+        ``history`` is the conversation before ``question`` (``{"role", "content"}`` turns, oldest first). Every
+        tier reads its last turns (``max_history_turns``, ``max_history_chars``) to know what the question
+        refers to, never as evidence for the answer; the verdict cache keys on them too."""
         question = _check_text("question", question)
         answer = _check_text("answer", answer)
         contexts = _check_contexts(contexts)
+        turns = [{"role": t["role"], "content": _clean(t["content"])} for t in check_history(history)]
         key = sample_key if sample_key is not None else question + "\x1f" + answer
         if not self.should_sample(key):
             self._count("not_sampled")
             return RAGEvaluationResult(sampled=False, sample_key=_key_text(sample_key), question=question)
         token = otel_context.attach(otel_context.set_value(_SUPPRESS_KEY, True))
         try:
-            result = await self._cascade(question, answer, contexts, _key_text(sample_key))
+            result = await self._cascade(question, answer, contexts, turns, _key_text(sample_key))
         finally:
             otel_context.detach(token)
         self._record(result)
         return result
 
     def summary(self) -> dict[str, Any]:
-        """Counts, mean scores and spend over the history window, for a log line or a dashboard."""
-        results = self.history
+        """Counts, mean scores and spend over the recent results, for a log line or a dashboard."""
+        results = self.recent_results
         with self._lock:
             counts = dict(self._counts)
         decided = [r for r in results if r.tier is not None]
@@ -324,18 +359,21 @@ class RAGEvaluator:
     # -- the cascade --------------------------------------------------------------------------------
 
     async def _cascade(
-        self, question: str, answer: str, contexts: list[str], sample_key: str | None
+        self, question: str, answer: str, contexts: list[str], history: list[Turn], sample_key: str | None
     ) -> RAGEvaluationResult:
         started = time.perf_counter()
         run = _Run()
         contexts = self._truncate(contexts, run)
         run.context_chars = sum(len(c) for c in contexts)
+        history, left_out = recent_turns(history, max_turns=self.max_history_turns, max_chars=self.max_history_chars)
+        if left_out:
+            run.notes.append(f"the judges read the last {len(history)} turns of the conversation, {left_out} left out")
         base: dict[str, Any] = {"sampled": True, "sample_key": sample_key, "question": question}
-        case = _Case(question, answer, contexts, base, run, started)
+        case = _Case(question, answer, contexts, base, run, started, history)
         # Only LLM verdicts are cached (the free tiers are cheaper than a cache lookup), so without an LLM
         # judge the cache is not consulted at all.
         if self.cache is not None and (self.local_judge is not None or self.heavy_judge is not None):
-            case.cache_key = cache_key(question, answer, contexts, self._fingerprint)
+            case.cache_key = cache_key(question, answer, contexts, self._fingerprint, history)
         for tier in self._tiers:
             if (result := await tier(case)) is not None:
                 break
@@ -368,7 +406,7 @@ class RAGEvaluator:
     async def _deterministic_tier(self, case: _Case) -> RAGEvaluationResult | None:
         base, run, started = case.base, case.run, case.started
         t0 = time.perf_counter()
-        report = case.report = self.deterministic.check(case.question, case.answer, case.contexts)
+        report = case.report = self.deterministic.check(case.question, case.answer, case.contexts, case.history)
         grounding = report.grounding.score
         run.spend(TierOutcome("deterministic", grounding, latency_ms=_ms(t0), detail="; ".join(report.failures)))
         run.certain, run.signals = list(report.failures), list(report.signals)
@@ -388,9 +426,7 @@ class RAGEvaluator:
     async def _local_tier(self, case: _Case) -> RAGEvaluationResult | None:
         if self.local_judge is None:
             return None
-        local = case.local = await self._call(
-            "local", self.local_judge, case.run, case.question, case.answer, case.contexts
-        )
+        local = case.local = await self._call("local", self.local_judge, case)
         if local is None:
             return None
         assert case.report is not None  # the deterministic tier ran first
@@ -415,14 +451,7 @@ class RAGEvaluator:
                 run.notes.append("heavy judge skipped: the hourly budget is spent")
                 break
             verdict = await self._call(
-                "heavy",
-                self.heavy_judge,
-                run,
-                case.question,
-                case.answer,
-                contexts,
-                verify_claims=True,
-                temperature=None if attempt == 0 else 0.7,
+                "heavy", self.heavy_judge, case, verify_claims=True, temperature=None if attempt == 0 else 0.7
             )
             if verdict is None:
                 break
@@ -466,23 +495,22 @@ class RAGEvaluator:
         self,
         tier: Literal["local", "heavy"],
         judge: Judge,
-        run: _Run,
-        question: str,
-        answer: str,
-        contexts: list[str],
+        case: _Case,
         *,
         verify_claims: bool = False,
         temperature: float | None = None,
     ) -> JudgeVerdict | None:
+        run = case.run
+        # each only when there is some and the judge takes it: a plug-in written before may not
+        extra: dict[str, Any] = {
+            name: value
+            for name, value in (("checks", run.signals), ("history", case.history))
+            if value and _accepts(judge, name)
+        }
         try:
-            if run.signals and _takes_checks(judge):
-                verdict = await judge.judge(
-                    question, answer, contexts, verify_claims=verify_claims, temperature=temperature, checks=run.signals
-                )
-            else:
-                verdict = await judge.judge(
-                    question, answer, contexts, verify_claims=verify_claims, temperature=temperature
-                )
+            verdict = await judge.judge(
+                case.question, case.answer, case.contexts, verify_claims=verify_claims, temperature=temperature, **extra
+            )
         except JudgeError as exc:
             usage = exc.usage
             self.cost_tracker.record(
@@ -654,7 +682,7 @@ class RAGEvaluator:
 
     def _record(self, result: RAGEvaluationResult) -> None:
         with self._lock:
-            self._history.append(result)
+            self._recent.append(result)
             self._counts[f"tier_{result.tier}"] += 1
             self._counts[f"status_{result.status}"] += 1
         for observer in self._observers:
@@ -702,13 +730,13 @@ def _max_gap(local: JudgeVerdict | None, heavy: JudgeVerdict) -> float | None:
     return max(gaps) if gaps else None
 
 
-def _takes_checks(judge: Judge) -> bool:
-    """Whether ``judge.judge`` accepts ``checks`` (the free tiers' signals): plug-ins written before may not."""
+def _accepts(judge: Judge, parameter: str) -> bool:
+    """Whether ``judge.judge`` takes ``parameter``: a plug-in written before it existed may not."""
     try:
         parameters = inspect.signature(judge.judge).parameters
     except (TypeError, ValueError):
         return False
-    return "checks" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return parameter in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 def _ms(started: float) -> float:

@@ -63,9 +63,11 @@ from ragtriage.errors import WriteBackFailed
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.export.annotation_configs import TIER, VERDICT, VERDICT_SCORES, AnnotationConfigs
 from ragtriage.export.links import ProjectLinks
+from ragtriage.export.sessions import session_annotations
 from ragtriage.intake.extraction import OWN_SPAN
 from ragtriage.metrics_registry import SCORES
 from ragtriage.sample import RAGSample
+from ragtriage.sessions.scorer import SessionScore
 
 logger = logging.getLogger(__name__)
 
@@ -266,6 +268,12 @@ class PhoenixWriter:
             await self.configs.ensure(self._client())
             await self.links.resolve(self._client())
         self.counts["writes"] += 1
+
+    async def write_session(self, score: SessionScore) -> None:
+        """A closed session's annotations (:mod:`.sessions`), on the session Phoenix made of its spans."""
+        with own_http(self._api_key):
+            await self._post("/v1/session_annotations", session_annotations(score, self.base_url))
+        self.counts["session_writes"] += 1
 
     def _emit_span(self, sample: RAGSample, result: RAGEvaluationResult, annotations: list[dict[str, Any]]) -> None:
         target = SpanContext(

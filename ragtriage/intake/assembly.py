@@ -136,7 +136,7 @@ def _key(document: Document) -> tuple[str, str]:
 class _Facts:
     """The best question/answer/history seen so far, by source priority, and the documents of one local root."""
 
-    __slots__ = ("answer", "history", "parent_of", "question", "rerankers", "retrieved", "top_level")
+    __slots__ = ("answer", "history", "parent_of", "question", "rerankers", "retrieved", "session_id", "top_level")
 
     def __init__(self) -> None:
         # (priority, text, span id, source)
@@ -147,6 +147,7 @@ class _Facts:
         self.rerankers: list[SpanFacts] = []
         self.parent_of: dict[int, int] = {}
         self.top_level: set[int] = set()  # spans that may speak for the request (the root, outermost chains)
+        self.session_id: str | None = None  # the first span's that names one (instrumentors set it on every span)
 
     @classmethod
     def of(cls, group: list[BufferedSpan]) -> _Facts:
@@ -189,6 +190,8 @@ class _Facts:
 
     def add(self, facts: SpanFacts, span_id: int, is_root: bool, top_level: bool = True) -> None:
         level = _EXPLICIT if facts.explicit else (_ROOT if is_root else _CHAIN)
+        if self.session_id is None:
+            self.session_id = facts.session_id
         if top_level or facts.explicit:
             self._offer("question", level, facts.question, span_id, facts.question_source)
             self._offer_history(level, span_id, facts.history)
@@ -251,7 +254,15 @@ class _Facts:
     def sample(self, trace_id: int, root_span_id: int) -> RAGSample:
         assert self.question is not None and self.answer is not None
         history = list(self.history[2]) if self.history else []
-        return RAGSample(trace_id, root_span_id, self.question[1], self.answer[1], self.contexts(), history=history)
+        return RAGSample(
+            trace_id,
+            root_span_id,
+            self.question[1],
+            self.answer[1],
+            self.contexts(),
+            history=history,
+            session_id=self.session_id,
+        )
 
 
 def _rerank(documents: list[Document], inputs: list[Document], outputs: list[Document]) -> list[Document]:

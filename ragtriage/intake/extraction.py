@@ -74,6 +74,9 @@ FALLBACK_ANSWER = "ragtriage.answer"
 FALLBACK_CONTEXTS = "ragtriage.contexts"
 #: Set on ragtriage's own EVALUATOR spans, so they are never evaluated themselves.
 OWN_SPAN = "ragtriage.evaluation"
+SESSION_ID = SpanAttributes.SESSION_ID
+#: A session id longer than this is cut (it is a key in memory, Redis and Phoenix).
+MAX_SESSION_ID_CHARS = 256
 
 MAX_DOCUMENTS = 64
 MAX_MESSAGES = 256
@@ -140,6 +143,7 @@ class SpanFacts:
     documents: list[Document] = field(default_factory=list)
     reranker_input: list[Document] = field(default_factory=list)
     reranker_output: list[Document] = field(default_factory=list)
+    session_id: str | None = None  #: OpenInference ``session.id``: the conversation the trace is a turn of
 
 
 def _text(value: Any) -> str | None:
@@ -384,6 +388,8 @@ def extract(attributes: Mapping[str, Any], span_id: int, *, io: bool = True) -> 
             facts.llm_answer_weak = True
         found = found or facts.llm_question is not None or facts.llm_answer is not None
 
+    if found:
+        facts.session_id = _session_id(attributes)
     if kind not in _IO_KINDS or not (io or facts.explicit):
         return facts if found else None
     if facts.question is None and (raw := _text(attributes.get(INPUT))) is not None:
@@ -399,7 +405,14 @@ def extract(attributes: Mapping[str, Any], span_id: int, *, io: bool = True) -> 
         if facts.answer is not None:
             facts.answer_source = f"{OUTPUT}[{path}]" if path else OUTPUT
             found = True
+    if found and facts.session_id is None:
+        facts.session_id = _session_id(attributes)
     return facts if found else None
+
+
+def _session_id(attributes: Mapping[str, Any]) -> str | None:
+    value = _text(attributes.get(SESSION_ID))
+    return value[:MAX_SESSION_ID_CHARS] if value else None
 
 
 def _is_stream_placeholder(text: str) -> bool:

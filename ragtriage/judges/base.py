@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -66,7 +66,10 @@ class Judge(Protocol):
         verify_claims: bool = False,
         temperature: float | None = None,
         checks: Sequence[str] = (),
+        history: Sequence[Mapping[str, str]] = (),
     ) -> JudgeVerdict:
         """Return a validated verdict or raise :class:`JudgeError`; never return a guess. ``checks`` are the
-        free tiers' signals, terms to verify; a judge written before they existed may omit the parameter."""
+        free tiers' signals, terms to verify; ``history`` is the conversation before the question (bounded,
+        oldest first): it says what the question refers to and is never evidence for the answer. A judge
+        written before either existed may omit the parameter."""
         ...

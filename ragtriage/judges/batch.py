@@ -21,7 +21,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import openai
@@ -42,6 +42,7 @@ class _Call:
     body: dict[str, object]
     args: tuple[str, str, Sequence[str]]
     checks: Sequence[str]
+    history: Sequence[Mapping[str, str]]
     verify_claims: bool
     temperature: float | None
     future: asyncio.Future[JudgeVerdict]
@@ -82,17 +83,18 @@ class BatchJudge:
         verify_claims: bool = False,
         temperature: float | None = None,
         checks: Sequence[str] = (),
+        history: Sequence[Mapping[str, str]] = (),
     ) -> JudgeVerdict:
         inner = self.inner
         body = inner.request_body(
-            inner.messages(question, answer, contexts, verify_claims=verify_claims, checks=checks),
+            inner.messages(question, answer, contexts, verify_claims=verify_claims, checks=checks, history=history),
             verify_claims=verify_claims,
             temperature=inner.temperature if temperature is None else temperature,
         )
         n = self.stats["batched"] = self.stats["batched"] + 1
         future: asyncio.Future[JudgeVerdict] = asyncio.get_running_loop().create_future()
         self._pending.append(
-            _Call(f"rt-{n}", body, (question, answer, contexts), checks, verify_claims, temperature, future)
+            _Call(f"rt-{n}", body, (question, answer, contexts), checks, history, verify_claims, temperature, future)
         )
         self._arrived = time.monotonic()
         if self._flusher is None or self._flusher.done():
@@ -194,6 +196,7 @@ class BatchJudge:
                         verify_claims=call.verify_claims,
                         temperature=call.temperature,
                         checks=call.checks,
+                        history=call.history,
                     )
                 except JudgeError as exc:
                     self.synchronous_cost_usd += exc.usage.cost_usd

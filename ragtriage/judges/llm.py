@@ -12,8 +12,8 @@ import random
 import time
 import urllib.request
 import weakref
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, TypeVar
 
 from ragtriage._log_hygiene import redact
 from ragtriage.errors import JudgeOutputError, TransportError
@@ -32,6 +32,7 @@ _STRUCTURED_OUTPUTS = ("json_schema", "vllm", "none")
 _RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _MAX_BACKOFF_S = 8.0
 OPENAI_URL = "https://api.openai.com/v1"
+_T = TypeVar("_T")
 _KEYS = {claims: tuple(output_json_schema(verify_claims=claims)["properties"]) for claims in (False, True)}
 
 
@@ -202,10 +203,23 @@ class LLMJudge:
         return b'{"messages": [' + b", ".join(encoded) + b"], " + static
 
     def messages(
-        self, question: str, answer: str, contexts: Sequence[str], *, verify_claims: bool, checks: Sequence[str] = ()
+        self,
+        question: str,
+        answer: str,
+        contexts: Sequence[str],
+        *,
+        verify_claims: bool,
+        checks: Sequence[str] = (),
+        history: Sequence[Mapping[str, str]] = (),
     ) -> list[dict[str, str]]:
         return build_messages(
-            question, answer, contexts, verify_claims=verify_claims, keys=_KEYS[verify_claims], checks=checks
+            question,
+            answer,
+            contexts,
+            verify_claims=verify_claims,
+            keys=_KEYS[verify_claims],
+            checks=checks,
+            history=history,
         )
 
     async def judge(
@@ -217,14 +231,27 @@ class LLMJudge:
         verify_claims: bool = False,
         temperature: float | None = None,
         checks: Sequence[str] = (),
+        history: Sequence[Mapping[str, str]] = (),
     ) -> JudgeVerdict:
-        messages = self.messages(question, answer, contexts, verify_claims=verify_claims, checks=checks)
+        messages = self.messages(
+            question, answer, contexts, verify_claims=verify_claims, checks=checks, history=history
+        )
         temperature = self.temperature if temperature is None else temperature
         body = self._body(messages, verify_claims=verify_claims, temperature=temperature)
+        n_contexts = len(contexts)
+
+        def read(reply: bytes, started: float, attempts: int) -> JudgeVerdict:
+            return self._verdict(reply, started, attempts, n_contexts=n_contexts, verify_claims=verify_claims)
+
+        return await self.exchange(body, self.fleet.order(question, answer, contexts), read)
+
+    async def exchange(self, body: bytes, servers: list[Server], read: Callable[[bytes, float, int], _T]) -> _T:
+        """POST the chat completion ``body`` to ``servers`` in order, with this judge's retries, fail-over and
+        concurrency cap; ``read(reply, started, attempts)`` turns the reply into the result or raises
+        :class:`JudgeError`. Every call to the judge's model goes through here (the session judge's too)."""
         if not self._auth and self.base_url is None:
             raise JudgeError(f"{self.model}: no API key (pass api_key or set OPENAI_API_KEY)")
         pools, semaphore = self._client()
-        servers = self.fleet.order(question, answer, contexts)
         started = time.perf_counter()
         now = time.monotonic()
         candidates = [server for server in servers if server.available(now)]
@@ -232,7 +259,7 @@ class LLMJudge:
             back = min(server.down_until for server in servers) - now
             raise JudgeError(
                 f"{self.model}: {_all(servers)} out after failing to answer; the next is tried again in {back:.1f} s",
-                usage=self._usage(started, 0),
+                usage=self.usage_of(started, 0),
             )
         attempts = rounds = 0
         while True:
@@ -258,16 +285,14 @@ class LLMJudge:
                     rounds = self.max_retries
                     break
                 server.succeeded()
-                return self._verdict(
-                    response.body, started, attempts, n_contexts=len(contexts), verify_claims=verify_claims
-                )
+                return read(response.body, started, attempts)
             rounds += 1
             if rounds > self.max_retries:
                 spent = "" if attempts == 1 else f" after {attempts} attempts"
                 where = f" (last: {failed_on.name})" if len(servers) > 1 else ""
                 raise JudgeError(
                     f"{self.model}: {_describe(last)}{spent}{where}{_detail(last)}",
-                    usage=self._usage(started, attempts),
+                    usage=self.usage_of(started, attempts),
                 )
             await asyncio.sleep(self._delay(last, rounds))
             now = time.monotonic()
@@ -279,7 +304,7 @@ class LLMJudge:
         """Straight from the reply's JSON to a validated :class:`JudgeOutput` (no SDK response models)."""
         try:
             reply = json.loads(body)
-            usage = self._usage(started, attempts, reply.get("usage"))
+            usage = self.usage_of(started, attempts, reply.get("usage"))
             choices = reply.get("choices") or [None]
             choice = choices[0] or {}
             raw = (choice.get("message") or {}).get("content") or ""
@@ -287,7 +312,7 @@ class LLMJudge:
         except (ValueError, AttributeError, TypeError):
             snippet = body[:120].decode("utf-8", "replace")
             raise JudgeError(
-                f"{self.model}: the reply is not a chat completion: {snippet!r}", usage=self._usage(started, attempts)
+                f"{self.model}: the reply is not a chat completion: {snippet!r}", usage=self.usage_of(started, attempts)
             ) from None
         if not isinstance(raw, str):
             raise JudgeError(f"{self.model}: the reply's message content is not text", usage=usage)
@@ -299,7 +324,8 @@ class LLMJudge:
             raise JudgeError(f"{self.model}: {exc}", usage=usage, raw=raw) from None
         return JudgeVerdict(output=output, usage=usage, raw=raw)
 
-    def _usage(self, started: float, attempts: int, usage: Any = None) -> JudgeUsage:
+    def usage_of(self, started: float, attempts: int, usage: Any = None) -> JudgeUsage:
+        """What a call spent: its tokens (from the reply's ``usage``), their price, its time, its attempts."""
         usage = usage if isinstance(usage, dict) else {}
         prompt = _count(usage.get("prompt_tokens"))
         completion = _count(usage.get("completion_tokens"))
