@@ -40,6 +40,7 @@ from ragtriage.alerts import (
     dropped_samples_rule,
     load_rules,
     sinks_from_config,
+    tier_agreement_rule,
 )
 from ragtriage.config import Config
 from ragtriage.dashboards.metrics import EvalMetrics, HasStats, enable_metrics
@@ -212,7 +213,11 @@ def _build(
 
     if evaluator is None:
         # Elsewhere than in the app, the sampling was done where the trace was seen.
-        evaluator = build_evaluator(config, sample_rate=config.sample_rate if role in _FRONT else 1.0)
+        evaluator = build_evaluator(
+            config,
+            sample_rate=config.sample_rate if role in _FRONT else 1.0,
+            audit_rate=0.0 if role == "offline" else None,  # an offline run judges every item with every tier
+        )
     if role == "offline" or (writer is None and not config.write_back):
         writer = None
     elif writer is None:
@@ -247,8 +252,10 @@ def _build(
     return runtime
 
 
-def build_evaluator(config: Config, *, sample_rate: float | None = None) -> RAGEvaluator:
-    """The evaluator the configuration describes (judges, cache, budget, calibration file); with no judge
+def build_evaluator(
+    config: Config, *, sample_rate: float | None = None, audit_rate: float | None = None
+) -> RAGEvaluator:
+    """The evaluator the configuration describes (judges, cache, budget, calibration file, audits); with no judge
     URL or key, the free tiers alone."""
     local = (
         LLMJudge(model=config.local_judge_model, base_url=config.local_judge_url) if config.local_judge_url else None
@@ -272,18 +279,22 @@ def build_evaluator(config: Config, *, sample_rate: float | None = None) -> RAGE
         sample_rate=config.sample_rate if sample_rate is None else sample_rate,
         cost_tracker=CostTracker(budget_usd_per_hour=config.budget_usd_per_hour),
         cache=RedisCache(config.redis_url) if config.redis_url else None,
+        audit_rate=config.audit_rate if audit_rate is None else audit_rate,
     )
 
 
 def _rules(config: Config, evaluator: RAGEvaluator, drops: DropCounter | None) -> list[Rule]:
     tracker = evaluator.cost_tracker
     if config.alert_rules_file:
-        return load_rules(
+        rules = load_rules(
             config.alert_rules_file, thresholds=evaluator.thresholds, cost_tracker=tracker, drop_counters=drops
         )
-    rules = default_rules(evaluator.thresholds)
-    if tracker.budget_usd_per_hour is not None:
-        rules.append(budget_rule(tracker))
+    else:
+        rules = default_rules(evaluator.thresholds)
+        if tracker.budget_usd_per_hour is not None:
+            rules.append(budget_rule(tracker))
+    if evaluator.auditor is not None and not any(r.name == "tier_agreement_low" for r in rules):
+        rules.append(tier_agreement_rule(evaluator.audits.snapshot))  # on wherever a tier audits
     return rules
 
 

@@ -32,6 +32,8 @@ def grafana_dashboard(*, heavy_share_limit: float = DEFAULT_HEAVY_SHARE_LIMIT) -
     tier_duration = n["ragtriage.eval.tier.duration"]
     cost = n["ragtriage.eval.cost"]
     cache = n["ragtriage.eval.cache.lookups"]
+    agreement = n["ragtriage.eval.tier_agreement"]
+    audits = n["ragtriage.eval.audits"]
     panels = [
         _timeseries(
             "Tier mix (share of evaluations by deciding tier)",
@@ -162,6 +164,30 @@ def grafana_dashboard(*, heavy_share_limit: float = DEFAULT_HEAVY_SHARE_LIMIT) -
             ],
             unit="short",
             pos=(16, 26, 8, 8),
+        ),
+        _timeseries(
+            "Tier agreement with its auditor (audit samples; band: 95% interval)",
+            [
+                _target(f'max by (tier) ({agreement}{{stat="agreement", bound="value"}})', "{{tier}} agreement"),
+                _target(f'max by (tier) ({agreement}{{stat="agreement", bound="low"}})', "{{tier}} low", ref="B"),
+                _target(f'max by (tier) ({agreement}{{stat="agreement", bound="high"}})', "{{tier}} high", ref="C"),
+                _target(
+                    f'max by (tier) ({agreement}{{stat="fail_precision", bound="value"}})',
+                    "{{tier}} precision of fail",
+                    ref="D",
+                ),
+            ],
+            unit="percentunit",
+            minmax=(0, 1),
+            pos=(0, 34, 12, 8),
+        ),
+        _timeseries(
+            "Audits by outcome",
+            [_target(f"sum by (tier, outcome) (increase({audits}[$__interval]))", "{{tier}}: {{outcome}}")],
+            unit="short",
+            draw="bars",
+            stacking="normal",
+            pos=(12, 34, 12, 8),
         ),
     ]
     for i, panel in enumerate(panels, start=1):

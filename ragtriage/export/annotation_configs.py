@@ -25,6 +25,10 @@ logger = logging.getLogger(__name__)
 
 VERDICT = "eval_verdict"
 TIER = "eval_tier"
+#: The auditing tier's verdict on an audited trace (docs/audit.md).
+AUDIT_VERDICT = "audit_verdict"
+#: A reviewer's label, set in the Phoenix UI (annotator kind HUMAN) and read by ``calibrate --from-phoenix``.
+HUMAN_VERDICT = "human_verdict"
 #: No such route (404, 405, 501: a Phoenix before the API) or no permission (401, 403): not worth retrying.
 _UNSUPPORTED = frozenset({404, 405, 501, 401, 403})
 _VERDICT_SCORES = {"pass": 1.0, "fail": 0.0}  # "uncertain" has no score: it is not halfway between
@@ -50,6 +54,25 @@ def annotation_configs() -> list[dict[str, Any]]:
             "description": "ragtriage's verdict on the answer",
             "optimization_direction": "MAXIMIZE",
             "values": [{"label": v, "score": _VERDICT_SCORES.get(v)} for v in get_args(Verdict)],
+        }
+    )
+    configs.append(
+        {
+            "name": AUDIT_VERDICT,
+            "type": "CATEGORICAL",
+            "description": "the verdict of the tier that audited a cheaper tier's decision (the decision stands)",
+            "optimization_direction": "MAXIMIZE",
+            "values": [{"label": v, "score": _VERDICT_SCORES.get(v)} for v in get_args(Verdict)],
+        }
+    )
+    configs.append(
+        {
+            "name": HUMAN_VERDICT,
+            "type": "CATEGORICAL",
+            "description": "a reviewer's label: does the answer hold up against its contexts? (ragtriage calibrate "
+            "--from-phoenix measures every tier against it)",
+            "optimization_direction": "MAXIMIZE",
+            "values": [{"label": label, "score": _VERDICT_SCORES[label]} for label in ("pass", "fail")],
         }
     )
     labels = [*TIERS, *(s for s in get_args(Status) if s != "ok")]  # the writer's label: tier, else status

@@ -1,4 +1,7 @@
-"""Intervals for rates and their differences: judge drift moves absolutes, so gates compare deltas with CIs."""
+"""Intervals for rates, their differences and agreement: judge drift moves absolutes, so gates compare with CIs.
+
+At the bottom of the import graph: the release gate, the audit windows and the reports share it.
+"""
 
 from __future__ import annotations
 
@@ -42,3 +45,25 @@ def bootstrap_mean_diff(
         sum(rng.choices(a, k=len(a))) / len(a) - sum(rng.choices(b, k=len(b))) / len(b) for _ in range(resamples)
     )
     return (diffs[int(0.025 * resamples)], diffs[min(resamples - 1, int(0.975 * resamples))])
+
+
+def cohen_kappa(table: Sequence[Sequence[int]], z: float = Z95) -> tuple[float | None, tuple[float, float] | None]:
+    """Cohen's kappa of a square agreement table (rows: one rater, columns: the other) and its 95% interval.
+
+    The interval is the large-sample one (Fleiss, Cohen & Everitt 1969, the standard error of kappa under
+    the observed margins, simplified form): fine from a few dozen items, ``None`` below 2 items or when
+    chance agreement is 1 (every item in one class: kappa is undefined, not 0 or 1).
+    """
+    n = sum(sum(row) for row in table)
+    if n < 2:
+        return None, None
+    k = len(table)
+    po = sum(table[i][i] for i in range(k)) / n
+    rows = [sum(table[i]) / n for i in range(k)]
+    cols = [sum(table[i][j] for i in range(k)) / n for j in range(k)]
+    pe = sum(r * c for r, c in zip(rows, cols, strict=True))
+    if pe >= 1:
+        return None, None
+    kappa = (po - pe) / (1 - pe)
+    se = math.sqrt(max(po * (1 - po), 0.0) / (n * (1 - pe) ** 2))
+    return kappa, (max(-1.0, kappa - z * se), min(1.0, kappa + z * se))
