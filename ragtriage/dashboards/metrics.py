@@ -213,8 +213,10 @@ class EvalMetrics:
         if not self._enabled:
             return
         agrees = outcome.agrees
-        kind = ("agree" if agrees else "disagree") if agrees is not None else (
-            "undecided" if outcome.status == "ok" else outcome.status
+        kind = (
+            ("agree" if agrees else "disagree")
+            if agrees is not None
+            else ("undecided" if outcome.status == "ok" else outcome.status)
         )
         self._audits.add(1, {"tier": outcome.tier, "auditor": outcome.auditor, "outcome": kind})
         if outcome.cost_usd:

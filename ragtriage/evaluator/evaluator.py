@@ -419,9 +419,7 @@ class RAGEvaluator:
             outcome = replace(outcome, status="budget_exhausted", detail="audits stop first when the budget runs low")
         else:
             try:
-                verdict = await judge.judge(
-                    case.question, case.answer, case.contexts, verify_claims=auditor == "heavy"
-                )
+                verdict = await judge.judge(case.question, case.answer, case.contexts, verify_claims=auditor == "heavy")
             except JudgeError as exc:
                 usage = exc.usage
                 outcome = replace(
