@@ -41,7 +41,7 @@ def audit_chosen(key: str, rate: float) -> bool:
     return int.from_bytes(digest, "big") < int(rate * 2**64)
 
 
-def audited_tier(result: RAGEvaluationResult, *, has_local: bool, has_heavy: bool) -> Tier | None:
+def audited_tier(result: RAGEvaluationResult, *, has_local: bool, has_heavy: bool) -> Literal["local", "heavy"] | None:
     """The tier that audits ``result`` (``"heavy"`` if configured, else ``"local"``), or ``None`` when the
     result is not an auditable decision of a cheaper tier."""
     if not result.sampled or result.status != "ok":
@@ -60,7 +60,7 @@ class AuditOutcome:
     sample_key: str | None
     tier: Tier
     verdict: Verdict
-    auditor: Tier
+    auditor: Literal["local", "heavy"]
     audit_verdict: Verdict | None
     status: AuditStatus = "ok"
     cost_usd: float = 0.0
