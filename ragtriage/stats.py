@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 Z95 = 1.959963984540054
 
@@ -67,3 +69,56 @@ def cohen_kappa(table: Sequence[Sequence[int]], z: float = Z95) -> tuple[float |
     kappa = (po - pe) / (1 - pe)
     se = math.sqrt(max(po * (1 - po), 0.0) / (n * (1 - pe) ** 2))
     return kappa, (max(-1.0, kappa - z * se), min(1.0, kappa + z * se))
+
+
+Prediction = Literal["hallucinated", "faithful", "undecided"]
+PREDICTIONS: tuple[Prediction, ...] = ("hallucinated", "faithful", "undecided")
+
+
+@dataclass(frozen=True, slots=True)
+class TierStats:
+    """Confusion counts ``confusion[label][prediction]`` of a judge (a tier, a metric) against reference labels
+    (people's), and the rates built from them. The positive class is ``hallucinated`` (a ``fail``); an
+    ``undecided`` prediction counts against recall but not in accuracy or kappa. Intervals are 95%."""
+
+    tier: str
+    confusion: dict[str, dict[str, int]]
+
+    def _c(self, label: str, pred: str) -> int:
+        return self.confusion[label][pred]
+
+    @property
+    def n(self) -> int:
+        return sum(sum(row.values()) for row in self.confusion.values())
+
+    @property
+    def decided(self) -> int:
+        return self.n - self._c("hallucinated", "undecided") - self._c("faithful", "undecided")
+
+    def metrics(self) -> dict[str, Any]:
+        tp, fn = self._c("hallucinated", "hallucinated"), self._c("hallucinated", "faithful")
+        fp, tn = self._c("faithful", "hallucinated"), self._c("faithful", "faithful")
+        positives = tp + fn + self._c("hallucinated", "undecided")
+        d = tp + fn + fp + tn
+        kappa, kappa_interval = cohen_kappa([[tp, fn], [fp, tn]])
+        return {
+            "n": self.n,
+            "decided": d,
+            "coverage": round(d / self.n, 4) if self.n else None,
+            "accuracy": round((tp + tn) / d, 4) if d else None,
+            "precision": round(tp / (tp + fp), 4) if tp + fp else None,
+            "precision_interval": _rounded(wilson(tp, tp + fp)) if tp + fp else None,
+            "recall": round(tp / positives, 4) if positives else None,
+            "recall_interval": _rounded(wilson(tp, positives)) if positives else None,
+            "kappa": round(kappa, 4) if kappa is not None else None,
+            "kappa_interval": _rounded(kappa_interval) if kappa_interval is not None else None,
+        }
+
+
+def empty_confusion() -> dict[str, dict[str, int]]:
+    """``confusion[label][prediction]``, all zero, for :class:`TierStats`."""
+    return {label: dict.fromkeys(PREDICTIONS, 0) for label in ("hallucinated", "faithful")}
+
+
+def _rounded(interval: tuple[float, float]) -> list[float]:
+    return [round(interval[0], 4), round(interval[1], 4)]
