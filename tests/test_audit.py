@@ -17,6 +17,7 @@ import ragtriage
 from ragtriage import CostTracker
 from ragtriage.alerts import tier_agreement_rule
 from ragtriage.evaluator.audit import Agreement, AgreementWindow, AuditOutcome, audit_chosen
+from ragtriage.evaluator.evaluator import MAX_AUDITS_IN_FLIGHT
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 from ragtriage.testing.phoenix import PhoenixServer
 
@@ -134,12 +135,12 @@ async def test_audits_beyond_the_bound_are_dropped_and_counted(make, judge_serve
     release = threading.Event()
     heavy_server.default = Reply(heavy_verdict(passes=True).content, block=release)
     evaluator = make(audit_rate=1.0)
-    for i in range(6):
+    for i in range(MAX_AUDITS_IN_FLIGHT + 2):
         await evaluator.evaluate(f"Capital #{i}?", "Paris is the capital of France.", CONTEXTS)
-    assert evaluator.audits.counts["audits_dropped_busy"] == 2  # MAX_AUDITS_IN_FLIGHT = 4 running
+    assert evaluator.audits.counts["audits_dropped_busy"] == 2  # never more than the bound running or waiting
     release.set()
     await evaluator.drain_audits()
-    assert evaluator.audits.agreement("local").audits == 4
+    assert evaluator.audits.agreement("local").audits == MAX_AUDITS_IN_FLIGHT
 
 
 def test_audit_choice_is_deterministic_and_independent_of_the_trace_sampling() -> None:

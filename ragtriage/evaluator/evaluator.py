@@ -88,7 +88,7 @@ _Tier = Callable[[_Case], Awaitable["RAGEvaluationResult | None"]]
 #: Called with each finished audit (the Phoenix writer puts it on the trace as ``audit_verdict``).
 OnAudit = Callable[[AuditOutcome], Awaitable[None]]
 #: Audits running at once, at most, per evaluator; more are dropped and counted (``audits_dropped_busy``).
-MAX_AUDITS_IN_FLIGHT = 4
+MAX_AUDITS_IN_FLIGHT = 16
 #: How long :meth:`RAGEvaluator.aclose` lets running audits finish before it cancels them.
 _AUDIT_DRAIN_S = 10.0
 
