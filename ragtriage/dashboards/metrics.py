@@ -249,7 +249,7 @@ class EvalMetrics:
 
     def _observe_agreement(self, options: CallbackOptions) -> Iterable[Observation]:
         evaluator = self._evaluator()
-        if evaluator is None or not self._enabled or evaluator.auditor is None:
+        if evaluator is None or not self._enabled:
             return []
         observations = []
         for tier, agreement in evaluator.audits.snapshot().items():
