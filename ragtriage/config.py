@@ -85,8 +85,8 @@ class Config:
     smtp_password: str | None = field(default=None, metadata=_env("RAGTRIAGE_SMTP_PASSWORD", secret=True))
     smtp_starttls: bool = field(default=True, metadata=_env("RAGTRIAGE_SMTP_STARTTLS"))
     #: Share of the cheaper tiers' decisions (a free-tier fail, a confident local judge) judged again by the tier
-    #: above, in the background, to measure their agreement (docs/audit.md). 0.05: at most 5% more auditing-tier
-    #: calls, and ~200 audits (a 95% interval of at most +-7 points) in every 4,000 cheap decisions.
+    #: above, in the background, to measure their agreement (docs/audit.md). 0.05: one auditing-tier call per 20
+    #: cheap decisions, and ~200 audits (a 95% interval of at most +-7 points) in every 4,000 of them.
     audit_rate: float = field(default=0.05, metadata=_env("RAGTRIAGE_AUDIT_RATE", unit=True))
 
     def __post_init__(self) -> None:
