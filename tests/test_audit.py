@@ -231,3 +231,24 @@ async def test_aclose_lets_running_audits_finish(make, judge_server, heavy_serve
     await evaluator.evaluate("Capital?", "Paris is the capital of France.", CONTEXTS)
     await asyncio.wait_for(evaluator.aclose(), 15)
     assert evaluator.audits.agreement("local").audits == 1
+
+
+@pytest.mark.parametrize(
+    ("settings", "role", "expected"),
+    [
+        ({"local_judge_url": "http://127.0.0.1:9/v1"}, "worker", True),  # local audits the free tiers' fails
+        ({"local_judge_url": "http://127.0.0.1:9/v1", "audit_rate": 0.0}, "worker", False),
+        ({}, "worker", False),  # free tiers only: no tier to audit with
+        ({"local_judge_url": "http://127.0.0.1:9/v1"}, "offline", False),  # ci and calibrate judge everything
+    ],
+)
+async def test_tier_agreement_low_is_on_wherever_a_tier_audits(settings: dict, role: str, expected: bool) -> None:
+    from ragtriage.runtime import build
+
+    runtime = build(ragtriage.Config(write_back=False, **settings), role)  # type: ignore[arg-type]
+    try:
+        assert runtime.alerts is not None and runtime.evaluator is not None
+        assert any(r.name == "tier_agreement_low" for r in runtime.alerts.rules) is expected
+        assert (runtime.evaluator.auditor is not None) is expected
+    finally:
+        await runtime.aclose()
