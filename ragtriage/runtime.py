@@ -285,16 +285,21 @@ def build_evaluator(
 
 def _rules(config: Config, evaluator: RAGEvaluator, drops: DropCounter | None) -> list[Rule]:
     tracker = evaluator.cost_tracker
+    agreement = evaluator.audits.snapshot if evaluator.auditor is not None else None
     if config.alert_rules_file:
         rules = load_rules(
-            config.alert_rules_file, thresholds=evaluator.thresholds, cost_tracker=tracker, drop_counters=drops
+            config.alert_rules_file,
+            thresholds=evaluator.thresholds,
+            cost_tracker=tracker,
+            drop_counters=drops,
+            agreement=agreement,
         )
     else:
         rules = default_rules(evaluator.thresholds)
         if tracker.budget_usd_per_hour is not None:
             rules.append(budget_rule(tracker))
-    if evaluator.auditor is not None and not any(r.name == "tier_agreement_low" for r in rules):
-        rules.append(tier_agreement_rule(evaluator.audits.snapshot))  # on wherever a tier audits
+    if agreement is not None and not any(r.name == "tier_agreement_low" for r in rules):
+        rules.append(tier_agreement_rule(agreement))  # on wherever a tier audits
     return rules
 
 

@@ -252,3 +252,13 @@ async def test_tier_agreement_low_is_on_wherever_a_tier_audits(settings: dict, r
         assert (runtime.evaluator.auditor is not None) is expected
     finally:
         await runtime.aclose()
+
+
+def test_the_rules_file_tunes_tier_agreement_low() -> None:
+    from ragtriage.alerts import load_rules
+
+    spec = {"rule": [{"type": "tier_agreement", "threshold": 0.9, "min_samples": 50}]}
+    window = AgreementWindow()
+    (rule,) = load_rules(spec, agreement=window.snapshot)
+    assert (rule.name, rule.threshold, rule.min_samples) == ("tier_agreement_low", 0.9, 50)  # type: ignore[attr-defined]
+    assert load_rules(spec) == []  # nothing audits here: skipped with a warning, never an error

@@ -8,7 +8,7 @@ min_samples = 20
 cooldown_minutes = 30
 
 [[rule]]
-type = "heavy_share"       # metric | fail_share | heavy_share | judge_errors | drift | budget | dropped
+type = "heavy_share"  # metric | fail_share | heavy_share | judge_errors | drift | budget | dropped | tier_agreement
 limit = 0.3
 
 [[rule]]
@@ -16,6 +16,11 @@ type = "metric"
 metric = "faithfulness"
 threshold = 0.7
 quantile = 0.1             # optional: the 10th percentile instead of the mean
+
+[[rule]]
+type = "tier_agreement"    # a cheaper tier vs its auditor (audit samples); added with defaults when absent
+threshold = 0.85
+min_samples = 30
 ```
 
 Without any ``[[rule]]`` table, the built-in rules run with the defaults given.
@@ -31,6 +36,7 @@ from typing import Any
 
 from ragtriage.alerts.rules import (
     SHARE_KINDS,
+    AgreementReader,
     MetricRule,
     Rule,
     TierDriftRule,
@@ -38,6 +44,7 @@ from ragtriage.alerts.rules import (
     default_rules,
     dropped_samples_rule,
     share_rule,
+    tier_agreement_rule,
 )
 from ragtriage.errors import RulesFileError
 from ragtriage.evaluator.cost import CostTracker
@@ -58,10 +65,12 @@ def load_rules(
     thresholds: RAGEvaluationThresholds | None = None,
     cost_tracker: CostTracker | None = None,
     drop_counters: Callable[[], tuple[int, int]] | None = None,
+    agreement: AgreementReader | None = None,
 ) -> list[Rule]:
     """Rules from a TOML file (or its parsed dict). ``budget`` needs ``cost_tracker``; ``dropped`` reads
-    ``drop_counters`` (``(dropped, offered)`` totals) and is skipped, with a warning, where nothing drops
-    samples (``ragtriage worker``, offline runs), so one rules file serves every role."""
+    ``drop_counters`` (``(dropped, offered)`` totals) and ``tier_agreement`` reads ``agreement`` (the evaluator's
+    ``audits.snapshot``); each is skipped, with a warning, where there is nothing to read (no sample dropped, no
+    tier audits), so one rules file serves every role."""
     data = source if isinstance(source, dict) else _read(Path(source))
     defaults = data.get("defaults", {})
     common = _common(defaults, "defaults")
@@ -71,7 +80,7 @@ def load_rules(
     if not specs:
         limits = {k: defaults[k] for k in ("heavy_share_limit", "fail_share_limit") if k in defaults}
         return default_rules(thresholds, **common, **limits)
-    rules = [_rule(spec, i, common, thresholds, cost_tracker, drop_counters) for i, spec in enumerate(specs)]
+    rules = [_rule(spec, i, common, thresholds, cost_tracker, drop_counters, agreement) for i, spec in enumerate(specs)]
     return [rule for rule in rules if rule is not None]
 
 
@@ -105,6 +114,7 @@ def _rule(
     thresholds: RAGEvaluationThresholds | None,
     cost_tracker: CostTracker | None,
     drop_counters: Callable[[], tuple[int, int]] | None,
+    agreement: AgreementReader | None,
 ) -> Rule | None:
     where = f"rule[{index}]"
     kind = spec.get("type")
@@ -140,12 +150,20 @@ def _rule(
                 logger.warning("ragtriage: %s (dropped) skipped: this process evaluates but drops no samples", where)
                 return None
             return dropped_samples_rule(drop_counters, limit=spec.get("limit", 0.05), **settings)
+        if kind == "tier_agreement":
+            _only(spec, known | {"threshold"}, where)
+            if agreement is None:
+                logger.warning("ragtriage: %s (tier_agreement) skipped: no tier audits in this process", where)
+                return None
+            extra = {k: settings[k] for k in ("min_samples", "cooldown_s") if k in settings}
+            return tier_agreement_rule(agreement, threshold=spec.get("threshold", 0.85), **extra)
     except (TypeError, ValueError) as exc:
         if isinstance(exc, RulesFileError):
             raise
         raise RulesFileError(f"{where} ({kind}): {exc}") from None
     raise RulesFileError(
-        f"{where}: type must be one of metric, fail_share, heavy_share, judge_errors, drift, budget, dropped; "
+        f"{where}: type must be one of metric, fail_share, heavy_share, judge_errors, drift, budget, dropped, "
+        "tier_agreement; "
         f"got {kind!r}"
     )
 

@@ -367,6 +367,10 @@ def dropped_samples_rule(
     )
 
 
+#: Reads each audited tier's agreement now (``RAGEvaluator.audits.snapshot``).
+AgreementReader = Callable[[], Mapping[str, Agreement]]
+
+
 @dataclass(frozen=True, kw_only=True)
 class AgreementRule(Rule):
     """A cheaper tier's agreement with its auditor (the audit samples) below ``threshold``.
@@ -376,7 +380,7 @@ class AgreementRule(Rule):
     """
 
     threshold: float
-    read: Callable[[], Mapping[str, Agreement]] = field(repr=False)
+    read: AgreementReader = field(repr=False)
     comparison: Comparison = "below"
 
     def __post_init__(self) -> None:
@@ -401,7 +405,7 @@ class AgreementRule(Rule):
 
 
 def tier_agreement_rule(
-    read: Callable[[], Mapping[str, Agreement]],
+    read: AgreementReader,
     *,
     threshold: float = 0.85,
     min_samples: int = 30,
