@@ -11,11 +11,14 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 
 import ragtriage
 from ragtriage import CostTracker
 from ragtriage.alerts import tier_agreement_rule
+from ragtriage.dashboards import enable_metrics
 from ragtriage.evaluator.audit import Agreement, AgreementWindow, AuditOutcome, audit_chosen
 from ragtriage.evaluator.evaluator import MAX_AUDITS_IN_FLIGHT
 from ragtriage.testing import JudgeServer, Reply, verdict_json
@@ -53,6 +56,8 @@ async def test_agreement_interval_holds_the_known_rate(make, judge_server: Judge
     judge_server.default = local_pass()
     heavy_server.default = disagreeing(0.2, seed=26)
     evaluator = make(audit_rate=0.1)
+    reader = InMemoryMetricReader()
+    enable_metrics(evaluator, meter_provider=MeterProvider(metric_readers=[reader]))
     results = []
     for i in range(1000):
         question = f"What is the capital of France? (#{i})"
@@ -70,6 +75,19 @@ async def test_agreement_interval_holds_the_known_rate(make, judge_server: Judge
     spend = evaluator.cost_tracker.totals()["audit"]
     assert spend.calls == local.audits and spend.usd > 0  # audits count in cost
     assert evaluator.audits.counts["audits_ok"] == local.audits
+    # the OTel metric says the same: its interval holds the known 80%
+    data = reader.get_metrics_data()
+    assert data is not None
+    gauge = {
+        point.attributes["bound"]: point.value
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "ragtriage.eval.tier_agreement"
+        for point in metric.data.data_points
+        if point.attributes["tier"] == "local" and point.attributes["stat"] == "agreement"
+    }
+    assert gauge["low"] <= 0.8 <= gauge["high"] and gauge["value"] == local.agreement
 
 
 async def test_the_audit_runs_after_the_result_is_returned(make, judge_server, heavy_server) -> None:
