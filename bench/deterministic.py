@@ -10,6 +10,12 @@ ratios are medians of each round's time over the same round's baseline.
 
     python bench/deterministic.py
     python bench/deterministic.py --samples 600 --rounds 5
+    python bench/deterministic.py --against /tmp/old   # a checkout of an earlier commit (git worktree add)
+
+``--against TREE`` compares two versions in one run: this bench and TREE's own ``bench/deterministic.py``
+run alternately in subprocesses (each with its own code on PYTHONPATH, pinned to the same CPU), and the
+medians and the best of their "check / baseline" ratios are compared: the speed goal of #22 is within 10%
+of before.
 """
 
 from __future__ import annotations
@@ -18,7 +24,10 @@ import argparse
 import asyncio
 import math
 import os
+import re
 import statistics
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -67,7 +76,7 @@ class NullChecker(DeterministicChecker):
     """Decides nothing and costs nothing: ``evaluate()`` through it is the evaluator's own floor."""
 
     def check(self, question: str, answer: str, contexts: Sequence[str]) -> DeterministicReport:
-        return DeterministicReport((), (), GroundingReport(1, (), (), ()))
+        return DeterministicReport((), GroundingReport(1, (), (), ()))
 
 
 def breakdown(samples: list[Sample]) -> list[tuple[str, float]]:
@@ -168,11 +177,41 @@ async def main(n_samples: int, rounds: int) -> None:
     print(f"goal evaluate >= 5,000/s, one core : {'met' if eval_rate >= 5000 else 'NOT met'} ({eval_rate:,.0f}/s)")
 
 
+def against(tree: str, runs: int, samples: int, rounds: int, cpu: int) -> None:
+    """This version against TREE's, alternately in subprocesses: the ratio of their check/baseline ratios."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ratios: dict[str, list[float]] = {"before": [], "now": []}
+    for _ in range(runs):
+        for name, root in (("before", tree), ("now", here)):
+            args = ["--samples", str(samples), "--rounds", str(rounds), "--cpu", str(cpu)]
+            out = subprocess.run(
+                [sys.executable, os.path.join(root, "bench", "deterministic.py"), *args],
+                env={**os.environ, "PYTHONPATH": root},
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            found = re.search(r"ratio check / baseline time\s*:\s*([\d.]+)x", out)
+            assert found, out
+            ratios[name].append(float(found.group(1)))
+    for how, pick in (("median", statistics.median), ("best", min)):  # best: the runs other load disturbed least
+        before, now = pick(ratios["before"]), pick(ratios["now"])
+        print(f"check / baseline, {how} of {runs} alternating runs: before {before:.2f}x, now {now:.2f}x; ", end="")
+        print(f"now / before {now / before:.3f} (goal of #22: <= 1.10)")
+    print(f"  before {ratios['before']}\n  now    {ratios['now']}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU (default: the first allowed one)")
+    parser.add_argument("--against", metavar="TREE", help="compare with the code of this checkout, same run")
+    parser.add_argument("--runs", type=int, default=4, help="with --against: alternating runs of each version")
     args = parser.parse_args()
-    os.sched_setaffinity(0, {args.cpu if args.cpu is not None else min(os.sched_getaffinity(0))})
-    asyncio.run(main(args.samples, args.rounds))
+    cpu = args.cpu if args.cpu is not None else min(os.sched_getaffinity(0))
+    if args.against:
+        against(args.against, args.runs, args.samples, args.rounds, cpu)
+    else:
+        os.sched_setaffinity(0, {cpu})
+        asyncio.run(main(args.samples, args.rounds))

@@ -1,145 +1,186 @@
-"""The free tiers (deterministic checks + lexical grounding) against every goal of issue #18, in one run.
+"""The free tiers (deterministic checks + lexical grounding) per rule, on answers written by real LLMs (#22).
 
-On a labelled JSONL set (the dev split), on ``synth`` perturbations of it, and on the rewording suite
-(tests/data/rewordings.json), it reports the share of items decided, the precision of those decisions
-(a ``fail`` is right when the label is a fail label), and faithful items failed; then the throughput of
-``RAGEvaluator.evaluate()``. A lexical baseline runs side by side on the same items in the same
-process: ``fail`` when a number or capitalised word of the answer is not among the contexts' and the
-question's ``lower().split()`` tokens (punctuation stripped), the usual overlap check without any
-normalisation.
+A free-tier ``fail`` ends the cascade, so a rule may decide ``fail`` only where it is right on answers that
+real models wrote and people labelled. For every labelled set given, this prints how often each rule fires,
+its precision (a firing is right when the answer is labelled unfaithful: for FaithBench any annotation,
+Benign included; for CLIFF any error span, extrinsic included) and the clean answers it fires on, for
+certain rules and signals alike; then the verdicts (fails, precision, clean answers failed, coverage = the
+share of unfaithful answers failed). Sets:
 
-    python bench/free_tiers.py ../shared/data/dev_halueval_qa.jsonl
-    python bench/free_tiers.py ../shared/data/dev_halueval_qa.jsonl --show 5
+- ``--faithbench PATH``: FaithBench (Bao et al., NAACL 2025) JSONL, one summary a line with ``source``,
+  ``summary``, ``annotations`` (``../shared/data/faithbench_dev.jsonl``; CC BY-NC-SA 4.0, not shipped).
+- ``--aggrefact PATH`` (repeatable): a span-annotated set of real model summaries (BART, Pegasus and
+  older summarisers on XSum and CNN/DM) as aggregated by AggreFact (Tang et al., ACL 2023), one of
+  ``data/error_type_mapping/{CLIFF,Goyal21}_error_types.csv`` of github.com/Liyan06/AggreFact: CLIFF (Cao &
+  Wang, EMNLP 2021; 600 summaries) and Goyal21 (Goyal & Durrett, NAACL 2021; 150 lower-cased summaries).
+  No licence is given there, so they are not shipped: download the files. Columns ``doc``, ``summ``,
+  ``error_type`` (``correct`` or empty when the annotators found no error, extrinsic errors included).
+- ``--halueval PATH``: a JSONL in ragtriage's dataset format (``../shared/data/dev_halueval_qa.jsonl``),
+  with its ``synth`` perturbations.
+- always: the rewording suite (tests/data/rewordings.json): faithful rewordings must never fail.
+
+    python bench/free_tiers.py --faithbench ../shared/data/faithbench_dev.jsonl \\
+        --aggrefact CLIFF_error_types.csv --aggrefact Goyal21_error_types.csv \\
+        --halueval ../shared/data/dev_halueval_qa.jsonl [--show 5] [--markdown]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import json
-import string
-import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from ragtriage import RAGEvaluator
+from ragtriage.checks.deterministic import CERTAIN_RULES, DeterministicChecker
 from ragtriage.gate.datasets import FAIL_LABELS, Item, load_dataset
 from ragtriage.gate.synth import synthesize
 
 SUITE = Path(__file__).resolve().parent.parent / "tests" / "data" / "rewordings.json"
-_STRIP = str.maketrans({c: " " for c in string.punctuation})
-
-Decide = Callable[[str, str, Sequence[str]], bool]  # True: the tier says fail
-
-
-def lexical_fail(question: str, answer: str, contexts: Sequence[str]) -> bool:
-    """The baseline: any number or capitalised word of the answer missing from the evidence's tokens."""
-    known = set(" ".join((question, *contexts)).lower().translate(_STRIP).split())
-    words = answer.translate(_STRIP).split()
-    return any((w[0].isdigit() or (w[0].isupper() and i > 0)) and w.lower() not in known for i, w in enumerate(words))
+SUMMARY_QUESTION = (
+    "Provide a concise summary of the following passage, covering the core pieces of information described."
+)
 
 
-def score(items: Sequence[Item], decide: Decide) -> dict[str, float]:
-    fails = [i for i in items if decide(i.question, i.answer, i.contexts)]
-    right = sum(1 for i in fails if i.label in FAIL_LABELS)
-    positives = sum(1 for i in items if i.label in FAIL_LABELS)
-    return {
-        "n": len(items),
-        "decided": len(fails) / len(items) if items else 0.0,
-        "fails": len(fails),
-        "precision": right / len(fails) if fails else float("nan"),
-        "recall": right / positives if positives else float("nan"),
-        "faithful_failed": len(fails) - right,
-    }
+def faithbench(path: Path) -> list[Item]:
+    items = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        label = "hallucinated" if row["annotations"] else "faithful"
+        items.append(Item(row["id"], SUMMARY_QUESTION, (row["source"],), row["summary"], label, row["model"]))
+    return items
 
 
-def line(name: str, s: dict[str, float]) -> str:
-    return (
-        f"  {name:28s} n={s['n']:5.0f}  decided {s['decided']:6.1%}  fails {s['fails']:4.0f}  "
-        f"precision {s['precision']:6.1%}  recall {s['recall']:6.1%}  faithful failed {s['faithful_failed']:3.0f}"
-    )
+def aggrefact(path: Path) -> tuple[str, list[Item]]:
+    """The set's name (its ``dataset`` column) and its items."""
+    csv.field_size_limit(sys.maxsize)
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    items = [
+        Item(
+            f"{r['dataset']}-{r['origin']}-{r['id']}-{r.get('model_name', n)}",
+            SUMMARY_QUESTION,
+            (r["doc"],),
+            r["summ"],
+            "faithful" if r["error_type"] in ("correct", "") else "hallucinated",
+            f"{r['origin']}/{r['cut']}",
+        )
+        for n, r in enumerate(rows)
+    ]
+    return (rows[0]["dataset"] if rows else path.stem), items
 
 
-def suite_items() -> list[Item]:
+def suite(kinds: Sequence[str] = ("faithful", "certain", "other")) -> list[Item]:
     groups = json.loads(SUITE.read_text(encoding="utf-8"))["groups"]
     items = []
     for k, g in enumerate(groups):
-        for kind, label in (("faithful", "faithful"), ("certain", "hallucinated"), ("other", "hallucinated")):
+        for kind in kinds:
+            label = "faithful" if kind == "faithful" else "hallucinated"
             for n, answer in enumerate(g[kind]):
                 items.append(Item(f"suite-{k}-{kind}-{n}", g["question"], (g["context"],), answer, label, kind))
     return items
 
 
-async def throughput(evaluator: RAGEvaluator, items: Sequence[Item], rounds: int = 3) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for i in items:
-            await evaluator.evaluate(i.question, i.answer, list(i.contexts))
-        best = min(best, time.perf_counter() - started)
-    return len(items) / best
+class Rules:
+    """Per rule: the items it fired on, from one ``DeterministicChecker.check`` per item."""
+
+    def __init__(self, items: Sequence[Item]) -> None:
+        checker = DeterministicChecker()
+        self.items = list(items)
+        self.fired: dict[str, list[Item]] = {}
+        self.notes: dict[str, list[str]] = {}
+        for item in self.items:
+            report = checker.check(item.question, item.answer, item.contexts)
+            for rule in dict.fromkeys(f.rule for f in report.findings):
+                self.fired.setdefault(rule, []).append(item)
+            self.notes[item.id] = [str(f) for f in report.findings]
+
+    def row(self, rule: str) -> tuple[int, float | None, int]:
+        fired = self.fired.get(rule, [])
+        right = sum(1 for i in fired if i.label in FAIL_LABELS)
+        return len(fired), (right / len(fired) if fired else None), len(fired) - right
 
 
-def baseline_throughput(items: Sequence[Item], rounds: int = 3) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for i in items:
-            lexical_fail(i.question, i.answer, i.contexts)
-        best = min(best, time.perf_counter() - started)
-    return len(items) / best
+def verdicts(items: Sequence[Item], failed: set[str]) -> dict[str, float]:
+    fails = [i for i in items if i.id in failed]
+    right = sum(1 for i in fails if i.label in FAIL_LABELS)
+    positives = sum(1 for i in items if i.label in FAIL_LABELS)
+    return {
+        "n": len(items),
+        "unfaithful": positives,
+        "fails": len(fails),
+        "precision": right / len(fails) if fails else float("nan"),
+        "clean_failed": len(fails) - right,
+        "coverage": right / positives if positives else float("nan"),
+    }
 
 
-async def main(dev: list[Item], show: int) -> None:
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+async def main(sets: dict[str, list[Item]], show: int, markdown: bool) -> int:
     evaluator = RAGEvaluator(sample_rate=1.0, cache=False)
-    verdicts: dict[str, str] = {}
-    notes: dict[str, list[str]] = {}
-    synth = synthesize(dev, seed=0).items
-    suite = suite_items()
-    for item in (*dev, *synth, *suite):
-        result = await evaluator.evaluate(item.question, item.answer, list(item.contexts))
-        verdicts[item.id], notes[item.id] = result.verdict, result.notes
-    if "pass" in verdicts.values():
-        print("ERROR: the free tiers returned pass")
+    failed: set[str] = set()
+    for items in sets.values():
+        for item in items:
+            result = await evaluator.evaluate(item.question, item.answer, list(item.contexts))
+            if result.verdict == "fail":
+                failed.add(item.id)
+            elif result.verdict == "pass":
+                print("ERROR: the free tiers returned pass for", item.id)
+    rules = {name: Rules(items) for name, items in sets.items()}
+    names = sorted({r for x in rules.values() for r in x.fired}, key=lambda r: (r not in CERTAIN_RULES, r))
 
-    def ours(items: Sequence[Item]) -> dict[str, float]:
-        ids = iter(items)
-        return score(items, lambda q, a, c: verdicts[next(ids).id] == "fail")
+    print("Per rule: fires, precision (share on unfaithful answers), clean answers it fired on")
+    header = ["rule", "decides", *sets]
+    if markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+    for rule in names:
+        cells = []
+        for x in rules.values():
+            n, precision, clean = x.row(rule)
+            cells.append(f"{n} / {_pct(precision)} / {clean}" if n else "0")
+        status = "fail" if rule in CERTAIN_RULES else "signal"
+        print(("| " + " | ".join([rule, status, *cells]) + " |") if markdown else f"  {rule:20s} {status:6s} {cells}")
 
-    print("free tiers (RAGEvaluator, no judge) | lexical baseline, same items, same run")
-    for name, items in (("dev split", dev), ("synth perturbations", synth)):
-        print(line(f"{name}: free tiers", ours(items)))
-        print(line(f"{name}: lexical baseline", score(items, lexical_fail)))
-    kinds = Counter(i.perturbation for i in synth)
-    for kind in kinds:
-        subset = [i for i in synth if i.perturbation == kind]
-        print(line(f"  synth {kind}", ours(subset)))
-    faithful = [i for i in suite if i.label == "faithful"]
-    certain = [i for i in suite if i.category == "certain"]
-    other = [i for i in suite if i.category == "other"]
-    for name, decide in (("free tiers", None), ("lexical baseline", lexical_fail)):
-
-        def failed(i: Item, decide: Decide | None = decide) -> bool:
-            return verdicts[i.id] == "fail" if decide is None else decide(i.question, i.answer, i.contexts)
-
+    print("\nVerdicts: fails, precision, clean answers failed, coverage of the unfaithful answers")
+    bad = 0
+    for name, items in sets.items():
+        s = verdicts(items, failed)
         print(
-            f"  rewording suite, {name:16s}: false fails {sum(map(failed, faithful))}/{len(faithful)} faithful; "
-            f"certain near-misses caught {sum(map(failed, certain))}/{len(certain)}; "
-            f"other near-misses failed {sum(map(failed, other))}/{len(other)}"
+            f"  {name:22s} n={s['n']:4.0f} ({s['unfaithful']:.0f} unfaithful): fails {s['fails']:3.0f}, precision "
+            f"{s['precision']:6.1%}, clean failed {s['clean_failed']:2.0f}, coverage {s['coverage']:5.1%}"
         )
-    rate = await throughput(evaluator, dev)
-    base = baseline_throughput(dev)
-    print(f"  throughput on the dev split: evaluate() {rate:,.0f} items/s; lexical baseline {base:,.0f} items/s")
-    wrong = [i for i in (*dev, *synth) if verdicts[i.id] == "fail" and i.label not in FAIL_LABELS]
-    wrong += [i for i in faithful if verdicts[i.id] == "fail"]
-    for item in wrong[:show]:
-        print("  false fail:", item.id, repr(item.answer[:120]), notes[item.id])
+        bad += s["clean_failed"] > 0 or s["precision"] < 0.99
+        wrong = [i for i in items if i.id in failed and i.label not in FAIL_LABELS]
+        for item in wrong[:show]:
+            print("    clean failed:", item.id, repr(item.answer[:160]), rules[name].notes[item.id])
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", type=Path)
-    parser.add_argument("--show", type=int, default=0, help="print this many false fails")
+    parser.add_argument("--faithbench", type=Path, help="FaithBench JSONL (e.g. ../shared/data/faithbench_dev.jsonl)")
+    parser.add_argument("--aggrefact", type=Path, action="append", default=[], help="an AggreFact *_error_types.csv")
+    parser.add_argument("--halueval", type=Path, help="a ragtriage-format JSONL (../shared/data/dev_halueval_qa.jsonl)")
+    parser.add_argument("--show", type=int, default=0, help="print this many clean answers failed, per set")
+    parser.add_argument("--markdown", action="store_true", help="print the per-rule table as Markdown")
     args = parser.parse_args()
-    asyncio.run(main(load_dataset(args.dataset), args.show))
+    sets: dict[str, list[Item]] = {}
+    if args.faithbench:
+        sets["FaithBench"] = faithbench(args.faithbench)
+    for path in args.aggrefact:
+        name, items = aggrefact(path)
+        sets[name] = items
+    if args.halueval:
+        dev = load_dataset(args.halueval)
+        sets["HaluEval"] = dev
+        sets["synth"] = synthesize(dev, seed=0).items
+    sets["rewording faithful"] = suite(("faithful",))
+    sets["rewording near-misses"] = suite(("certain", "other"))
+    sys.exit(asyncio.run(main(sets, args.show, args.markdown)))

@@ -15,7 +15,7 @@ from ragtriage.evaluator import (
     RAGRemediationSuggestion,
     RedisCache,
 )
-from ragtriage.instrumentation import instrument, uninstrument
+from ragtriage.instrumentation import installed_processor, instrument, uninstrument
 from ragtriage.judges import Judge, JudgeError, LLMJudge
 from ragtriage.span_processor import EvalSpanProcessor
 
@@ -38,6 +38,7 @@ __all__ = [
     "RAGRemediationSuggestion",
     "RedisCache",
     "__version__",
+    "installed_processor",
     "instrument",
     "uninstrument",
 ]

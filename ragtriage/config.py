@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
@@ -49,8 +50,13 @@ class Config:
     max_spans_per_trace: int = field(default=256, metadata=_env("RAGTRIAGE_MAX_SPANS_PER_TRACE"))
     trace_ttl_s: float = field(default=300.0, metadata=_env("RAGTRIAGE_TRACE_TTL_S"))
     max_concurrency: int = field(default=8, metadata=_env("RAGTRIAGE_MAX_CONCURRENCY"))
-    calibration_file: str | None = field(default=None, metadata=_env("RAGTRIAGE_CALIBRATION_FILE"))
-    alert_rules_file: str | None = field(default=None, metadata=_env("RAGTRIAGE_ALERT_RULES_FILE"))
+    #: Read (and checked) when the configuration is made, so a broken file is found at start-up.
+    calibration_file: str | None = field(
+        default=None, metadata=_env("RAGTRIAGE_CALIBRATION_FILE", file=True, unset="the uncalibrated thresholds")
+    )
+    alert_rules_file: str | None = field(
+        default=None, metadata=_env("RAGTRIAGE_ALERT_RULES_FILE", file=True, unset="the built-in alert rules")
+    )
     #: Where samples are evaluated: a background thread, a child process, or ``ragtriage worker``s behind a queue.
     evaluate_in: str = field(
         default="thread", metadata=_env("RAGTRIAGE_EVALUATE_IN", choices=("thread", "process", "queue"))
@@ -62,6 +68,17 @@ class Config:
     collector_quiet_s: float = field(default=6.0, metadata=_env("RAGTRIAGE_COLLECTOR_QUIET_S"))
     #: ``ragtriage collect``: requests waiting to be forwarded, at most (then it answers 503, retry later).
     forward_buffer_mb: int = field(default=64, metadata=_env("RAGTRIAGE_FORWARD_BUFFER_MB"))
+    #: ``ragtriage collect``: the bearer tokens senders must present (comma-separated in the environment); unset: no
+    #: authentication, for a collector on loopback or behind a gateway that authenticates.
+    collector_tokens: tuple[str, ...] | None = field(
+        default=None, metadata=_env("RAGTRIAGE_COLLECTOR_TOKENS", secret=True)
+    )
+    #: ``ragtriage collect``: sampled traces a minute each sender (token) may have judged; the rest are forwarded only.
+    collector_traces_per_minute: int | None = field(
+        default=None, metadata=_env("RAGTRIAGE_COLLECTOR_TRACES_PER_MINUTE")
+    )
+    #: The address Prometheus ``/metrics`` listens on (``--metrics-port``, ``metrics_port=``); ``0.0.0.0`` opens it up.
+    metrics_host: str = field(default="127.0.0.1", metadata=_env("RAGTRIAGE_METRICS_HOST"))
     #: Keep (and log on ``ragtriage.explain``) why each of the last N completed traces was or was not evaluated.
     explain_traces: int | None = field(default=None, metadata=_env("RAGTRIAGE_EXPLAIN_TRACES"))
     #: The interpreter of the evaluator process (default: ``sys.executable``, which under uWSGI is not Python).
@@ -112,20 +129,13 @@ class Config:
             if overrides.get(name) is not None:
                 values[name] = overrides[name]
                 continue
-            raw = os.environ.get(f.metadata["env"])
-            if raw is None or raw == "":
-                continue
-            try:
-                value = _parse(raw, f.type)
-                problem = _problem(name, value, f.type, f.metadata)
-            except ValueError as exc:
-                problem = str(exc)
+            value, problem = _from_env(f)
             if problem:
-                shown = "<secret>" if f.metadata.get("secret") else repr(raw)
-                default = f.default if f.default is not MISSING else None
-                logger.warning("ragtriage: ignoring %s=%s (%s); using %r", f.metadata["env"], shown, problem, default)
-                continue
-            values[name] = value
+                shown = "<secret>" if f.metadata.get("secret") else repr(os.environ[f.metadata["env"]])
+                default = f.metadata.get("unset") or repr(f.default if f.default is not MISSING else None)
+                logger.warning("ragtriage: ignoring %s=%s (%s); using %s", f.metadata["env"], shown, problem, default)
+            elif value is not MISSING:
+                values[name] = value
         if contradiction := _contradiction(values.get("evaluate_in", "thread"), values.get("queue_url")):
             explicit = {n: overrides[n] for n in ("evaluate_in", "queue_url") if overrides.get(n) is not None}
             if problem := _contradiction(explicit.get("evaluate_in", "thread"), explicit.get("queue_url")):
@@ -136,6 +146,17 @@ class Config:
                 values.pop(name, None)
             values.update(explicit)
         return cls(**values)
+
+    @classmethod
+    def env_problems(cls) -> dict[str, str]:
+        """What :meth:`from_env` ignores: ``{field name: "VARIABLE: why"}`` for each bad variable set (e.g. for
+        ``ragtriage alerts test`` to fail on a sink the environment names but cannot have)."""
+        problems = {}
+        for f in fields(cls):
+            _, problem = _from_env(f)
+            if problem:
+                problems[f.name] = f"{f.metadata['env']}: {problem}"
+        return problems
 
     @classmethod
     def in_env(cls, name: str) -> bool:
@@ -167,6 +188,18 @@ def _shown(value: Any, meta: Any) -> str:
     if isinstance(value, tuple):
         return repr(tuple(redact(v) if isinstance(v, str) and "://" in v else v for v in value))
     return repr(redact(value) if isinstance(value, str) and "://" in value else value)
+
+
+def _from_env(f: Any) -> tuple[Any, str | None]:
+    """A field's value from its environment variable (``MISSING`` when unset), or what is wrong with it."""
+    raw = os.environ.get(f.metadata["env"])
+    if raw is None or raw == "":
+        return MISSING, None
+    try:
+        value = _parse(raw, f.type)
+        return value, _problem(f.name, value, f.type, f.metadata)
+    except ValueError as exc:
+        return MISSING, str(exc)
 
 
 def _contradiction(evaluate_in: str, queue_url: str | None) -> str | None:
@@ -224,4 +257,29 @@ def _problem(name: str, value: Any, type_: Any, meta: Any) -> str | None:
     urls = value if isinstance(value, tuple) else (value,)
     if (name.endswith("_url") or name == "endpoint") and not all(str(url).startswith(schemes) for url in urls):
         return f"must be a URL, got {shown}"
+    if meta.get("file"):
+        return _file_problem(name, value)
+    return None
+
+
+def register_file_check(name: str, check: Callable[[str], object]) -> None:
+    """Have ``check(path)`` (raising ``ValueError``) read the file that field ``name`` names, whenever a ``Config``
+    is made. The packages that own the formats register their readers (``ragtriage.alerts``, the evaluator's
+    calibration), so this bottom module imports neither."""
+    _FILE_CHECKS[name] = check
+
+
+_FILE_CHECKS: dict[str, Callable[[str], object]] = {}
+
+
+def _file_problem(name: str, path: str) -> str | None:
+    """What is wrong with the file a setting names, read in full now rather than at the first evaluation."""
+    if not os.path.isfile(path):
+        return f"is not usable: {path}: no such file"
+    check = _FILE_CHECKS.get(name)
+    try:
+        if check is not None:
+            check(path)
+    except ValueError as exc:
+        return f"is not usable: {exc}"
     return None

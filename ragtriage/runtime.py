@@ -119,11 +119,11 @@ class Runtime:
         meter_provider: MeterProvider | None = None,
         port: int | None = None,
     ) -> EvalMetrics:
-        """Emit ``ragtriage.eval.*`` metrics (served for Prometheus on ``port``, if given)."""
+        """Emit ``ragtriage.eval.*`` metrics (served for Prometheus on ``metrics_host:port``, if given)."""
         if processor is not None:
             self.drops.bind(processor)
         if port is not None:
-            self.metrics_server = serve_metrics(port)
+            self.metrics_server = serve_metrics(port, addr=self.config.metrics_host)
             meter_provider = self.metrics_server.meter_provider
         evaluator = self.evaluator
         if evaluator is not None:
@@ -170,46 +170,15 @@ def build(
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
-    runtime = _build(config, role, project or config.project_name, evaluator, writer, on_result, alert_sinks,
-                     alert_rules, send_alerts, metrics_port)  # fmt: skip
-    if role == "app":
-        runtime.processor = _span_processor(config, runtime.handler, evaluator)
-        runtime.drops.bind(runtime.processor)
-    return runtime
-
-
-def _span_processor(config: Config, handler: SampleHandler, evaluator: RAGEvaluator | None) -> EvalSpanProcessor:
-    return EvalSpanProcessor(
-        handler,
-        sample_rate=evaluator.sample_rate if evaluator is not None else config.sample_rate,
-        max_queue_size=config.max_queue_size,
-        max_traces_in_flight=config.max_traces_in_flight,
-        max_spans_per_trace=config.max_spans_per_trace,
-        trace_ttl_s=config.trace_ttl_s,
-        # a child evaluates max_concurrency at once; the parent only waits for its replies
-        max_concurrency=config.max_queue_size if config.evaluate_in == "process" else config.max_concurrency,
-        explain_traces=config.explain_traces or 0,
-    )
-
-
-def _build(
-    config: Config,
-    role: Role,
-    project: str,
-    evaluator: RAGEvaluator | None,
-    writer: ResultWriter | None,
-    on_result: Callable[[RAGSample, RAGEvaluationResult], None] | None,
-    alert_sinks: Sequence[AlertSink] | None,
-    alert_rules: Sequence[Rule] | None,
-    send_alerts: bool,
-    metrics_port: int | None,
-) -> Runtime:
+    project = project or config.project_name
     drops = DropCounter()
     if role in _FRONT and config.evaluate_in == "queue":
         assert config.queue_url is not None  # Config guarantees it
-        return Runtime(config, role, project, StreamPublisher(config.queue_url), drops=drops)
+        publisher = StreamPublisher(config.queue_url)
+        return _with_processor(Runtime(config, role, project, publisher, drops=drops), evaluator)
     if role in _FRONT and config.evaluate_in == "process":
-        return Runtime(config, role, project, _evaluator_process(config, project, metrics_port, drops), drops=drops)
+        handler = _evaluator_process(config, project, metrics_port, drops)
+        return _with_processor(Runtime(config, role, project, handler, drops=drops), evaluator)
 
     if evaluator is None:
         # Elsewhere than in the app, the sampling was done where the trace was seen.
@@ -249,6 +218,26 @@ def _build(
         alerts.add_rule(dropped_samples_rule(drops))
     evaluator.add_observer(alerts.observe)
     runtime.alerts, runtime.recorded = alerts, recorded
+    return _with_processor(runtime, evaluator)
+
+
+def _with_processor(runtime: Runtime, evaluator: RAGEvaluator | None) -> Runtime:
+    """Role ``app``: the span processor that feeds the runtime's handler (``instrument()`` adds it)."""
+    if runtime.role != "app":
+        return runtime
+    config = runtime.config
+    runtime.processor = EvalSpanProcessor(
+        runtime.handler,
+        sample_rate=evaluator.sample_rate if evaluator is not None else config.sample_rate,
+        max_queue_size=config.max_queue_size,
+        max_traces_in_flight=config.max_traces_in_flight,
+        max_spans_per_trace=config.max_spans_per_trace,
+        trace_ttl_s=config.trace_ttl_s,
+        # a child evaluates max_concurrency at once; the parent only waits for its replies
+        max_concurrency=config.max_queue_size if config.evaluate_in == "process" else config.max_concurrency,
+        explain_traces=config.explain_traces or 0,
+    )
+    runtime.drops.bind(runtime.processor)
     return runtime
 
 
@@ -303,20 +292,11 @@ def _rules(config: Config, evaluator: RAGEvaluator, drops: DropCounter | None) -
     return rules
 
 
-def check_files(config: Config) -> None:
-    """Read the files a configuration names, so a broken one fails at start-up, in the process that asked."""
-    if config.alert_rules_file:
-        load_rules(config.alert_rules_file, cost_tracker=CostTracker(), drop_counters=DropCounter())
-    if config.calibration_file:
-        load_calibration(config.calibration_file)
-
-
 def _evaluator_process(config: Config, project: str, metrics_port: int | None, drops: DropCounter) -> ProcessHandler:
     """The handler that evaluates in ``python -m ragtriage.instrumentation.evaluator_process``.
 
-    The files the child will read are read here first, so a broken one fails ``instrument()`` at once,
-    as it does with the thread, instead of crashing every child the handler starts."""
-    check_files(config)
+    The files the child will read were read when ``config`` was made, so a broken one is found in the
+    app, as with the thread, instead of in every child the handler starts."""
     command = [config.evaluator_python or sys.executable, "-m", "ragtriage.instrumentation.evaluator_process"]
     if metrics_port is not None:
         command += ["--metrics-port", str(metrics_port)]
@@ -324,4 +304,4 @@ def _evaluator_process(config: Config, project: str, metrics_port: int | None, d
     return ProcessHandler(command, env=env, drops=drops)
 
 
-__all__ = ["ROLES", "DropCounter", "Role", "Runtime", "build", "build_evaluator", "check_files", "drop_totals"]
+__all__ = ["ROLES", "DropCounter", "Role", "Runtime", "build", "build_evaluator", "drop_totals"]

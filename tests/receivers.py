@@ -42,6 +42,7 @@ class Receiver(LoopbackServer):
         self.hang = threading.Event()
         self.received: list[dict[str, Any]] = []  # the JSON bodies
         self.bodies: list[bytes] = []  # every body, as received
+        self.headers: list[dict[str, str]] = []  # every request's headers, names lower-cased
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -53,6 +54,7 @@ class Receiver(LoopbackServer):
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.bodies.append(raw)
+                receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
                 with contextlib.suppress(ValueError):  # e.g. an OTLP/protobuf request forwarded here
                     receiver.received.append(json.loads(raw))
                 if receiver.hang.is_set():

@@ -149,10 +149,10 @@ def test_ci_batch_runs_the_heavy_judge_through_the_batch_api(tmp_path: Path) -> 
     with JudgeServer(default=reply) as heavy:
         _, plain, _ = ci(tmp_path, "--heavy-judge-url", heavy.url)
         assert heavy.batch.requests == [] and len(heavy.requests) == in_batches
-    assert code == 0 and in_batches == 6 and synchronous == 0  # the 6 items the free tiers leave undecided
+    assert code == 0 and in_batches == 7 and synchronous == 0  # the 7 items the free tiers leave undecided
     assert batched["counts"] == plain["counts"]  # the same verdicts
-    assert batched["cost_usd"] == pytest.approx(plain["cost_usd"] / 2) == pytest.approx(6 * FULL / 2)
-    assert any("6 call(s) in 1 batch(es); 6 answered by a batch at batch prices" in n for n in batched["notes"])
+    assert batched["cost_usd"] == pytest.approx(plain["cost_usd"] / 2) == pytest.approx(7 * FULL / 2)
+    assert any("7 call(s) in 1 batch(es); 7 answered by a batch at batch prices" in n for n in batched["notes"])
 
 
 def test_calibrate_batch(tmp_path: Path) -> None:

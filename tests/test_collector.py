@@ -320,4 +320,5 @@ def test_otlp_grpc_from_the_sdks_grpc_exporter_is_received_evaluated_and_forward
     output = (tmp_path / "collect.log").read_text()
     stats = json.loads(output.rsplit("ragtriage collect stopped: ", 1)[1].splitlines()[0])
     assert ExportTraceServiceRequest.FromString(next_hop.bodies[0]).resource_spans  # the same message, forwarded
+    assert "content-encoding" not in next_hop.headers[0]  # uncompressed: `identity` gets a 415 from phoenix serve
     assert stats["spans_received"] == 2 and stats["requests_forwarded"] == 1 and stats["evaluations_ok"] == 1

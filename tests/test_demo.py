@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+
 import httpx
 import pytest
 from typer.testing import CliRunner
@@ -28,7 +33,8 @@ def test_demo_writes_annotations_into_phoenix(phoenix, monkeypatch: pytest.Monke
     monkeypatch.setenv("PHOENIX_COLLECTOR_ENDPOINT", phoenix.url)
     result = CliRunner().invoke(app, ["demo"])
     assert result.exit_code == 0, result.output
-    assert phoenix.url in result.output
+    assert f"Open {phoenix.url}" in result.output
+    assert dead_links(result.output) == []
     spans = httpx.get(
         f"{phoenix.url}/v1/projects/ragtriage-demo/spans", params={"parent_id": "null", "limit": 100}
     ).json()["data"]
@@ -42,3 +48,32 @@ def test_demo_writes_annotations_into_phoenix(phoenix, monkeypatch: pytest.Monke
     verdicts = [r for r in rows if r["name"] == "eval_verdict"]
     assert len(verdicts) == len(items)
     assert {r["result"]["label"] for r in verdicts} == {"fail", "uncertain"}
+
+
+#: The demo's example of a judge URL, printed as configuration to copy, not as a link.
+EXAMPLE_URLS = {"http://localhost:8000/v1"}
+
+
+def dead_links(output: str) -> list[str]:
+    links = set(re.findall(r"https?://[^\s\],)]+", output)) - EXAMPLE_URLS
+    dead = []
+    for link in links:
+        try:
+            httpx.get(link, timeout=5).raise_for_status()
+        except httpx.HTTPError:
+            dead.append(link)
+    return dead
+
+
+@pytest.mark.phoenix
+def test_the_demo_prints_no_link_to_the_phoenix_it_stopped() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PHOENIX_", "OPENAI_", "RAGTRIAGE_"))}
+    run = subprocess.run(
+        [sys.executable, "-m", "ragtriage.cli", "demo"], env=env, capture_output=True, text=True, timeout=600
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output
+    assert "traces evaluated" in output
+    assert dead_links(output) == []
+    assert "Open http" not in output
+    assert "ragtriage demo --keep-running" in " ".join(output.split())  # rich wraps lines

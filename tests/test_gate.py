@@ -24,8 +24,9 @@ from ragtriage.testing import JudgeServer, Reply, verdict_json
 
 MINI = Path(__file__).parent / "data" / "release_gate_mini.jsonl"
 CLAIMS = [{"claim": "c", "supported": True, "context_index": 1}]
-# Of the 8 mini items the deterministic tier fails q1-h (a year) and q2-h (two names) for free; a judge that
-# passes everything then passes the other 6: pass rate 6/8, detection 2/4.
+# Of the 8 mini items the deterministic tier fails q1-h (a year) for free; q2-h (a name found in no context) is a
+# signal since #22, so it goes to the judge, and a local judge that passes it (with no heavy judge to settle the
+# name) leaves it uncertain; a judge that passes everything passes the other 6: pass rate 6/8, detection 1/4.
 
 
 def ci(tmp_path: Path, *args: str) -> tuple[int, dict, str]:
@@ -51,24 +52,24 @@ def test_ci_exits_0_when_gates_pass_and_1_when_one_fails(lenient: JudgeServer, t
     junit, md = tmp_path / "junit.xml", tmp_path / "summary.md"
     code, data, _ = ci(tmp_path, "--local-judge-url", lenient.url, "--min-pass-rate", "0.7", "--markdown", str(md))
     assert code == 0 and data["passed"]
-    assert data["counts"] | {"passed": 6, "caught": 2, "hallucinated": 4} == data["counts"]
+    assert data["counts"] | {"passed": 6, "caught": 1, "hallucinated": 4} == data["counts"]
     assert "## ragtriage ci: ✅ passed" in md.read_text()
 
     code, data, _ = ci(tmp_path, "--local-judge-url", lenient.url, "--min-detection", "0.9", "--junit", str(junit))
     assert code == 1 and not gate(data, "detection")["passed"]
-    assert gate(data, "detection")["detail"].startswith("50.0% of 4")
+    assert gate(data, "detection")["detail"].startswith("25.0% of 4")
     suites = {s.get("name"): s for s in ET.parse(junit).getroot()}
     assert suites["gates"].get("failures") == "1"
     failed = [c.get("name") for c in suites["gates"] if c.find("failure") is not None]
     assert failed == ["detection"]
-    assert len(suites["items"]) == 8 and suites["items"].get("skipped") == "0"
+    assert len(suites["items"]) == 8 and suites["items"].get("skipped") == "1"  # q2-h, left uncertain
 
 
 def test_free_tiers_only_report_not_decided_never_pass(tmp_path: Path) -> None:
     code, data, out = ci(tmp_path, "--min-pass-rate", "0.1")
     assert code == 1
-    assert data["counts"]["passed"] == 0 and data["counts"]["not_decided"] == 6 and data["counts"]["decided"] == 2
-    assert "6 not decided" in out and "no LLM judge configured" in out
+    assert data["counts"]["passed"] == 0 and data["counts"]["not_decided"] == 7 and data["counts"]["decided"] == 1
+    assert "7 not decided" in out and "no LLM judge configured" in out
 
 
 def test_baseline_regression_fails_with_ci(lenient: JudgeServer, tmp_path: Path) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -19,13 +21,16 @@ from opentelemetry.sdk.trace import TracerProvider
 import ragtriage
 from ragtriage import RAGEvaluationResult, RAGEvaluator
 from ragtriage.alerts import AlertEvent, AlertManager, RedisAlertState, ShareRule
+from ragtriage.config import Config
+from ragtriage.evaluator.cache import RedisCache
 from ragtriage.export import PhoenixWriter
-from ragtriage.handoff.redis_stream import DEFAULT_GROUP, StreamWorker, dead_letter_stream
+from ragtriage.handoff.redis_stream import DEFAULT_GROUP, StreamPublisher, StreamWorker, dead_letter_stream
 from ragtriage.instrumentation import installed_processor
 from ragtriage.pipeline import Pipeline
 from ragtriage.sample import DEFAULT_STREAM, Document, RAGSample
 from ragtriage.testing import JudgeServer, Reply, verdict_json
-from ragtriage.testing.redis_server import free_port
+from ragtriage.testing.redis_server import RedisServer, free_port
+from ragtriage.testing.tls import self_signed_certificate
 
 pytestmark = pytest.mark.redis
 HERE = Path(__file__).parent
@@ -268,3 +273,66 @@ async def test_fleet_wide_alerts_fire_once_not_once_per_worker(redis_server) -> 
         await worker.aclose()
     assert [e.state for e in sent] == ["firing"]
     assert sent[0].dedupe_key == "ragtriage:fleet:heavy_share_high"
+
+
+def test_workers_and_the_queue_over_tls_with_a_password_that_never_shows(
+    tmp_path: Path, judge_server: JudgeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    judge_server.default = Reply(verdict_json(faithfulness=0.93, confidence=0.95))
+    secret = "s3cret-pass/w@rd"
+    (tmp_path / "tls").mkdir()
+    with RedisServer(tmp_path, password=secret, tls=self_signed_certificate(tmp_path / "tls")) as server:
+        url = server.url  # rediss://:<password>@127.0.0.1:<port>/0?ssl_ca_certs=<the test's certificate>
+        wrong = url.replace(quote(secret, safe=""), "wrong-pass")
+        assert url.startswith("rediss://") and wrong != url
+
+        async def publish(queue: str, n: int) -> StreamPublisher:
+            publisher = StreamPublisher(queue)
+            for i in range(n):
+                await publisher(sample(i))
+            await publisher.aclose()
+            return publisher
+
+        with caplog.at_level(logging.DEBUG):
+            refused = asyncio.run(publish(wrong, 1))
+            publisher = asyncio.run(publish(url, 3))
+        assert refused.counts["dropped"] == 1 and publisher.counts["published"] == 3
+        assert "AuthenticationError" in caplog.text
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RAGTRIAGE_", "OPENAI", "PHOENIX"))}
+        env |= {"RAGTRIAGE_LOCAL_JUDGE_URL": judge_server.url, "RAGTRIAGE_WRITE_BACK": "false"}
+
+        def run_worker(queue: str, name: str) -> tuple[subprocess.Popen[bytes], Path]:
+            log = tmp_path / f"{name}.log"
+            with log.open("wb") as out:
+                command = [sys.executable, "-m", "ragtriage.cli", "worker", "--consumer", name]
+                # the queue and the verdict cache on the same password-protected, TLS-only Redis
+                worker_env = env | {"RAGTRIAGE_QUEUE_URL": queue, "RAGTRIAGE_REDIS_URL": queue}
+                return subprocess.Popen(command, env=worker_env, stdout=out, stderr=subprocess.STDOUT), log
+
+        locked_out, locked_log = run_worker(wrong, "locked-out")
+        wait_until(lambda: "Redis unavailable (AuthenticationError)" in locked_log.read_text(), what="the refusal")
+        locked_out.send_signal(signal.SIGTERM)
+        assert locked_out.wait(30) == 0
+
+        worker, worker_log = run_worker(url, "w1")
+        client = redis.Redis.from_url(url, decode_responses=True)
+        wait_until(lambda: fully_consumed(client), timeout_s=60, what="every entry acknowledged")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+        assert "'acked': 3" in worker_log.read_text()
+        assert len(judge_server.requests) >= 3  # judged by the worker, and its verdicts cached over TLS too
+        assert len(client.keys("ragtriage:v*")) == 3
+        config = Config(queue_url=url, redis_url=url, evaluate_in="queue")
+        shown = [
+            repr(config),
+            str(config),
+            repr(server),
+            repr(publisher),
+            repr(StreamWorker(Pipeline(RAGEvaluator(sample_rate=1.0)), url)),
+            repr(RedisCache(url)),
+            repr(RedisAlertState(url, project="p")),
+        ]
+    for text in (*shown, caplog.text, locked_log.read_text(), worker_log.read_text()):
+        for password in (secret, quote(secret, safe=""), "wrong-pass"):
+            assert password not in text

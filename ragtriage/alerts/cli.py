@@ -7,10 +7,11 @@ from datetime import datetime, timezone
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ragtriage.alerts.base import AlertEvent
 from ragtriage.alerts.manager import AlertManager
-from ragtriage.alerts.sinks import sinks_from_config
+from ragtriage.alerts.sinks import SINK_OF_SETTING, sinks_from_config
 from ragtriage.config import Config
 
 alerts_app = typer.Typer(no_args_is_help=True, help="Alert sinks and rules.")
@@ -37,9 +38,14 @@ def example_event(project: str) -> AlertEvent:
 
 @alerts_app.command("test")
 def send_test_alerts(project: str = typer.Option("default", help="Project name shown in the test alert.")) -> None:
-    """Send one test alert to every sink configured in the environment (RAGTRIAGE_SLACK_WEBHOOK_URL, ...)."""
+    """Send one test alert to every sink configured in the environment (RAGTRIAGE_SLACK_WEBHOOK_URL, ...).
+
+    Exit status 1 when a sink failed, or when a sink's variable was set but unusable (the sink is then left
+    out of the app too): each is listed with the reason."""
     console = Console()
-    sinks = sinks_from_config(Config.from_env())
+    unusable = [(SINK_OF_SETTING[name], why) for name, why in Config.env_problems().items() if name in SINK_OF_SETTING]
+    left_out: dict[str, str] = {}
+    sinks = sinks_from_config(Config.from_env(), left_out=left_out)
     manager = AlertManager([], sinks, project=project, max_retries=0)
 
     async def send_all() -> list[bool]:
@@ -49,5 +55,7 @@ def send_test_alerts(project: str = typer.Option("default", help="Project name s
     results = asyncio.run(send_all())
     for sink, ok in zip(sinks, results, strict=True):
         console.print(f"{sink.name:10} {'[green]ok' if ok else '[red]FAILED'}")
-    if not all(results):
+    for name, why in [*unusable, *left_out.items()]:
+        console.print(f"{name:10} [red]NOT SET UP[/red]: {escape(why)}")
+    if not all(results) or left_out or unusable:
         raise typer.Exit(1)

@@ -64,8 +64,10 @@ class Rule:
     recommendation: str = ""
 
     def __post_init__(self) -> None:
-        if not self.name:
-            raise ValueError("rule name must be non-empty")
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"rule name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.recommendation, str):
+            raise ValueError(f"{self.name}: recommendation must be a string, got {self.recommendation!r}")
         for attr in ("window_size", "min_samples"):
             value = getattr(self, attr)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -95,10 +97,12 @@ class MetricRule(Rule):
 
     def __post_init__(self) -> None:
         Rule.__post_init__(self)
-        if self.metric not in SCORES:
-            raise ValueError(f"{self.name}: metric must be one of {', '.join(SCORES)}, got {self.metric!r}")
-        if self.quantile is not None and not 0 < self.quantile < 1:
-            raise ValueError(f"{self.name}: quantile must be in (0, 1), got {self.quantile!r}")
+        _check_metric(self.name, "metric", self.metric)
+        _check_number(self.name, "threshold", self.threshold, high=1.0)
+        if self.quantile is not None:
+            _check_number(self.name, "quantile", self.quantile, high=1.0)
+            if not 0 < self.quantile < 1:
+                raise ValueError(f"{self.name}: quantile must be in (0, 1), got {self.quantile!r}")
 
     def check(self, window: Sequence[Observation], baseline: Sequence[Observation]) -> Check | None:
         values = [v for o in window if (v := o.scores.get(self.metric)) is not None]
@@ -117,6 +121,10 @@ class ShareRule(Rule):
     what: str
     predicate: Callable[[Observation], bool] = field(repr=False)
     comparison: Comparison = "above"
+
+    def __post_init__(self) -> None:
+        Rule.__post_init__(self)
+        _check_number(self.name, "limit", self.limit, high=1.0)
 
     def check(self, window: Sequence[Observation], baseline: Sequence[Observation]) -> Check | None:
         if len(window) < self.min_samples:
@@ -138,6 +146,15 @@ class TierDriftRule(Rule):
     psi_limit: float = 0.25
     metric: str = "faithfulness"
     comparison: Comparison = "above"
+
+    def __post_init__(self) -> None:
+        Rule.__post_init__(self)
+        _check_number(self.name, "js_limit", self.js_limit, high=1.0)
+        _check_number(self.name, "psi_limit", self.psi_limit)
+        _check_metric(self.name, "metric", self.metric)
+        for attr in ("js_limit", "psi_limit"):
+            if getattr(self, attr) == 0:  # the drift check divides by both limits
+                raise ValueError(f"{self.name}: {attr} must be > 0, got 0")
 
     def check(self, window: Sequence[Observation], baseline: Sequence[Observation]) -> Check | None:
         if len(window) < self.min_samples or len(baseline) < self.min_samples:
@@ -167,6 +184,10 @@ class GaugeRule(Rule):
     read: Callable[[], tuple[float, int] | None] = field(repr=False)
     comparison: Comparison = "above"
 
+    def __post_init__(self) -> None:
+        Rule.__post_init__(self)
+        _check_number(self.name, "limit", self.limit)
+
     def check(self, window: Sequence[Observation], baseline: Sequence[Observation]) -> Check | None:
         reading = self.read()
         if reading is None:
@@ -175,6 +196,20 @@ class GaugeRule(Rule):
         if samples < self.min_samples:
             return None
         return Check(value, self.limit, value > self.limit, samples, self.what)
+
+
+def _check_number(rule: str, attr: str, value: object, *, high: float | None = None) -> None:
+    """A rule's limit or threshold: a number >= 0 (at most ``high``), so a typo fails when the rule is made,
+    not on every evaluation after."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"{rule}: {attr} must be a number >= 0, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{rule}: {attr} must be in [0, {high:g}], got {value!r}")
+
+
+def _check_metric(rule: str, attr: str, value: object) -> None:
+    if value not in SCORES:
+        raise ValueError(f"{rule}: {attr} must be one of {', '.join(SCORES)}, got {value!r}")
 
 
 def tier_mix(observations: Sequence[Observation]) -> list[float]:
@@ -319,6 +354,10 @@ class CounterRateRule(Rule):
     comparison: Comparison = "above"
     _snapshots: deque[tuple[float, int, int]] = field(default_factory=deque, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        Rule.__post_init__(self)
+        _check_number(self.name, "limit", self.limit, high=1.0)
+
     def check(self, window: Sequence[Observation], baseline: Sequence[Observation]) -> Check | None:
         now = time.monotonic()
         hits, total = self.read()
@@ -354,17 +393,15 @@ def budget_rule(cost_tracker: CostTracker, *, share_limit: float = 0.8, cooldown
 
 
 def dropped_samples_rule(
-    read: Callable[[], tuple[int, int]], *, limit: float = 0.05, **common: float
+    read: Callable[[], tuple[int, int]], *, limit: float = 0.05, **settings: Any
 ) -> CounterRateRule:
-    """Fires when more than ``limit`` of completed RAG traces were dropped (full queue) in the window."""
-    return CounterRateRule(
-        name="dropped_samples_high",
-        what="share of RAG traces dropped before evaluation",
-        limit=limit,
-        read=read,
-        recommendation="the evaluation queue overflows: raise max_queue_size or max_concurrency, or sample less",
-        **common,  # type: ignore[arg-type]
+    """Fires when more than ``limit`` of completed RAG traces were dropped (full queue) in the window;
+    ``settings`` override name, window, cooldown, recommendation."""
+    settings.setdefault("name", "dropped_samples_high")
+    settings.setdefault(
+        "recommendation", "the evaluation queue overflows: raise max_queue_size or max_concurrency, or sample less"
     )
+    return CounterRateRule(what="share of RAG traces dropped before evaluation", limit=limit, read=read, **settings)
 
 
 #: Reads each audited tier's agreement now (``RAGEvaluator.audits.snapshot``).

@@ -8,6 +8,7 @@ which retries and logs only the status code or exception type.
 from __future__ import annotations
 
 import asyncio
+import logging
 import smtplib
 import ssl
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ import httpx
 from ragtriage._log_hygiene import own_http
 from ragtriage.alerts.base import AlertEvent, AlertSink, LoggingAlertSink
 from ragtriage.config import Config
+
+logger = logging.getLogger(__name__)
 
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 _PAGERDUTY_SEVERITY = {"critical": "critical", "warning": "warning"}
@@ -262,26 +265,54 @@ def email_message(event: AlertEvent, sender: str, recipients: Sequence[str]) -> 
     return message
 
 
-def sinks_from_config(config: Config) -> list[AlertSink]:
+#: Per sink: the setting that turns it on, and the variables to check when it cannot be built.
+_SINK_SETTINGS = {
+    "slack": ("slack_webhook_url", "RAGTRIAGE_SLACK_WEBHOOK_URL"),
+    "pagerduty": ("pagerduty_routing_key", "RAGTRIAGE_PAGERDUTY_ROUTING_KEY, RAGTRIAGE_PAGERDUTY_URL"),
+    "email": ("smtp_host", "RAGTRIAGE_SMTP_*"),
+    "webhook": ("alert_webhook_url", "RAGTRIAGE_ALERT_WEBHOOK_URL"),
+}
+#: Every setting of an alert sink, and its sink: a bad environment value of one leaves the sink out.
+SINK_OF_SETTING = {
+    "slack_webhook_url": "slack",
+    "pagerduty_routing_key": "pagerduty",
+    "pagerduty_url": "pagerduty",
+    "alert_webhook_url": "webhook",
+    **{f"smtp_{part}": "email" for part in ("host", "port", "from", "to", "username", "password", "starttls")},
+}
+
+
+def sinks_from_config(config: Config, *, left_out: dict[str, str] | None = None) -> list[AlertSink]:
     """The sinks ``config`` sets up (``slack_webhook_url``, ``pagerduty_routing_key``, ``smtp_host``,
-    ``alert_webhook_url``, each from its ``RAGTRIAGE_*`` variable); the logging sink is always there."""
+    ``alert_webhook_url``, each from its ``RAGTRIAGE_*`` variable); the logging sink is always there.
+
+    A sink whose settings cannot make one (an email sink without recipients) is left out with a warning
+    naming its variables, and put in ``left_out`` (``{sink name: why}``) when given: alerts never stop the app."""
+    # Each is built only when its setting is set (below): the ``or ""`` is never taken.
+    builders: dict[str, Any] = {
+        "slack": lambda: SlackSink(config.slack_webhook_url or ""),
+        "pagerduty": lambda: PagerDutySink(config.pagerduty_routing_key or "", url=config.pagerduty_url),
+        "email": lambda: EmailSink(
+            host=config.smtp_host or "",
+            port=config.smtp_port,
+            sender=config.smtp_from or "",
+            recipients=[r.strip() for r in (config.smtp_to or "").split(",") if r.strip()],
+            username=config.smtp_username,
+            password=config.smtp_password,
+            starttls=config.smtp_starttls,
+        ),
+        "webhook": lambda: WebhookSink(config.alert_webhook_url or ""),
+    }
     sinks: list[AlertSink] = [LoggingAlertSink()]
-    if config.slack_webhook_url:
-        sinks.append(SlackSink(config.slack_webhook_url))
-    if config.pagerduty_routing_key:
-        sinks.append(PagerDutySink(config.pagerduty_routing_key, url=config.pagerduty_url))
-    if config.smtp_host:
-        sinks.append(
-            EmailSink(
-                host=config.smtp_host,
-                port=config.smtp_port,
-                sender=config.smtp_from or "",
-                recipients=[r.strip() for r in (config.smtp_to or "").split(",") if r.strip()],
-                username=config.smtp_username,
-                password=config.smtp_password,
-                starttls=config.smtp_starttls,
-            )
-        )
-    if config.alert_webhook_url:
-        sinks.append(WebhookSink(config.alert_webhook_url))
+    for name, build in builders.items():
+        setting, variables = _SINK_SETTINGS[name]
+        if not getattr(config, setting):
+            continue
+        try:
+            sinks.append(build())
+        except (TypeError, ValueError) as exc:
+            why = f"{exc} (check {variables})"
+            logger.warning("ragtriage: the %s alert sink is off: %s", name, why)
+            if left_out is not None:
+                left_out[name] = why
     return sinks

@@ -33,6 +33,25 @@ _SENTENCE_END = re.compile(r"(?<!\b[A-Za-z])(?<!\b[A-Z][a-z])[.!?]\s+(?=[A-Z\"'(
 _BETWEEN = re.compile(r"\b(?:out of|between|of)\s+(.+?)\s+and\s+([^?]+?)\s*\??\s*$", re.IGNORECASE)
 _ARTICLE = re.compile(r"^(?:the|a|an)\s+", re.IGNORECASE)
 _YEAR = re.compile(r"(?<![\d.,])(1\d{3}|20\d{2})(?![\d.,]\d)")
+#: Events a choice question may ask about, what asks for them, and how a context states them.
+_EVENT_ASKED = {
+    "died": re.compile(r"\b(?:died|dies|die|death|passed\s+away|dead)\b"),
+    "born": re.compile(r"\b(?:born|birth)\b"),
+    "founded": re.compile(r"\b(?:founded|established|formed|created|started|opened|launched|built)\b"),
+    "released": re.compile(r"\b(?:released|published|premiered|debuted|came\s+out|issued|aired)\b"),
+}
+_EVENT_SAID = {
+    "died": re.compile(r"\b(?:died|death|passed\s+away|killed|d\.)"),
+    "born": re.compile(r"\b(?:born|birth|b\.)"),
+    "founded": re.compile(r"\b(?:founded|establish\w*|formed|created|started|opened|launched|built|founding)\b"),
+    "released": re.compile(r"\b(?:released|published|premiered|debuted|issued|aired|release)\b"),
+}
+#: Comparatives of age: without an event word they compare births or foundings, the first year given.
+_AGE_WORDS = frozenset("older oldest elder eldest younger youngest newer newest".split())
+_LIFE_SPAN = re.compile(
+    r"\([^()]{0,40}?\b(1\d{3}|20\d{2})\b[^()]{0,20}?[-–]\s*[^()]{0,40}?\b(1\d{3}|20\d{2})\b[^()]*\)"
+)
+_LONE_DATE = re.compile(r"^[^()]{0,60}?\((?:born\s+)?[^()]{0,20}?\b(1\d{3}|20\d{2})\)")
 _OPTION_CUT = re.compile(r"^.*(?:,|:|\b(?:" + "|".join(_EARLIER_WINS) + r"))\s+", re.DOTALL)
 
 
@@ -107,7 +126,10 @@ def wrong_choice(question: str, answer: str, context: str) -> str | None:
     rest = answer_lowered.replace(picked[0].lower(), " ")
     if _TURNS.search(rest) or any(_EARLIER_WINS[w] != rule for w in _COMPARATIVE.findall(rest)):
         return None
-    years = [_year_of(o, k, context) for o, k in zip(options, keys, strict=True)]
+    event = next((e for e, asks in _EVENT_ASKED.items() if asks.search(lowered_q)), None)
+    if event is None and asked.group() not in _AGE_WORDS:
+        return None  # "which closed first": an event no rule dates; the contexts' first years may be others
+    years = [_year_of(o, k, context, event) for o, k in zip(options, keys, strict=True)]
     if None in years or years[0] == years[1]:
         return None
     right = options[years.index(min(years) if rule else max(years))]  # type: ignore[type-var]
@@ -131,7 +153,9 @@ def _mentions(answer_lowered: str, option: str, key: str) -> bool:
     return option.lower() in answer_lowered or re.search(rf"\b{re.escape(key)}\b", answer_lowered) is not None
 
 
-def _year_of(option: str, key: str, context: str) -> int | None:
+def _year_of(option: str, key: str, context: str, event: str | None = None) -> int | None:
+    """The year of the option: for a question about an event (died, born, founded), the year after that
+    event's word or in a life span's place ("(1890-1968)"), else the first year after the option's mention."""
     at = context.find(option)
     if at < 0:
         found = re.search(rf"\b{re.escape(key)}\b", context, re.IGNORECASE)
@@ -140,8 +164,27 @@ def _year_of(option: str, key: str, context: str) -> int | None:
         at = found.start()
     sentence_end = _SENTENCE_END.search(context, at)
     window = context[at : min(sentence_end.start() if sentence_end else len(context), at + 300)]
+    if event is not None:
+        return _event_year(window, event)
     year = _YEAR.search(window)
     return int(year.group(1)) if year else None
+
+
+def _event_year(window: str, event: str) -> int | None:
+    lowered = window.lower()
+    said = _EVENT_SAID[event].search(lowered)
+    if said is not None:
+        year = _YEAR.search(lowered, said.end(), said.end() + 60)
+        if year is not None:
+            return int(year.group(1))
+    span = _LIFE_SPAN.search(lowered)
+    if span is not None and event in ("born", "died"):
+        return int(span.group(1 if event == "born" else 2))
+    if event == "born":  # "Octavio Paz (31 March 1914) was a poet": a lone date after a name is its birth
+        lone = _LONE_DATE.search(lowered)
+        if lone is not None:
+            return int(lone.group(1))
+    return None
 
 
 def count_conflict(

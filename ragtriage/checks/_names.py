@@ -17,6 +17,17 @@ if TYPE_CHECKING:
     from ragtriage.checks.grounding import EvidenceIndex
 
 _RUN = re.compile(r"[A-Z][^\W_]*(?:[\s-]+(?:(?:of|the|and|for|de|du|la|von|van)[\s-]+)?[A-Z][^\W_]*)*")
+#: Acronyms of ordinary words and phrases that no run of initials spells ("TV" for "television").
+COMMON_ACRONYMS = {
+    "tv": ("television", "tv"), "us": ("united states", "america", "american"),
+    "usa": ("united states", "america", "american"), "uk": ("united kingdom", "britain", "british"),
+    "eu": ("european union",), "un": ("united nations",), "fc": ("football club", "club"),
+    "ceo": ("chief executive",), "pm": ("prime minister",), "mp": ("member of parliament", "parliament"),
+    "gp": ("grand prix", "general practitioner", "doctor"), "dj": ("disc jockey",), "hq": ("headquarters",),
+}  # fmt: skip
+_DEMONYMS_OF: dict[str, list[str]] = {}
+for _demonym, _country in DEMONYMS.items():
+    _DEMONYMS_OF.setdefault(_country, []).append(_demonym)
 _RUN_LINKS = frozenset("of the and for de du la le von van der den y et da di".split())
 
 
@@ -38,11 +49,11 @@ def name_support(
             return ""
         if _abbreviation(lowered, answer, match, evidence):
             return ""
-        related = evidence.names_by_prefix.get(lowered[:4], ())
+        related = evidence.words_with_prefix(lowered[:4]) if len(lowered) >= 4 else ()
         demonym = DEMONYMS.get(lowered)
         if any(variant_kind(lowered, name) for name in related) or (demonym and evidence.has(demonym)):
             return ""
-        if any(DEMONYMS.get(name) == lowered for name in evidence.names_by_prefix.get("demonyms", ())):
+        if any(evidence.has(name) for name in _DEMONYMS_OF.get(lowered, ())):
             return ""
     for evidence in (contexts, question):
         spelled = evidence.skeletons.get(skeleton(lowered))
@@ -58,8 +69,13 @@ def _split_differently(lowered: str, evidence: EvidenceIndex) -> bool:
 
 def _acronym(word: str, lowered: str, answer: str, match: re.Match[str], evidence: EvidenceIndex) -> bool:
     """ "NYC" where a context writes "New York City", and "United Nations" where it writes "UN"."""
-    if word.isupper() and 2 <= len(word) <= 8:
-        return lowered in evidence.acronyms
+    if word.isupper() or (word[:-1].isupper() and word[-1] == "s"):  # "MPs": an acronym's plural
+        letters = lowered if word.isupper() else lowered[:-1]
+        if not 2 <= len(letters) <= 8:
+            return False
+        if letters in evidence.acronyms or letters in evidence.word_initials:
+            return True
+        return any(evidence.has(phrase) for phrase in COMMON_ACRONYMS.get(letters, ()))
     for run in _RUN.finditer(answer):
         if run.start() <= match.start() < run.end():
             words = [w for w in re.split(r"[\s-]+", run.group()) if w.lower() not in _RUN_LINKS | COMMON_WORDS]

@@ -42,8 +42,9 @@ _SPECIAL = str.maketrans(
 _COMBINING = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u20d0-\u20ff]+")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
-#: Endings that make another form of the same name or noun: plural, demonym, adjective.
-_SUFFIXES = frozenset("s es a ia y o e n an ian ans ians ese ish i ic ean er ers".split()) | {""}
+#: Endings that make another form of the same name or noun: plural, demonym, adjective (Belgium/Belgian,
+#: Latvia/Latvian, west/western).
+_SUFFIXES = frozenset("s es a ia y o e n an ian ans ians ese ish i ic ean er ers um ern".split()) | {""}
 #: Demonyms whose country shares no stem with them.
 DEMONYMS = {
     "swiss": "switzerland", "dutch": "netherlands", "french": "france", "welsh": "wales", "irish": "ireland",

@@ -1,13 +1,14 @@
 """The deterministic tier: checks that need no network and take microseconds.
 
-It decides only what it can prove, and only ``fail``: an empty answer, a refusal
-although the contexts cover the question, a missing or dangling citation the
-user's rule demands, a number or name that no context (nor the question) states
-in any spelling, a date that changes one part of a context's date, a context
-statement with its negation flipped, and the wrong pick of a choice question
-the contexts' dates settle. Each failure's note names the fact to check.
-Everything else (derived values, other spellings, rare words) it reports as
-signals and leaves to the LLM tiers: only a judge can say an answer is right.
+It decides only ``fail``, and only by the rules in ``CERTAIN_RULES``, each measured
+right on answers written by real LLMs and labelled by people: an empty answer, a
+refusal although the contexts cover the question, a missing or dangling citation
+the user's rule demands, a number that no context (nor the question) states in any
+spelling, a date or a count that changes a context's, a context statement with its
+negation flipped, and the wrong pick of a choice question the contexts' dates
+settle. Each finding names its rule and the fact to check. Everything else (names,
+derived values, other spellings, rare words) is a signal for the LLM tiers: real
+models write what their passage implies, and only a judge can say it is right.
 """
 
 from __future__ import annotations
@@ -48,36 +49,82 @@ _QUESTION_STOP = frozenset(
     """.split()
 )
 
+_INJECTION_NOTE = "a retrieved context contains instruction-like text (possible prompt injection)"
 #: A refusal is only certain when the contexts hold at least this share of the question's content words.
 ANSWERABLE_OVERLAP = 0.6
-__all__ = ["ANSWERABLE_OVERLAP", "SMALL_NUMBER", "DeterministicChecker", "DeterministicReport"]
+__all__ = [
+    "ANSWERABLE_OVERLAP",
+    "CERTAIN_RULES",
+    "SMALL_NUMBER",
+    "DeterministicChecker",
+    "DeterministicReport",
+    "Finding",
+]
+
+
+#: The rules whose finding ends the cascade with ``fail``: each was right on at least 99% of the answers
+#: it fired on, and failed no clean answer, on answers written by real LLMs and labelled by people
+#: (FaithBench, CLIFF; see docs/benchmarks.md, "Free tiers per rule", and bench/free_tiers.py). Every
+#: other rule's finding is a signal: the judge is asked to check it, or, without a judge, it is reported
+#: and the verdict stays ``uncertain``.
+CERTAIN_RULES = frozenset(
+    ("empty_answer", "refusal", "citation", "unsupported_number", "date_conflict", "count_conflict",
+     "wrong_choice", "negation_flip")
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One piece of evidence against the answer: the ``rule`` that found it, a ``note`` naming the fact to
+    check, and whether it is ``certain`` (the rule is in :data:`CERTAIN_RULES`) or a signal."""
+
+    rule: str
+    note: str
+    certain: bool
+
+    def __str__(self) -> str:
+        return f"{'certain' if self.certain else 'signal'} ({self.rule}): {self.note}"
 
 
 @dataclass(frozen=True, slots=True)
 class DeterministicReport:
-    """What the checks found. ``failures`` are certain; ``signals`` send the sample up the cascade."""
+    """What the checks found. Certain ``findings`` (the ``failures``) decide ``fail``; the others (the
+    ``signals``) send the sample up the cascade, with the terms for the judge to check."""
 
-    failures: tuple[str, ...]
-    signals: tuple[str, ...]
+    findings: tuple[Finding, ...]
     grounding: GroundingReport
     empty_answer: bool = False
     refusal: bool = False
     injection: bool = False
 
     @property
+    def failures(self) -> tuple[str, ...]:
+        return tuple(f.note for f in self.findings if f.certain)
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        return tuple(f.note for f in self.findings if not f.certain)
+
+    @property
     def decided_fail(self) -> bool:
-        return bool(self.failures)
+        return any(f.certain for f in self.findings)
 
 
 class DeterministicChecker:
-    """Configurable cheap checks; one instance is reused for every sample (it holds no state)."""
+    """Configurable cheap checks; one instance is reused for every sample (it holds no state).
+
+    ``unsupported_entities_to_fail``: 0 (the default) leaves a name found in no context a signal for the
+    judge, because real LLM answers name what their passage implies ("Eddie Howe" for "Howe"); 1 makes it
+    a certain ``fail``, for apps whose answers copy their contexts' names (measure it on your own answers
+    first: ``bench/free_tiers.py`` reports the rule's precision on labelled sets).
+    """
 
     def __init__(
         self,
         *,
         min_answer_chars: int = 2,
         citation_pattern: str | re.Pattern[str] | None = None,
-        unsupported_entities_to_fail: int = 1,
+        unsupported_entities_to_fail: int = 0,
     ) -> None:
         if isinstance(min_answer_chars, bool) or not isinstance(min_answer_chars, int) or min_answer_chars < 1:
             raise ValueError(f"min_answer_chars must be an int >= 1, got {min_answer_chars!r}")
@@ -104,25 +151,22 @@ class DeterministicChecker:
     def fingerprint(self) -> str:
         """Part of the cache key: a different rule set must not reuse old verdicts."""
         pattern = self.citation_pattern.pattern if self.citation_pattern else ""
-        return f"det2:{self.min_answer_chars}:{self.unsupported_entities_to_fail}:{pattern}"
+        return f"det3:{self.min_answer_chars}:{self.unsupported_entities_to_fail}:{pattern}"
 
     def check(self, question: str, answer: str, contexts: Sequence[str]) -> DeterministicReport:
-        failures: list[str] = []
-        signals: list[str] = []
+        findings: list[Finding] = []
         stripped = fold(answer.strip())
         evidence = EvidenceIndex.build(contexts)
         asked = EvidenceIndex(fold(question))
         grounding = check_grounding(stripped, evidence, asked)
         injection = _looks_injected(evidence.lowered)
         if injection:
-            signals.append("a retrieved context contains instruction-like text (possible prompt injection)")
+            findings.append(_signal("injection", _INJECTION_NOTE))
 
         if len(stripped) < self.min_answer_chars:
             what = "empty" if not stripped else f"{len(stripped)} characters, under {self.min_answer_chars}"
-            failures.append(f"answer is {what}")
-            return DeterministicReport(
-                tuple(failures), tuple(signals), grounding, empty_answer=True, injection=injection
-            )
+            findings.append(_finding("empty_answer", f"answer is {what}"))
+            return DeterministicReport(tuple(findings), grounding, empty_answer=True, injection=injection)
 
         lowered = stripped.lower()
         refusal = (
@@ -133,36 +177,46 @@ class DeterministicChecker:
         if refusal:
             overlap = _question_coverage(asked.text, evidence)
             if overlap is not None and overlap >= ANSWERABLE_OVERLAP:
-                failures.append(
-                    f"answer declines to answer although the contexts cover {overlap:.0%} of the question's terms"
+                findings.append(
+                    _finding(
+                        "refusal",
+                        f"answer declines to answer although the contexts cover {overlap:.0%} of the question's terms",
+                    )
                 )
             else:
-                signals.append("answer declines to answer")
+                findings.append(_signal("declines", "answer declines to answer"))
 
         if self.citation_pattern is not None:
-            failures.extend(self._citation_failures(stripped, len(contexts)))
+            findings.extend(_finding("citation", note) for note in self._citation_failures(stripped, len(contexts)))
 
         if grounding.hard_numbers:
-            failures.append("answer states " + _quote(grounding.hard_numbers) + ", found in no context")
+            numbers = _quote(grounding.hard_numbers)
+            findings.append(_finding("unsupported_number", f"answer states {numbers}, found in no context"))
         elif grounding.unsupported_numbers:
-            signals.append("answer states " + _quote(grounding.unsupported_numbers) + ", found in no context")
-        failures.extend(grounding.conflicts)
-        signals.extend(grounding.derived)
-        signals.extend(grounding.variants)
+            numbers = _quote(grounding.unsupported_numbers)
+            findings.append(_signal("small_number", f"answer states {numbers}, found in no context"))
+        findings.extend(_finding("date_conflict", note) for note in grounding.date_conflicts)
+        findings.extend(_finding("count_conflict", note) for note in grounding.count_conflicts)
+        findings.extend(_signal("derived", note) for note in grounding.derived)
+        findings.extend(_signal("variant", note) for note in grounding.variants)
         entities = grounding.unsupported_entities
-        if entities and self.unsupported_entities_to_fail and len(entities) >= self.unsupported_entities_to_fail:
-            failures.append("answer names " + _quote(entities) + ", found in no context")
-        elif entities:
-            signals.append("answer names " + _quote(entities) + ", found in no context")
+        if entities:
+            note = "answer names " + _quote(entities) + ", found in no context"
+            opted_in = 0 < self.unsupported_entities_to_fail <= len(entities)
+            findings.append(Finding("unsupported_name", note, opted_in))
         if grounding.unsupported_words:
-            signals.append("answer uses " + _quote(grounding.unsupported_words) + ", found in no context")
-        if not failures and not refusal:
-            contradiction = wrong_choice(asked.text, stripped, evidence.text) or negation_flip(
-                stripped.lower(), evidence
+            findings.append(
+                _signal("rare_word", "answer uses " + _quote(grounding.unsupported_words) + ", found in no context")
             )
-            if contradiction:
-                failures.append(contradiction)
-        return DeterministicReport(tuple(failures), tuple(signals), grounding, refusal=refusal, injection=injection)
+        if not any(f.certain for f in findings) and not refusal:
+            choice = wrong_choice(asked.text, stripped, evidence.text)
+            if choice:
+                findings.append(_finding("wrong_choice", choice))
+            else:
+                flip = negation_flip(lowered, evidence)
+                if flip:
+                    findings.append(_finding("negation_flip", flip))
+        return DeterministicReport(tuple(findings), grounding, refusal=refusal, injection=injection)
 
     def _citation_failures(self, answer: str, n_contexts: int) -> list[str]:
         assert self.citation_pattern is not None
@@ -180,6 +234,14 @@ class DeterministicChecker:
 
     def __repr__(self) -> str:
         return f"DeterministicChecker({self.fingerprint})"
+
+
+def _finding(rule: str, note: str) -> Finding:
+    return Finding(rule, note, rule in CERTAIN_RULES)
+
+
+def _signal(rule: str, note: str) -> Finding:
+    return Finding(rule, note, False)
 
 
 def _looks_injected(lowered: str) -> bool:

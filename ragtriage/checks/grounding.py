@@ -16,6 +16,7 @@ dates, capitalised words) are built only when an answer term is not found.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from ragtriage.checks._contradictions import count_conflict
 from ragtriage.checks._dates import MONTHS, Ymd, agrees, conflict, find_dates, show
 from ragtriage.checks._names import initials, name_support
 from ragtriage.checks._normalize import COMMON_WORDS as _COMMON
-from ragtriage.checks._normalize import DEMONYMS, fold, phrase_text, skeleton
+from ragtriage.checks._normalize import fold, phrase_text, skeleton
 from ragtriage.checks._numbers import (
     NUMBER_WORDS,
     SCALE_WORDS,
@@ -51,6 +52,24 @@ _JOINERS = frozenset(("and", "a", "an"))
 _DIGITS_BEFORE = re.compile(r"(\d+(?:[.,]\d+)*)\s*-?\s*$")
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
 _ASCII_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
+_RANGE_START = re.compile(r"(\d{3,4})\s*[-/]\s*$")
+_RANGE_NEXT = re.compile(r"\s*[-/]\s*(\d{1,3})(?!\d)")
+_UPPER_BOUND = re.compile(
+    r"\b(?:nearly|almost|about|around|approximately|roughly|some|close\s+to|up\s+to|under|less\s+than|below)"
+    r"\W*(?:[$£€¥]\s*)?$"
+)
+_RELATIVE_UNITS = ("year", "season", "summer", "winter", "spring", "autumn")
+_RELATIVE_BEFORE = re.compile(r"\b(?:next|last|this|previous|coming|following)\s+$")
+_RELATIVE_AFTER = re.compile(r"s?\s+(?:ago|later|earlier|from\s+now)\b")
+_LIST_MARKER = re.compile(r"\s*(?:[-*•]|\d{1,2}[.)]|[a-z][.)])")
+_VOWEL = re.compile(r"[aeiouyAEIOUY]")
+#: Abbreviations with a vowel that end in a full stop mid-sentence ("Gen. Grant"); "Dr", "Mr", "St" have none.
+_ABBREVIATIONS = frozenset(
+    """gen col capt cap lieut maj adm sen rep gov pres prof rev hon sgt cpl supt insp det est approx
+    jan feb mar apr aug sep sept oct nov dec mon tue tues wed thu thurs fri sat sun
+    no nos vol vols fig figs op ed eds inc co corp ave blvd univ dept assn bros ca cf al etc vs mme mlle""".split()
+)
+_ACRONYM_LINKS = frozenset(("of", "the", "and", "for", "a", "an", "in", "on", "at", "to", "s"))
 _UNIT_GAP = re.compile(r"[\s°]*(?:degrees?\s+)?")
 _PUNCTUATION = "".join(c for c in map(chr, range(33, 127)) if not c.isalnum()) + "“”‘’«»"
 _ROMAN = re.compile(r"^(?=[IVXLC]{2,}$)(C{0,3})(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})$")
@@ -160,16 +179,47 @@ class EvidenceIndex:
         return self._lazy["names"]
 
     @property
-    def names_by_prefix(self) -> dict[str, list[str]]:
-        """Capitalised words by their first four letters, and under "demonyms" those that are demonyms."""
-        if "by_prefix" not in self._lazy:
-            by_prefix: dict[str, list[str]] = {}
-            for name in self.names:
-                by_prefix.setdefault(name[:4], []).append(name)
-                if name in DEMONYMS:
-                    by_prefix.setdefault("demonyms", []).append(name)
-            self._lazy["by_prefix"] = by_prefix
-        return self._lazy["by_prefix"]
+    def relative_time(self) -> bool:
+        """The texts date something relative to when they were written ("next year's games", "two years ago"),
+        so a year they do not write may still be theirs."""
+        if "relative" not in self._lazy:
+            lowered, relative = self.lowered, False
+            for unit in _RELATIVE_UNITS:
+                at = lowered.find(unit)
+                while at >= 0 and not relative:
+                    relative = bool(
+                        _RELATIVE_BEFORE.search(lowered, max(0, at - 12), at)
+                        or _RELATIVE_AFTER.match(lowered, at + len(unit))
+                    )
+                    at = lowered.find(unit, at + 1)
+            self._lazy["relative"] = relative
+        return self._lazy["relative"]
+
+    def words_with_prefix(self, prefix: str) -> list[str]:
+        """Words that start with ``prefix``, in any case: lower-case, tokenised corpora write names lower-case
+        too ("a west australian beach"). A few substring searches; only a name not found by itself asks."""
+        padded, words = self.padded, []
+        at = padded.find(" " + prefix)
+        while at >= 0:
+            end = padded.find(" ", at + 1)
+            words.append(padded[at + 1 : end])
+            at = padded.find(" " + prefix, end)
+        return words
+
+    @property
+    def word_initials(self) -> set[str]:
+        """Initials of every run of two to five words, in any case, linking words left out ("prime minister"
+        -> "pm", "chief executive officer" -> "ceo"): acronyms of ordinary phrases."""
+        if "word_initials" not in self._lazy:
+            words = [w for w in self.padded.split() if w not in _ACRONYM_LINKS and not w[0].isdigit()]
+            found: set[str] = set()
+            for i in range(len(words)):
+                letters = words[i][0]
+                for word in words[i + 1 : i + 5]:
+                    letters += word[0]
+                    found.add(letters)
+            self._lazy["word_initials"] = found
+        return self._lazy["word_initials"]
 
     @property
     def short_words(self) -> dict[str, list[str]]:
@@ -226,8 +276,8 @@ class GroundingReport:
 
     ``unsupported_*`` are found nowhere; ``hard_numbers`` are the unsupported numbers that are not small
     integers; ``derived`` and ``variants`` explain terms that are not stated but could be (a converted
-    value, another spelling): signals, never proof; ``conflicts`` are certain (a context date with one part
-    changed, a context count with another number).
+    value, another spelling): signals, never proof; ``date_conflicts`` (a context date with one part changed)
+    and ``count_conflicts`` (a context count with another number) contradict a context.
     """
 
     checked: int
@@ -237,7 +287,12 @@ class GroundingReport:
     hard_numbers: tuple[str, ...] = ()
     derived: tuple[str, ...] = ()
     variants: tuple[str, ...] = ()
-    conflicts: tuple[str, ...] = ()
+    date_conflicts: tuple[str, ...] = ()
+    count_conflicts: tuple[str, ...] = ()
+
+    @property
+    def conflicts(self) -> tuple[str, ...]:
+        return self.date_conflicts + self.count_conflicts
 
     @property
     def score(self) -> float | None:
@@ -252,8 +307,9 @@ class GroundingReport:
 class _Findings:
     __slots__ = (
         "checked",
-        "conflicts",
         "consumed",
+        "count_conflicts",
+        "date_conflicts",
         "derived",
         "entities",
         "hard",
@@ -271,13 +327,16 @@ class _Findings:
         self.words: list[str] = []
         self.derived: list[str] = []
         self.variants: list[str] = []
-        self.conflicts: list[str] = []
+        self.date_conflicts: list[str] = []
+        self.count_conflicts: list[str] = []
         self.consumed: list[tuple[int, int]] = []
         self.quantities: list[Quantity] = []
 
     @property
     def certain(self) -> bool:
-        return bool(self.hard or self.entities or self.conflicts)
+        """Enough is found to stop reading slower spellings: a fail, or a name for the judge to check (the
+        judge reads the whole answer; one named term sends it up as surely as five)."""
+        return bool(self.hard or self.entities or self.date_conflicts or self.count_conflicts)
 
     def inside(self, start: int, end: int) -> bool:
         if not self.consumed:
@@ -313,7 +372,8 @@ def check_grounding(answer: str, contexts: EvidenceIndex, question: EvidenceInde
         tuple(found.hard),
         tuple(found.derived),
         tuple(found.variants),
-        tuple(found.conflicts),
+        tuple(found.date_conflicts),
+        tuple(found.count_conflicts),
     )
 
 
@@ -332,7 +392,7 @@ def _check_dates(answer: str, contexts: EvidenceIndex, question: EvidenceIndex, 
         if clash and len(mention.readings) == 1:
             found.checked += 1
             reading, context_date = clash[0]
-            found.conflicts.append(
+            found.date_conflicts.append(
                 f"answer gives the date {mention.raw!r} ({show(reading)}); the context has {show(context_date)}"
             )
             found.consumed.append((mention.start, mention.end))
@@ -383,7 +443,13 @@ def _check_numbers(
             continue  # "the early 70s" for 1972: a decade is too loose to be proof either way
         if known is None:
             known = Known(contexts.values | question.values)
-        how = next((h for v in quantity.values if (h := derivation(v, known))), None)
+        how = (
+            _rounds(answer, quantity, known)
+            or _range_end(answer, quantity, contexts, question)
+            or next((h for v in quantity.values if (h := derivation(v, known))), None)
+        )
+        if how is None and _is_year(quantity) and contexts.relative_time:
+            how = "a year the context gives relative to its own time ('next year', 'last season')"
         if how is not None:
             found.derived.append(f"answer states {quantity.raw!r}, which no context states; it could be {how}")
             continue
@@ -394,7 +460,71 @@ def _check_numbers(
         counted = _counted(answer, quantity, question)
         clash = count_conflict(counted, quantity.values, contexts, _COMMON) if counted else None
         if clash:
-            found.conflicts.append(f"answer says {quantity.raw!r} ({counted}); {clash}")
+            found.count_conflicts.append(f"answer says {quantity.raw!r} ({counted}); {clash}")
+
+
+def _precision(value: float) -> float:
+    """The place value of the last significant digit: 500,000 -> 100,000; 181e6 -> 1e6; 1.5 -> 0.1."""
+    if value != int(value):
+        text = f"{value:.10g}"
+        return 10.0 ** -len(text.partition(".")[2]) if "e" not in text else 0.0
+    whole, place = int(abs(value)), 1
+    while whole and whole % 10 == 0:
+        whole //= 10
+        place *= 10
+    return float(place)
+
+
+def _rounds(answer: str, quantity: Quantity, known: Known) -> str | None:
+    """A context value the answer's number rounds to its own last significant digit: to the nearest, or
+    down ("over $181 million" for 181,674,817, "more than 500,000" for 572,206), or after "nearly",
+    "almost", "about" and the like, up ("nearly 40" for 38)."""
+    up: bool | None = None
+    ordered = known.ordered
+    for value in quantity.values:
+        place = _precision(value)
+        if value <= 0 or place <= 0:
+            continue
+        for k in ordered[bisect_right(ordered, value - place) : bisect_left(ordered, value + place)]:
+            if k <= 0 or k == value:
+                continue
+            if up is None:
+                up = _UPPER_BOUND.search(answer, max(0, quantity.start - 24), quantity.start) is not None
+            if abs(k - value) <= place / 2 or value <= k < value + place or (up and value - place < k < value):
+                return f"{k:,.10g} rounded"
+    return None
+
+
+def _range_end(answer: str, quantity: Quantity, contexts: EvidenceIndex, question: EvidenceIndex) -> str | None:
+    """The end of a range written short on one side and long on the other: "2016-2020" for "2016-20"."""
+    value = quantity.values[0]
+    if value != int(value):
+        return None
+    before = _RANGE_START.search(answer, max(0, quantity.start - 8), quantity.start)
+    after = _RANGE_NEXT.match(answer, quantity.end)
+    for evidence in (contexts, question):
+        if before is not None:  # the answer's end: "2016-2020", where a context writes "2016-20"
+            start, end = before.group(1), str(int(value))
+            if (
+                len(end) == len(start)
+                and end[:2] == start[:2]
+                and re.search(rf"{start}\s*[-/]\s*{end[2:]}(?!\d)", evidence.lowered)
+            ):
+                return f"the range {start}-{end[2:]} written in full"
+        if after is not None:  # the answer's start of a short range: "2016-20", where a context writes "2016-2020"
+            start, end = str(int(value)), after.group(1)
+            if len(end) < len(start) and evidence.has_number(float(start[: len(start) - len(end)] + end)):
+                return f"the range {start}-{end} written short"
+        if before is not None:  # the answer's short end: "2016-20" where a context writes "2016-2020"
+            start, end = before.group(1), str(int(value))
+            if len(end) < len(start) and evidence.has_number(float(start[: len(start) - len(end)] + end)):
+                return f"the range {start}-{end} written short"
+    return None
+
+
+def _is_year(quantity: Quantity) -> bool:
+    value = quantity.values[0]
+    return 1900 <= value <= 2100 and value == int(value)
 
 
 def _counted(answer: str, quantity: Quantity, question: EvidenceIndex) -> str | None:
@@ -454,7 +584,7 @@ def _check_words(
         return
     # Words that belong to a number or a date ("4.7 million", "31 March 1889"), or are a number's unit
     # ("2 GB", "212 degrees Fahrenheit"), by start position.
-    skip = {_UNIT_GAP.match(answer, q.end).end() for q in found.quantities}
+    skip = {_UNIT_GAP.match(answer, q.end).end() for q in found.quantities}  # type: ignore[union-attr]  # matches ""
     for start, end in found.consumed:
         skip.update(m.start() for _, m, _, _ in candidates if start <= m.start() and m.end() <= end)
     bare: bool | None = None
@@ -477,8 +607,12 @@ def _check_words(
         if _sentence_start(answer, match.start()):
             if bare is None:
                 bare = all(m.group()[0].isupper() or m.group().lower() in _COMMON for m in matches)
-            if not _starts_a_name(word, index, matches, bare) and not _unknown_word(word, lowered, contexts, question):
-                _check_rare(word, lowered, contexts, question, found)
+            if not _starts_a_name(word, index, matches, bare):
+                if _unknown_word(word, lowered, contexts, question):  # "Despite", or "Chicago": only a judge can say
+                    found.checked += 1
+                    found.words.append(word)
+                else:
+                    _check_rare(word, lowered, contexts, question, found)
                 continue
         if found.certain and not (contexts.has(lowered) or question.has(lowered)):
             continue  # already proven wrong: other spellings would only add work, not a verdict
@@ -491,19 +625,25 @@ def _check_words(
 
 
 def _sentence_start(text: str, at: int) -> bool:
-    """Nothing but quotes and brackets before, or a sentence end that is not an abbreviation's ("Gen. Grant")."""
+    """Nothing but quotes and brackets before, a bullet or a number opening a line ("- Full name", "2) Born"),
+    or a sentence end that is not an abbreviation's ("Gen. Grant", "J. Smith"; but "Rage. Additionally")."""
     i = at - 1
     while i >= 0 and text[i] in " \t\"'([":
         i -= 1
     if i < 0 or text[i] in "!?:;\n":
         return True
+    if text[i] in "-*•)":  # a bullet, or "1)", "a)": a list item when only a marker opens its line
+        marker = text.rfind("\n", 0, i) + 1
+        return _LIST_MARKER.fullmatch(text, marker, i + 1) is not None
     if text[i] != ".":
         return False
     j = i
     while j > 0 and text[j - 1].isalpha():
         j -= 1
     before = text[j:i]
-    return not (before[:1].isupper() and len(before) <= 4)
+    if j > 0 and text[j - 1].isdigit():
+        return True  # "the mid-1990s. Notably": a number's ending, not an initial
+    return not (len(before) == 1 or before.lower() in _ABBREVIATIONS or (before and not _VOWEL.search(before)))
 
 
 def _check_rare(word: str, lowered: str, contexts: EvidenceIndex, question: EvidenceIndex, found: _Findings) -> None:
@@ -539,9 +679,9 @@ def _starts_a_name(word: str, index: int, matches: list[re.Match[str]], bare: bo
 
 
 def _unknown_word(word: str, lowered: str, contexts: EvidenceIndex, question: EvidenceIndex) -> bool:
-    """A first word that no text has in any form (not even its stem) and that has no everyday ending is
-    treated as a name ("Chicago hosted it"): an everyday word the contexts lack still shares their stems
-    too rarely to be a safe guess, so short words and common endings stay signals."""
+    """A first word that no text has in any form (not even its stem) and that has no everyday ending: a name
+    ("Chicago hosted it") as often as an everyday word ("Despite", "Meanwhile"), so it is listed among the
+    unsupported words, never the names."""
     if len(lowered) < 4 or lowered.endswith(_WORD_ENDINGS) or word.isupper():
         return False
     stem = lowered[: max(4, min(5, len(lowered) - 1))]

@@ -2,7 +2,9 @@
 
 One asyncio loop does it all, in three independent lanes, so none waits on another:
 
-* receiving (the ASGI app): read the body, queue it for forwarding, decode, buffer sampled spans; answer;
+* receiving (the ASGI app): authenticate the sender (:class:`~ragtriage.collector.auth.TokenAuth`: a
+  request without a valid token is answered 401 and neither forwarded nor evaluated), read the body,
+  queue it for forwarding, decode, buffer sampled spans; answer;
 * forwarding (:class:`~ragtriage.collector.forwarder.Forwarder`): a byte-bounded buffer to the next hop;
 * evaluating: every ``tick_s``, complete traces are assembled into samples (the same
   :func:`~ragtriage.intake.assembly.assemble` as ``instrument()``) and handed to the sample
@@ -22,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from ragtriage.collector.assembly import TraceAssembler
+from ragtriage.collector.auth import AUTHORIZATION, TokenAuth
 from ragtriage.collector.forwarder import Forwarder
 from ragtriage.collector.otlp import decoded_body, empty_response, media_type, spans
 from ragtriage.errors import OTLPError
@@ -37,6 +40,8 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 #: Why :meth:`Collector.ingest` did not take a request it could take later (answered 503 / UNAVAILABLE).
 BACKPRESSURE = "forward buffer full; retry"
+#: Why :meth:`Collector.authenticate` refused a request (answered 401 / UNAUTHENTICATED).
+UNAUTHENTICATED = "missing or wrong bearer token (authorization: Bearer <token>)"
 #: The largest request body taken (OTLP exporters batch 512 spans by default: far below this).
 MAX_BODY_BYTES = 32 * 1024 * 1024
 
@@ -50,6 +55,7 @@ class Collector:
         forwarder: Forwarder | None,
         assembler: TraceAssembler,
         *,
+        auth: TokenAuth | None = None,
         max_queue_size: int = 2048,
         max_concurrency: int = 8,
         tick_s: float = 0.25,
@@ -57,6 +63,7 @@ class Collector:
         self.handler = handler
         self.forwarder = forwarder
         self.assembler = assembler
+        self.auth = auth or TokenAuth()
         self._tick = tick_s
         self._consumer: BoundedConsumer[RAGSample] = BoundedConsumer(
             handler, max_queue_size=max_queue_size, concurrency=max_concurrency, on_error=self._evaluation_failed
@@ -84,6 +91,10 @@ class Collector:
 
     async def _export(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        sender = self.authenticate(headers)
+        if sender is None:  # answered before the body is read: a flood costs a header check
+            await _respond(send, 401, UNAUTHENTICATED.encode(), "text/plain", www_authenticate="Bearer")
+            return
         try:
             kind = media_type(headers.get("content-type"))
         except OTLPError as exc:
@@ -91,10 +102,9 @@ class Collector:
             return
         body = await _body(receive)
         if body is None:
-            self._counts["requests_received"] += 1
             await _respond(send, 413, f"body over {MAX_BODY_BYTES} bytes".encode(), "text/plain")
             return
-        outcome = self.ingest(body, kind, headers)
+        outcome = self.ingest(body, kind, headers, sender)
         if outcome is None:
             await _respond(send, 200, empty_response(kind), kind)
         elif outcome is BACKPRESSURE:
@@ -102,10 +112,17 @@ class Collector:
         else:
             await _respond(send, 400, outcome.encode(), "text/plain")
 
-    def ingest(self, body: bytes, kind: str, headers: Mapping[str, str]) -> str | None:
-        """Take one export request (from OTLP/HTTP or OTLP/gRPC): ``None`` when taken, else why not:
-        :data:`BACKPRESSURE` (retry later) or what is wrong with it (do not retry)."""
+    def authenticate(self, headers: Mapping[str, str]) -> str | None:
+        """The sender of a request (from OTLP/HTTP or OTLP/gRPC), or ``None``, counted: refuse it."""
         self._counts["requests_received"] += 1
+        sender = self.auth.sender(headers.get(AUTHORIZATION))
+        if sender is None:
+            self._counts["requests_unauthenticated"] += 1
+        return sender
+
+    def ingest(self, body: bytes, kind: str, headers: Mapping[str, str], sender: str) -> str | None:
+        """Take one export request from ``sender`` (as :meth:`authenticate` named it): ``None`` when taken, else
+        why not: :data:`BACKPRESSURE` (retry later) or what is wrong with it (do not retry)."""
         if self.forwarder is not None and not self.forwarder.offer(body, headers):
             # The next hop is behind: tell the exporter to retry later, and take nothing of it now, so a
             # retried request is neither forwarded nor evaluated twice.
@@ -117,7 +134,7 @@ class Collector:
             self._counts["requests_undecodable"] += 1
             return str(exc)
         self._counts["spans_received"] += len(received)
-        self.assembler.add(received, time.monotonic())
+        self.assembler.add(received, time.monotonic(), sender)
         return None
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -218,9 +235,8 @@ async def _body(receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
-async def _respond(send: Send, status: int, body: bytes, content_type: str, *, retry_after: str | None = None) -> None:
+async def _respond(send: Send, status: int, body: bytes, content_type: str, **extra: str) -> None:
     headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
-    if retry_after is not None:
-        headers.append((b"retry-after", retry_after.encode()))
+    headers += [(name.replace("_", "-").encode(), value.encode()) for name, value in extra.items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

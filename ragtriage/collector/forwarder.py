@@ -6,6 +6,11 @@ retryable ``503`` with ``Retry-After`` (the exporter retries), so memory never g
 The next hop failing is retried with bounded, jittered back-off (honouring its ``Retry-After``);
 a request that still fails is dropped and counted (``forward_dropped``), and the first failure of a
 run of them is logged with the setting that points at the next hop.
+
+A request is forwarded with the credentials it came with, never with the collector's: with receiver
+authentication on, its ``authorization`` header held the collector's token, which stays here. Only an
+operator's explicit choice (``own_key``, ``--forward-with-own-key``), and only with receiver
+authentication on, forwards authenticated requests with the collector's own Phoenix key instead.
 """
 
 from __future__ import annotations
@@ -19,14 +24,16 @@ from collections.abc import Mapping
 
 import httpx
 
-from ragtriage._log_hygiene import own_http
+from ragtriage._log_hygiene import own_http, redact
 
 logger = logging.getLogger(__name__)
 
 #: Statuses OTLP/HTTP calls retryable.
 RETRYABLE = frozenset({429, 502, 503, 504})
-#: Request headers passed on to the next hop (the rest are hop-by-hop or recomputed).
-_PASSED = ("content-type", "content-encoding", "authorization", "api_key", "api-key", "x-api-key")
+#: Request headers passed on to the next hop (the rest are hop-by-hop or recomputed) ...
+_CONTENT = ("content-type", "content-encoding")
+#: ... and the credentials among them.
+_CREDENTIALS = ("authorization", "api_key", "api-key", "x-api-key")
 
 
 class Forwarder:
@@ -40,16 +47,24 @@ class Forwarder:
         concurrency: int = 4,
         max_retries: int = 3,
         timeout_s: float = 10.0,
-        headers: Mapping[str, str] | None = None,
+        receiver_auth: bool = False,
+        own_key: str | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"forward URL must be an http(s) URL, got {url!r}")
+            raise ValueError(f"forward URL must be an http(s) URL, got {redact(url)!r}")
+        if own_key is not None and not receiver_auth:
+            raise ValueError(
+                "own_key (--forward-with-own-key) needs receiver authentication (RAGTRIAGE_COLLECTOR_TOKENS or "
+                "--token-file): an unauthenticated sender must never reach the next hop with the collector's key"
+            )
         self.url = url
         self._max_bytes = max_buffer_bytes
         self._concurrency = concurrency
         self._max_retries = max_retries
         self._timeout = timeout_s
-        self._extra = {k.lower(): v for k, v in (headers or {}).items()}
+        # with receiver auth on, ``authorization`` carried the collector's token: it is not the sender's to pass on
+        self._credentials = tuple(c for c in _CREDENTIALS if not (receiver_auth and c == "authorization"))
+        self._own = {"authorization": f"Bearer {own_key}"} if own_key else None
         self._queue: deque[tuple[bytes, dict[str, str]]] = deque()
         self._bytes = 0
         self._ready = asyncio.Event()
@@ -66,14 +81,20 @@ class Forwarder:
         if self._bytes + len(body) > self._max_bytes and self._bytes:
             self.counts["forward_rejected_buffer_full"] += 1
             return False
-        passed = {k: v for k, v in headers.items() if k.lower() in _PASSED}
-        for key, value in self._extra.items():
-            passed.setdefault(key, value)
+        passed = {k: v for k, v in headers.items() if k.lower() in _CONTENT}
+        if self._own is not None:
+            passed.update(self._own)
+        else:
+            passed.update((k, v) for k, v in headers.items() if k.lower() in self._credentials)
         self._queue.append((body, passed))
         self._bytes += len(body)
         self._idle.clear()
         self._ready.set()
         return True
+
+    @property
+    def uses_own_key(self) -> bool:
+        return self._own is not None
 
     @property
     def buffered_bytes(self) -> int:
@@ -131,7 +152,7 @@ class Forwarder:
                     self.counts["requests_forwarded"] += 1
                     if self._failing:
                         self._failing = False
-                        logger.warning("ragtriage collect: forwarding to %s works again", self.url)
+                        logger.warning("ragtriage collect: forwarding to %s works again", redact(self.url))
                     return
                 reason = f"HTTP {response.status_code}"
                 if response.status_code not in RETRYABLE:
@@ -146,7 +167,7 @@ class Forwarder:
             logger.warning(
                 "ragtriage collect: could not forward a request to %s (%s); dropping it and counting "
                 "(forward_dropped). Check --forward / PHOENIX_COLLECTOR_ENDPOINT",
-                self.url,
+                redact(self.url),
                 reason,
             )
 

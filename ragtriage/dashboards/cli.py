@@ -44,11 +44,16 @@ def report(
     worst: int = typer.Option(20, min=1, help="How many of the worst traces to list."),
 ) -> None:
     """Write a self-contained HTML report (works offline) from Phoenix or from a results JSONL."""
-    from ragtriage.dashboards.report import write_report
+    from ragtriage.dashboards.report import require_plotly, write_report
     from ragtriage.dashboards.sources import phoenix_project_url, records_from_jsonl, records_from_phoenix
 
     if jsonl is None and project is None:
         raise typer.BadParameter("give --jsonl FILE or --project NAME")
+    try:
+        require_plotly()  # before reading anything: the one line that fixes it, not a traceback
+    except ImportError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     config = Config.from_env(endpoint=phoenix_url)
     endpoint, api_key = config.endpoint, config.phoenix_api_key
     link_base = None

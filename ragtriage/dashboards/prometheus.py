@@ -41,8 +41,11 @@ class MetricsServer:
             self.meter_provider.shutdown()
 
 
-def serve_metrics(port: int = 9464, *, addr: str = "0.0.0.0") -> MetricsServer:
-    """Serve ``/metrics`` on ``addr:port`` (9464 is the OTel Prometheus default; 0 picks a free port)."""
+def serve_metrics(port: int = 9464, *, addr: str = "127.0.0.1") -> MetricsServer:
+    """Serve ``/metrics`` on ``addr:port`` (9464 is the OTel Prometheus default; 0 picks a free port).
+
+    Loopback by default: the metrics name projects and rules, and say how much is spent. ``addr="0.0.0.0"``
+    (``RAGTRIAGE_METRICS_HOST``) lets a Prometheus on another host scrape it."""
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port must be an int in [0, 65535], got {port!r}")
     try:

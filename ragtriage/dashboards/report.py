@@ -1,7 +1,7 @@
 """``ragtriage report``: one self-contained HTML file (plotly, JS inlined) that works offline.
 
 Tier distribution, score histograms, cost and latency over time, and the
-worst traces with links into Phoenix, plus one link that opens the report's
+worst traces with why each one is there and links into Phoenix, plus one link that opens the report's
 failing traces in Phoenix, already filtered. Every piece of text from the data
 is escaped; the page loads nothing from the network.
 """
@@ -69,11 +69,10 @@ def render_report(
     worst: int = 20,
 ) -> str:
     """The report as one HTML string (about 5 MB, most of it the inlined plotly.js)."""
-    try:
-        import plotly.io as pio
-        from plotly.offline import get_plotlyjs
-    except ImportError as exc:  # pragma: no cover - depends on the installed extras
-        raise ImportError("the report needs the report extra: pip install 'ragtriage[report]'") from exc
+    require_plotly()
+    import plotly.io as pio
+    from plotly.offline import get_plotlyjs
+
     figures = [_tier_figure(records), _score_figure(records), _cost_figure(records), _latency_figure(records)]
     divs = [
         pio.to_html(fig, full_html=False, include_plotlyjs=False, config={"displaylogo": False, "responsive": True})
@@ -92,6 +91,15 @@ def render_report(
 <h2>Worst traces</h2>{_failing_link(records, phoenix_project_url)}{_worst_table(records, phoenix_project_url, worst)}
 </body></html>
 """
+
+
+def require_plotly() -> None:
+    """Raise ``ImportError`` with the one line that fixes it when plotly (the ``report`` extra) is missing."""
+    try:
+        import plotly.io
+        import plotly.offline  # noqa: F401
+    except ImportError:
+        raise ImportError("the report needs plotly, in the report extra: pip install 'ragtriage[report]'") from None
 
 
 def _cards(records: Sequence[EvalRecord]) -> str:
@@ -249,6 +257,16 @@ def _badness(record: EvalRecord) -> tuple[int, float, int]:
     return (_VERDICT_RANK.get(record.verdict, 1), lowest, 0 if record.status != "ok" else 1)
 
 
+def _why(record: EvalRecord) -> str:
+    """Why the trace is where it is: what the tiers found (the verdict's explanation), else its lowest score."""
+    if record.explanation:
+        return record.explanation
+    if record.scores:
+        name, value = min(record.scores.items(), key=lambda item: item[1])
+        return f"lowest score: {name} {value:.2f}"
+    return ""
+
+
 def _failing_link(records: Sequence[EvalRecord], project_url: str | None) -> str:
     """The report's failing traces in Phoenix: filtered on ``eval_verdict``, over the report's time range (from a
     little before its first record: a JSONL's times may be evaluation times, which lag their traces)."""
@@ -268,7 +286,8 @@ def _worst_table(records: Sequence[EvalRecord], project_url: str | None, worst: 
     if not rows:
         return "<p>No evaluations.</p>"
     names = list(SCORES)
-    head = "".join(f"<th>{e(h)}</th>" for h in ["verdict", "trace", "tier", "status", *names, "cost", "ms", "question"])
+    columns = ["verdict", "why", "trace", "tier", "status", *names, "cost", "ms", "question"]
+    head = "".join(f"<th>{e(h)}</th>" for h in columns)
     body = []
     for r in rows:
         trace = e(r.trace_id or "-")
@@ -277,8 +296,8 @@ def _worst_table(records: Sequence[EvalRecord], project_url: str | None, worst: 
         scores = "".join(f"<td>{r.scores[n]:.2f}</td>" if n in r.scores else "<td>-</td>" for n in names)
         verdict_class = ' class="fail"' if r.verdict == "fail" else ""
         body.append(
-            f"<tr><td{verdict_class}>{e(r.verdict)}</td><td>{trace}</td><td>{e(r.tier)}</td><td>{e(r.status)}</td>"
-            f"{scores}<td>${r.cost_usd:.6f}</td><td>{r.latency_ms:.1f}</td>"
-            f'<td class="q" title="{e(r.explanation[:500])}">{e(r.question[:300])}</td></tr>'
+            f'<tr><td{verdict_class}>{e(r.verdict)}</td><td class="q">{e(_why(r)[:500])}</td><td>{trace}</td>'
+            f"<td>{e(r.tier)}</td><td>{e(r.status)}</td>{scores}<td>${r.cost_usd:.6f}</td><td>{r.latency_ms:.1f}</td>"
+            f'<td class="q">{e(r.question[:300])}</td></tr>'
         )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"

@@ -21,6 +21,7 @@ from ragtriage.demo.app import DemoApp, load_corpus
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.export.phoenix import base_url
 from ragtriage.instrumentation import installed_processor, installed_runtime
+from ragtriage.judges import LLMJudge
 from ragtriage.sample import RAGSample
 
 PROJECT = "ragtriage-demo"
@@ -31,7 +32,8 @@ def run_demo(*, keep_running: bool, use_phoenix: bool, console: Console) -> int:
     results: list[tuple[RAGSample, RAGEvaluationResult]] = []
     with ExitStack() as stack:
         endpoint = Config.from_env().endpoint if Config.in_env("endpoint") else None
-        if use_phoenix and not endpoint:
+        own_phoenix = use_phoenix and not endpoint  # started here, stopped when the demo ends
+        if own_phoenix:
             try:
                 from ragtriage.testing.phoenix import PhoenixServer
             except ImportError:  # pragma: no cover - depends on the install
@@ -62,7 +64,7 @@ def run_demo(*, keep_running: bool, use_phoenix: bool, console: Console) -> int:
         assert processor is not None and runtime is not None and runtime.evaluator is not None
         evaluator = runtime.evaluator
         judges = [
-            f"{name}: {judge.model}"
+            f"{name}: {judge.model if isinstance(judge, LLMJudge) else judge.fingerprint}"
             for name, judge in (("local", evaluator.local_judge), ("heavy", evaluator.heavy_judge))
             if judge is not None
         ]
@@ -76,10 +78,16 @@ def run_demo(*, keep_running: bool, use_phoenix: bool, console: Console) -> int:
         with console.status("Evaluating in the background and writing back..."):
             provider.force_flush(120_000)
         _print_summary(console, results, labels, processor.stats)
-        if use_phoenix:
+        if use_phoenix and (keep_running or not own_phoenix):
+            assert endpoint is not None  # from the environment, or the demo's own Phoenix
             console.print(
                 f"\nOpen [bold]{base_url(endpoint)}[/bold], project [bold]{PROJECT}[/bold]: every trace carries "
                 "its eval annotations (faithfulness, relevance, ..., eval_tier, eval_verdict) and an EVALUATOR span."
+            )
+        elif use_phoenix:  # a link now would be dead by the time it is clicked
+            console.print(
+                "\nThe demo's Phoenix stops with it. To look at the scored traces, run [bold]ragtriage demo "
+                "--keep-running[/bold], or send them to your own Phoenix with PHOENIX_COLLECTOR_ENDPOINT."
             )
         ragtriage.uninstrument()
         provider.shutdown()

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ragtriage.config import register_file_check
 from ragtriage.evaluator.results import RAGEvaluationThresholds
 
 
@@ -44,3 +45,6 @@ def load_calibration(path: str | Path) -> Calibration:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1):
             raise ValueError(f"{path}: recommended {name} must be a number in [0, 1], got {value!r}")
     return Calibration(faith, conf, str(path))
+
+
+register_file_check("calibration_file", load_calibration)

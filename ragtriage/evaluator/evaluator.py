@@ -9,6 +9,7 @@ decided, what each tier scored, and what it all cost.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
@@ -60,6 +61,8 @@ class _Run:
     raw: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     context_chars: int = 0
+    certain: list[str] = field(default_factory=list)
+    signals: list[str] = field(default_factory=list)
 
     def spend(self, outcome: TierOutcome) -> None:
         self.tiers.append(outcome)
@@ -479,9 +482,9 @@ class RAGEvaluator:
         report = case.report = self.deterministic.check(case.question, case.answer, case.contexts)
         grounding = report.grounding.score
         run.spend(TierOutcome("deterministic", grounding, latency_ms=_ms(t0), detail="; ".join(report.failures)))
-        run.notes.extend(report.signals)
+        run.certain, run.signals = list(report.failures), list(report.signals)
+        run.notes.extend(str(f) for f in sorted(report.findings, key=lambda f: not f.certain))
         if report.decided_fail:
-            run.notes.extend(report.failures)
             metrics: dict[str, float | None] = {}
             if report.empty_answer or report.refusal:
                 metrics["answer_quality"] = 0.0
@@ -581,9 +584,14 @@ class RAGEvaluator:
         temperature: float | None = None,
     ) -> JudgeVerdict | None:
         try:
-            verdict = await judge.judge(
-                question, answer, contexts, verify_claims=verify_claims, temperature=temperature
-            )
+            if run.signals and _takes_checks(judge):
+                verdict = await judge.judge(
+                    question, answer, contexts, verify_claims=verify_claims, temperature=temperature, checks=run.signals
+                )
+            else:
+                verdict = await judge.judge(
+                    question, answer, contexts, verify_claims=verify_claims, temperature=temperature
+                )
         except JudgeError as exc:
             usage = exc.usage
             self.cost_tracker.record(
@@ -702,6 +710,8 @@ class RAGEvaluator:
             alerts=alerts,
             suggestions=suggestions,
             notes=run.notes,
+            certain_evidence=run.certain,
+            signals=run.signals,
             raw_response="\n---\n".join(run.raw) or None,
             document_relevance=document_relevance or [],
             tiers=run.tiers,
@@ -799,6 +809,15 @@ def _max_gap(local: JudgeVerdict | None, heavy: JudgeVerdict) -> float | None:
     a, b = _metrics(local), _metrics(heavy)
     gaps = [abs(x - y) for m in VERDICT_METRICS if (x := a[m]) is not None and (y := b[m]) is not None]
     return max(gaps) if gaps else None
+
+
+def _takes_checks(judge: Judge) -> bool:
+    """Whether ``judge.judge`` accepts ``checks`` (the free tiers' signals): plug-ins written before may not."""
+    try:
+        parameters = inspect.signature(judge.judge).parameters
+    except (TypeError, ValueError):
+        return False
+    return "checks" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 def _ms(started: float) -> float:

@@ -94,7 +94,11 @@ class TierOutcome:
 
 @dataclass(frozen=True, slots=True)
 class RAGEvaluationResult:
-    """The outcome of evaluating one (question, contexts, answer) sample."""
+    """The outcome of evaluating one (question, contexts, answer) sample.
+
+    ``certain_evidence`` holds the free tiers' findings that decided ``fail`` (rules measured right on real
+    answers, see ``CERTAIN_RULES``); ``signals`` the findings that only ask a judge to check a term. ``notes``
+    has both, marked "certain (rule): ..." and "signal (rule): ...", the certain first."""
 
     sampled: bool
     sample_key: str | None
@@ -118,6 +122,8 @@ class RAGEvaluationResult:
     alerts: list[RAGAlert] = field(default_factory=list)
     suggestions: list[RAGRemediationSuggestion] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    certain_evidence: list[str] = field(default_factory=list)
+    signals: list[str] = field(default_factory=list)
     raw_response: str | None = None
     document_relevance: list[float | None] = field(default_factory=list)
     tiers: list[TierOutcome] = field(default_factory=list)

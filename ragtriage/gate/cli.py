@@ -153,6 +153,7 @@ def synth(
         from ragtriage.gate.synth_llm import generate_questions, load_documents
 
         config = _config(local_url, local_model, heavy_url, heavy_model)
+        url: str | None
         if config.local_judge_url:
             url, model, key = config.local_judge_url[0], config.local_judge_model, None
         elif config.heavy_judge_url or config.openai_api_key:

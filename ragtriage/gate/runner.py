@@ -283,7 +283,8 @@ def rate(c: dict[str, int], name: str) -> tuple[float | None, tuple[float, float
 
 @dataclass(frozen=True, slots=True)
 class GateConfig:
-    """What fails the gate. Rates are shares of evaluated items; "not decided" never counts as a pass."""
+    """What fails the gate. Rates are shares of evaluated items; "not decided" never counts as a pass, and a run
+    that decided no item at all fails."""
 
     min_pass_rate: float | None = None
     min_detection: float | None = None
@@ -347,6 +348,16 @@ def evaluate_gates(report: RunReport, config: GateConfig, baseline: dict[str, An
             f"{c['judge_errors']} judge error(s), at most {config.max_judge_errors} allowed",
         )
     )
+    # A gate that decided nothing has checked nothing: it never passes, whatever else was asked.
+    checks.append(
+        GateCheck(
+            "decided",
+            c["decided"] > 0,
+            f"{c['decided']} of {c['evaluated']} evaluated items decided"
+            + ("" if c["decided"] else ": a gate that decided nothing checked nothing (the free tiers alone only "
+               "prove fails: configure an LLM judge)"),
+        )
+    )  # fmt: skip
     for name, minimum in (
         ("pass_rate", config.min_pass_rate),
         ("detection", config.min_detection),

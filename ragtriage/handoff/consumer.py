@@ -9,9 +9,9 @@ from the pipe, a stream entry); taking it out does not:
   and counted. It is safe from any thread (``deque.append`` is atomic); it does not wake the loop, which
   polls every ``poll_s`` (a wake-up per item costs the app's thread a syscall and a GIL hand-off);
   :meth:`wake` does, for callers that want the item taken at once.
-* :meth:`run` keeps at most ``concurrency`` items in flight, one task per item, or one task per poll with
-  ``process_batch``; a failure is the item's own (``WriteBackFailed`` was counted where it happened; anything
-  else goes to ``on_error``) and never stops the loop.
+* :meth:`run` keeps at most ``concurrency`` items in flight, one task per slot that works off the queue,
+  or one task per poll with ``process_batch``; a failure is the item's own (``WriteBackFailed`` was counted
+  where it happened; anything else goes to ``on_error``) and never stops the loop.
 * :meth:`slots` lets a source that pulls (a pipe, a Redis Stream) take only what there is room for.
 * :meth:`flush` (from another thread) and :meth:`drain` (on the loop) wait until nothing is queued or in
   flight; :meth:`stop` ends :meth:`run` once the queue is empty (:meth:`cancel` gives up on it); a forked
@@ -197,10 +197,27 @@ class BoundedConsumer(Generic[Item]):
         self._stopping = True
         self.wake()
 
-    def cancel(self) -> None:
-        """Give up on what is queued and cancel what is in flight (on the loop; after a :meth:`drain` that
-        timed out)."""
-        self._queue.clear()
+    def cancel(self) -> tuple[list[Item], int]:
+        """Give up on what is queued and cancel what is in flight (after a flush that timed out); from any
+        thread. Returns the items given up and how many were in flight."""
+        with self._idle:
+            given_up = list(self._queue)
+            self._queue.clear()
+            running = self._in_flight
+        loop = self._loop
+        if loop is not None and running:
+            try:
+                on_loop = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                on_loop = False
+            if on_loop:
+                self._cancel_tasks()
+            else:
+                with contextlib.suppress(RuntimeError):  # the loop is already closed
+                    loop.call_soon_threadsafe(self._cancel_tasks)
+        return given_up, running
+
+    def _cancel_tasks(self) -> None:
         for task in self._tasks:
             task.cancel()
 
@@ -246,12 +263,19 @@ class BoundedConsumer(Generic[Item]):
         task.add_done_callback(self._tasks.discard)
 
     async def _one(self, item: Item) -> None:
+        """Process ``item``, then keep the slot for the next queued item while there is one: a backlog is
+        worked off at once, without a task and a loop turn per item."""
         try:
-            await self._process(item)
-        except WriteBackFailed:
-            pass  # counted where it happened
-        except Exception:
-            self._on_error()
+            while True:
+                try:
+                    await self._process(item)
+                except WriteBackFailed:
+                    pass  # counted where it happened
+                except Exception:
+                    self._on_error()
+                if not self._queue:
+                    break
+                item = self._queue.popleft()  # only this loop's thread takes items: it cannot be gone
         finally:
             self._done(1)
 

@@ -86,7 +86,8 @@ def instrument(
         alert_sinks, alert_rules: instead of the sinks the settings name (``RAGTRIAGE_SLACK_WEBHOOK_URL``,
             ...) and the rules file (``RAGTRIAGE_ALERT_RULES_FILE``) or built-in rules.
         meter_provider: where ``ragtriage.eval.*`` metrics go (default: the global MeterProvider).
-        metrics_port: also serve them for Prometheus on this port (the ``prometheus`` extra).
+        metrics_port: also serve them for Prometheus on this port (the ``prometheus`` extra), on
+            ``RAGTRIAGE_METRICS_HOST`` (127.0.0.1 unless it says otherwise).
         **settings: any other :class:`~ragtriage.Config` field, e.g. ``local_judge_url=...``,
             ``evaluate_in="process"`` (judge in a child process, off the app's GIL), or
             ``evaluate_in="queue", queue_url="redis://..."`` (judge in ``ragtriage worker`` processes).
@@ -214,7 +215,16 @@ def uninstrument() -> None:
 
 
 def installed_processor() -> EvalSpanProcessor | None:
-    """The processor :func:`instrument` installed, for its ``stats`` and ``force_flush``."""
+    """The processor :func:`instrument` installed (``None`` before), for its ``stats`` and ``force_flush``.
+
+    Example::
+
+        import ragtriage
+
+        ragtriage.instrument(sample_rate=1.0)
+        ...  # the app serves a few requests
+        print(ragtriage.installed_processor().stats)  # traces_sampled, samples_queued, traces_skipped_no_retrieval, ...
+    """
     return _installed.processor if _installed else None
 
 

@@ -65,6 +65,8 @@ class Judge(Protocol):
         *,
         verify_claims: bool = False,
         temperature: float | None = None,
+        checks: Sequence[str] = (),
     ) -> JudgeVerdict:
-        """Return a validated verdict or raise :class:`JudgeError`; never return a guess."""
+        """Return a validated verdict or raise :class:`JudgeError`; never return a guess. ``checks`` are the
+        free tiers' signals, terms to verify; a judge written before they existed may omit the parameter."""
         ...

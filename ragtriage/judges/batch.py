@@ -41,6 +41,7 @@ class _Call:
     custom_id: str
     body: dict[str, object]
     args: tuple[str, str, Sequence[str]]
+    checks: Sequence[str]
     verify_claims: bool
     temperature: float | None
     future: asyncio.Future[JudgeVerdict]
@@ -80,16 +81,19 @@ class BatchJudge:
         *,
         verify_claims: bool = False,
         temperature: float | None = None,
+        checks: Sequence[str] = (),
     ) -> JudgeVerdict:
         inner = self.inner
         body = inner.request_body(
-            inner.messages(question, answer, contexts, verify_claims=verify_claims),
+            inner.messages(question, answer, contexts, verify_claims=verify_claims, checks=checks),
             verify_claims=verify_claims,
             temperature=inner.temperature if temperature is None else temperature,
         )
         n = self.stats["batched"] = self.stats["batched"] + 1
         future: asyncio.Future[JudgeVerdict] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Call(f"rt-{n}", body, (question, answer, contexts), verify_claims, temperature, future))
+        self._pending.append(
+            _Call(f"rt-{n}", body, (question, answer, contexts), checks, verify_claims, temperature, future)
+        )
         self._arrived = time.monotonic()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_when_quiet())
@@ -186,7 +190,10 @@ class BatchJudge:
                 self.stats["synchronous"] += 1
                 try:
                     verdict = await inner.judge(
-                        *call.args, verify_claims=call.verify_claims, temperature=call.temperature
+                        *call.args,
+                        verify_claims=call.verify_claims,
+                        temperature=call.temperature,
+                        checks=call.checks,
                     )
                 except JudgeError as exc:
                     self.synchronous_cost_usd += exc.usage.cost_usd

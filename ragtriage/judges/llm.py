@@ -202,9 +202,11 @@ class LLMJudge:
         return b'{"messages": [' + b", ".join(encoded) + b"], " + static
 
     def messages(
-        self, question: str, answer: str, contexts: Sequence[str], *, verify_claims: bool
+        self, question: str, answer: str, contexts: Sequence[str], *, verify_claims: bool, checks: Sequence[str] = ()
     ) -> list[dict[str, str]]:
-        return build_messages(question, answer, contexts, verify_claims=verify_claims, keys=_KEYS[verify_claims])
+        return build_messages(
+            question, answer, contexts, verify_claims=verify_claims, keys=_KEYS[verify_claims], checks=checks
+        )
 
     async def judge(
         self,
@@ -214,8 +216,9 @@ class LLMJudge:
         *,
         verify_claims: bool = False,
         temperature: float | None = None,
+        checks: Sequence[str] = (),
     ) -> JudgeVerdict:
-        messages = self.messages(question, answer, contexts, verify_claims=verify_claims)
+        messages = self.messages(question, answer, contexts, verify_claims=verify_claims, checks=checks)
         temperature = self.temperature if temperature is None else temperature
         body = self._body(messages, verify_claims=verify_claims, temperature=temperature)
         if not self._auth and self.base_url is None:

@@ -42,6 +42,8 @@ _CONTEXT_KINDS = ("RETRIEVER", "RERANKER")
 #: look takes the GIL from the app's thread; at 200 ms instead of 50 ms the worker's CPU per sample at
 #: sample rate 0.1 fell by a fifth (bench/span_processor.py), and a sample waits at most 0.2 s longer.
 _POLL_S = 0.2
+#: After this many local roots not sampled, and none sampled, say so once at INFO (a first try that scores nothing).
+_NOTHING_SAMPLED_AFTER = 20
 
 
 class _TraceBuffer:
@@ -150,7 +152,8 @@ class EvalSpanProcessor(SpanProcessor):
                 return  # not a local root: its trace was decided when the root started
             trace_id = span.get_span_context().trace_id
             if trace_id & TRACE_ID_MASK >= self._bound:  # RAGEvaluator.should_sample's rule, without two calls
-                next(self._not_sampled)
+                if next(self._not_sampled) == _NOTHING_SAMPLED_AFTER - 1 and not self._counts["traces_sampled"]:
+                    self._say_nothing_sampled()
                 return
             now = time.monotonic()
             with self._lock:
@@ -166,6 +169,15 @@ class EvalSpanProcessor(SpanProcessor):
                 self._counts["traces_sampled"] += 1
         except Exception:
             self._internal_error()
+
+    def _say_nothing_sampled(self) -> None:
+        logger.info(
+            "ragtriage: none of the first %d traces was sampled for evaluation (sample_rate=%g). To evaluate every "
+            "trace while trying ragtriage out, set sample_rate=1.0 (RAGTRIAGE_SAMPLE_RATE); lower it under real "
+            "traffic to bound the judges' cost",
+            _NOTHING_SAMPLED_AFTER,
+            self.sample_rate,
+        )
 
     def on_end(self, span: ReadableSpan) -> None:
         if not self._traces:

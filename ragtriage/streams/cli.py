@@ -14,6 +14,8 @@ from ragtriage.runtime import build
 from ragtriage.sample import DEFAULT_STREAM
 
 logger = logging.getLogger(__name__)
+#: The Config fields this command's options set.
+_OPTION_OF = {"queue_url": "--queue", "endpoint": "--endpoint", "project_name": "--project"}
 
 
 def worker(
@@ -43,9 +45,15 @@ def worker(
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         config = Config.from_env(endpoint=endpoint, project_name=project, evaluate_in="queue", queue_url=queue)
-        runtime = build(config, "worker")
-    except ValueError as exc:  # a missing queue, a broken rules or calibration file: say so, exit 2
-        raise typer.BadParameter(str(exc)) from None
+    except ValueError as exc:  # a bad option, or no queue URL at all: say which option, exit 2
+        option = next((o for name, o in _OPTION_OF.items() if str(exc).startswith(f"{name} ")), None)
+        if option is None:
+            raise typer.BadParameter(
+                "not given: the Redis Stream to consume, e.g. --queue redis://redis:6379/0 (or RAGTRIAGE_QUEUE_URL)",
+                param_hint="'--queue'",
+            ) from None
+        raise typer.BadParameter(str(exc), param_hint=f"'{option}'") from None
+    runtime = build(config, "worker")
     assert runtime.pipeline is not None and config.queue_url is not None  # Config requires it with "queue"
     if metrics_port is not None:
         runtime.start_metrics(port=metrics_port)

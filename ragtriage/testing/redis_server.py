@@ -8,6 +8,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
+
+import redis
 
 
 def free_port() -> int:
@@ -18,38 +21,66 @@ def free_port() -> int:
 
 class RedisServer:
     """``with RedisServer() as redis: redis.url``; ``persistent=True`` keeps data across ``stop()``/``start()``
-    (an fsync-always append-only file), for restart tests. The port stays the same across restarts."""
+    (an fsync-always append-only file), for restart tests. The port stays the same across restarts.
 
-    def __init__(self, workdir: str | Path | None = None, *, persistent: bool = False) -> None:
+    ``password`` turns on ``requirepass``; ``tls=(certificate, key)`` (PEM files) makes it speak TLS only,
+    and :attr:`url` a ``rediss://`` URL that trusts ``certificate``."""
+
+    def __init__(
+        self,
+        workdir: str | Path | None = None,
+        *,
+        persistent: bool = False,
+        password: str | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
         self.port = free_port()
         self.persistent = persistent
+        self.password = password
+        self.tls = tls
         self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(prefix="ragtriage-redis-")
         self.workdir = Path(workdir) if workdir is not None else Path(self._tmp.name)  # type: ignore[union-attr]
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        if self.tls is None:
+            return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={quote(str(self.tls[0]))}"
+
+    def __repr__(self) -> str:
+        return f"RedisServer(port={self.port}, password={'<set>' if self.password else None}, tls={bool(self.tls)})"
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
         persistence = ("--appendonly", "yes", "--appendfsync", "always") if self.persistent else ("--appendonly", "no")
+        port: tuple[str, ...] = ("--port", str(self.port))
+        if self.tls is not None:
+            cert, key = (str(path) for path in self.tls)
+            port = ("--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert, "--tls-key-file", key,
+                    "--tls-ca-cert-file", cert, "--tls-auth-clients", "no")  # fmt: skip
+        # the password goes in on stdin (a config file read from "-"), never on the command line that ps shows
+        quoted = (self.password or "").replace("\\", "\\\\").replace('"', '\\"')
+        config = f'requirepass "{quoted}"\n' if self.password else ""
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.workdir),
-             *persistence],
+            [binary, "-", *port, "--bind", "127.0.0.1", "--save", "", "--dir", str(self.workdir), *persistence],
+            stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(config.encode())
+        self.proc.stdin.close()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
+                with redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.2) as client:
+                    if client.ping():
                         return self
-            except OSError:
+            except (redis.RedisError, OSError):
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError("redis-server did not start")
