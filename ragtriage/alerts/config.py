@@ -177,9 +177,9 @@ def _rule(
             return dropped
         if kind == "tier_agreement":
             _only(spec, {"type", "threshold", "min_samples", "cooldown_minutes"}, where)
-            extra = {k: settings[k] for k in ("min_samples", "cooldown_s") if k in settings}
+            lifecycle = {k: settings[k] for k in ("min_samples", "cooldown_s") if k in settings}
             threshold = spec.get("threshold", 0.85)
-            agreement_rule = tier_agreement_rule(agreement or _no_audits, threshold=threshold, **extra)
+            agreement_rule = tier_agreement_rule(agreement or _no_audits, threshold=threshold, **lifecycle)
             if agreement is None:
                 logger.warning("ragtriage: %s (tier_agreement) skipped: no tier audits in this process", where)
                 return None

@@ -455,7 +455,7 @@ def dataset_push(
     where = TraceFilter(
         verdicts=frozenset(verdict),
         tiers=frozenset(tier),
-        disagree=disagree,  # type: ignore[arg-type]  # checked above
+        disagree=disagree,  # checked above
         since=parse_since(since) if since else None,
         until=parse_since(until) if until else None,
         limit=limit,

@@ -258,7 +258,7 @@ def _item(example: Mapping[str, Any], where: str) -> Item:
     metadata = example.get("metadata") or {}
     question = _first(inputs, ("question", "query", "input"))
     answer = _first(outputs, ("answer", "response", "output")) or _first(inputs, ("answer",))
-    contexts = next((inputs[k] for k in ("contexts", "context", "documents") if k in inputs), [])
+    contexts: Any = next((inputs[k] for k in ("contexts", "context", "documents") if k in inputs), [])
     if isinstance(contexts, str):
         contexts = [contexts]
     label = str(_first(metadata, ("label",)) or _first(outputs, ("label",)) or "").strip().lower()
