@@ -106,6 +106,14 @@ class Config:
     #: cheap decisions, and ~200 audits (a 95% interval of at most +-7 points) in every 4,000 of them.
     audit_rate: float = field(default=0.05, metadata=_env("RAGTRIAGE_AUDIT_RATE", unit=True))
 
+    #: More headers for Phoenix, ``name=value`` pairs (comma-separated in the environment, as phoenix.otel reads it);
+    #: ``instrument()`` takes them from ``phoenix.otel.register()``'s exporter unless set.
+    phoenix_client_headers: tuple[str, ...] | None = field(
+        default=None, metadata=_env("PHOENIX_CLIENT_HEADERS", secret=True)
+    )
+    #: At interpreter exit, wait this long for queued evaluations (and their write-back) before dropping the rest.
+    exit_flush_timeout_s: float = field(default=5.0, metadata=_env("RAGTRIAGE_EXIT_FLUSH_TIMEOUT_S"))
+
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)

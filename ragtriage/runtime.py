@@ -50,7 +50,7 @@ from ragtriage.evaluator.calibration import load_calibration
 from ragtriage.evaluator.cost import CostTracker
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
-from ragtriage.export.phoenix import PhoenixWriter, base_url
+from ragtriage.export.phoenix import PhoenixWriter, base_url, parse_headers
 from ragtriage.handoff.child_process import ProcessHandler
 from ragtriage.handoff.redis_stream import StreamPublisher
 from ragtriage.judges.llm import LLMJudge
@@ -190,7 +190,12 @@ def build(
     if role == "offline" or (writer is None and not config.write_back):
         writer = None
     elif writer is None:
-        writer = PhoenixWriter(endpoint=config.endpoint, project_name=project, api_key=config.phoenix_api_key)
+        writer = PhoenixWriter(
+            endpoint=config.endpoint,
+            project_name=project,
+            api_key=config.phoenix_api_key,
+            headers=parse_headers(config.phoenix_client_headers),
+        )
     pipeline = Pipeline(evaluator, writer=writer, on_result=on_result)
     runtime = Runtime(config, role, project, pipeline, pipeline=pipeline, drops=drops)
 
@@ -236,6 +241,7 @@ def _with_processor(runtime: Runtime, evaluator: RAGEvaluator | None) -> Runtime
         # a child evaluates max_concurrency at once; the parent only waits for its replies
         max_concurrency=config.max_queue_size if config.evaluate_in == "process" else config.max_concurrency,
         explain_traces=config.explain_traces or 0,
+        exit_flush_timeout_s=config.exit_flush_timeout_s,
     )
     runtime.drops.bind(runtime.processor)
     return runtime

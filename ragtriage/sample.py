@@ -39,6 +39,10 @@ class RAGSample:
     ended_at: float = field(default_factory=time.time)
     #: The conversation before this turn (``{"role", "content"}`` dicts, oldest first), for a judge to read; not judged.
     history: list[dict[str, str]] = field(default_factory=list)
+    #: When the evaluated (local) root span started and ended, ns since the epoch; 0 when not known. The EVALUATOR
+    #: span is placed inside this interval, so the trace's latency in Phoenix stays the app's.
+    root_start_ns: int = 0
+    root_end_ns: int = 0
 
     @property
     def contexts(self) -> list[str]:
@@ -59,6 +63,8 @@ class RAGSample:
                 "answer": self.answer,
                 "ended_at": self.ended_at,
                 "history": self.history,
+                "root_start_ns": self.root_start_ns,
+                "root_end_ns": self.root_end_ns,
                 "documents": [
                     {"content": d.content, "id": d.id, "score": d.score, "span_id": f"{d.span_id:016x}",
                      "position": d.position}
@@ -87,6 +93,8 @@ class RAGSample:
                 documents,
                 float(data["ended_at"]),
                 _history(data.get("history")),  # absent in lines written before it existed
+                int(data.get("root_start_ns") or 0),  # likewise
+                int(data.get("root_end_ns") or 0),
             )
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"malformed sample: {type(exc).__name__}: {exc}") from None

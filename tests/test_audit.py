@@ -221,7 +221,7 @@ def test_an_audited_trace_carries_audit_verdict_in_phoenix(
         while "audit_verdict" not in found and time.monotonic() < deadline:
             found = annotations(phoenix, project, root_id)
             time.sleep(0.1)
-        assert found["eval_verdict"]["result"]["label"] == "pass"  # the verdict given stands
+        assert found["answer"]["result"]["label"] == "pass"  # the verdict given stands
         audit = found["audit_verdict"]
         assert audit["result"]["label"] == "fail" and audit["annotator_kind"] == "LLM"
         assert audit["metadata"]["audited_tier"] == "local" and audit["metadata"]["agrees"] is False

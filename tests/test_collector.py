@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -106,6 +107,11 @@ def json_span(trace_id: str, span_id: str, parent: str = "", **attributes: objec
     }
 
 
+def _trace_spans(phoenix: PhoenixServer, project: str, ids: dict[str, str]) -> list[dict[str, Any]]:
+    spans = httpx.get(f"{phoenix.url}/v1/projects/{project}/spans", params={"limit": 100}).json()["data"]
+    return [s for s in spans if s["context"]["trace_id"] == ids["trace_id"]]
+
+
 # -- the main path: two services, real exporters, real Phoenix --------------------------------------------
 
 
@@ -151,6 +157,14 @@ def test_a_trace_split_over_two_services_is_evaluated_whole_and_lands_on_its_glo
         spans = httpx.get(f"{phoenix.url}/v1/projects/{project}/spans", params={"limit": 100}).json()["data"]
         names = {s["name"] for s in spans if s["context"]["trace_id"] == ids["trace_id"]}
         assert {"answer", "search", "llm"} <= names
+        # the EVALUATOR span sits at the global root's end, with no duration: the trace's latency is the app's
+        wait_until(lambda: any(s["span_kind"] == "EVALUATOR" for s in _trace_spans(phoenix, project, ids)),
+                   timeout_s=30, what="the EVALUATOR span")  # fmt: skip
+        spans = _trace_spans(phoenix, project, ids)
+        evaluator = next(s for s in spans if s["span_kind"] == "EVALUATOR")
+        root_span = next(s for s in spans if s["context"]["span_id"] == ids["root_span_id"])
+        assert evaluator["parent_id"] == ids["root_span_id"]
+        assert evaluator["start_time"] == evaluator["end_time"] == root_span["end_time"]
         # the judge saw the other service's documents: the contexts came from the retriever process
         prompt = json.dumps(judge_server.requests[-1])
         assert "World's Fair" in prompt and QUESTION in prompt

@@ -45,7 +45,7 @@ def test_demo_writes_annotations_into_phoenix(phoenix, monkeypatch: pytest.Monke
         f"{phoenix.url}/v1/projects/ragtriage-demo/span_annotations",
         params={"span_ids": [s["context"]["span_id"] for s in roots], "limit": 1000},
     ).json()["data"]
-    verdicts = [r for r in rows if r["name"] == "eval_verdict"]
+    verdicts = [r for r in rows if r["name"] == "answer"]
     assert len(verdicts) == len(items)
     assert {r["result"]["label"] for r in verdicts} == {"fail", "uncertain"}
 

@@ -43,6 +43,9 @@ async def test_number_found_in_no_context_fails_without_llm(
     result = await with_judge.evaluate(QUESTION, "It took place on April 23, 1867.", [CONTEXT])
     assert (result.verdict, result.tier) == ("fail", "deterministic")
     assert any("1867" in note and "1865" in note for note in result.notes)  # the answer's date and the context's
+    assert result.faithfulness == 0.0  # a certain unsupported claim: what it implies, and nothing more
+    assert result.answer_quality is None and result.relevance is None
+    assert "faithfulness" in {alert.metric for alert in result.alerts}
     assert result.tier_scores["deterministic"] is not None and result.tier_scores["deterministic"] < 1
     assert judge_server.requests == []
 

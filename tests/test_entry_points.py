@@ -108,11 +108,13 @@ def fired(webhook: Receiver) -> dict[str, dict]:
     return {event["rule"]: event for event in webhook.received if event["state"] == "firing"}
 
 
-def check_alerts(webhook: Receiver) -> None:
+def check_alerts(webhook: Receiver, faithfulness: tuple[float, float] = (1 / 3, 1 / 3)) -> None:
+    """``faithfulness``: the range the window's mean may be in when the alert fires (the judges say 1/3)."""
     wait_until(lambda: set(fired(webhook)) >= EXPECTED, timeout_s=30, what=f"alerts {EXPECTED}")
     events = fired(webhook)
     assert events["faithfulness_low"]["threshold"] == 0.35  # the calibration file applied
-    assert events["faithfulness_low"]["value"] == pytest.approx(1 / 3, abs=0.01)
+    low, high = faithfulness
+    assert low - 0.01 <= events["faithfulness_low"]["value"] <= high + 0.01
     assert events["heavy_share_high"]["value"] > 0.3
 
 
@@ -194,7 +196,11 @@ def test_ragtriage_ci_reports_its_alerts_and_sends_them_only_when_asked(
         assert f": {rule}:" in notes  # what fired is in the report either way
     webhook = settings["_receiver"]
     if send:
-        check_alerts(webhook)
+        # the synthetic hallucinations the free tiers catch count as faithfulness 0, the judged answers 1/3: the
+        # window's mean is below the judges' 1/3, above 0
+        items = json.loads(report.read_text())["items"]
+        assert 0.0 in [item["faithfulness"] for item in items]
+        check_alerts(webhook, faithfulness=(0.02, 1 / 3 - 0.02))
     else:
         time.sleep(0.5)
         assert webhook.received == []  # an offline run never pages anyone unasked

@@ -25,7 +25,7 @@ def test_phoenix_alerts_and_grafana_use_the_same_names() -> None:
     scores = {name: 0.5 for name in SCORES}
     result = RAGEvaluationResult(sampled=True, sample_key=None, question="q", **scores)
     sample = RAGSample(1, 2, "q", "a", [Document("c")])
-    annotated = {row["name"] for row in span_annotations(sample, result)} - {"eval_tier", "eval_verdict"}
+    annotated = {row["name"] for row in span_annotations(sample, result)} - {"eval_tier", "answer"}
     assert annotated == set(SCORES)
     assert set(Observation.of(result, 0.0).scores) == set(SCORES)
     assert {f"{name}_low" for name in SCORES} <= {rule.name for rule in default_rules()}

@@ -109,10 +109,10 @@ def test_scores_land_on_the_evaluated_span(phoenix: PhoenixServer, judge_server:
     scores = {name: row["result"]["score"] for name, row in found.items()}
     assert scores == {
         "faithfulness": 0.83, "relevance": 0.91, "answer_quality": 0.5, "context_recall": 0.77,
-        "context_precision": 0.5, "eval_tier": None, "eval_verdict": None,
+        "context_precision": 0.5, "eval_tier": None, "answer": 0.0,  # the verdict: fail 0, pass 1
     }  # fmt: skip
     assert found["eval_tier"]["result"]["label"] == "local"
-    assert found["eval_verdict"]["result"]["label"] == "fail"  # answer_quality 0.5 < 0.70
+    assert found["answer"]["result"]["label"] == "fail"  # answer_quality 0.5 < 0.70
     assert found["answer_quality"]["result"]["label"] == "fail" and found["faithfulness"]["result"]["label"] == "pass"
     assert found["faithfulness"]["annotator_kind"] == "LLM"
     assert found["faithfulness"]["identifier"] == f"ragtriage:{trace_id:032x}-{root_id:016x}"
@@ -144,11 +144,13 @@ def test_free_tiers_write_code_annotations(phoenix: PhoenixServer, project: str)
     _, root_id, _ = rag_request(provider, answer="Paris has been the capital since 1794.")
     assert provider.force_flush(30_000)
     found = annotations(phoenix, project, root_id)
-    assert set(found) == {"eval_tier", "eval_verdict"}  # no metric was measured, so none is invented
-    assert found["eval_verdict"]["result"]["label"] == "fail"
-    explanation = found["eval_verdict"]["result"]["explanation"]
+    # only what the certain evidence implies: a year no context states, so not faithful to them; nothing else
+    assert set(found) == {"eval_tier", "answer", "faithfulness"}
+    assert found["faithfulness"]["result"]["score"] == 0.0 and "1794" in found["faithfulness"]["result"]["explanation"]
+    assert found["answer"]["result"]["label"] == "fail"
+    explanation = found["answer"]["result"]["explanation"]
     assert explanation.startswith("certain (unsupported_number): answer states '1794'")  # what decided, first
-    assert found["eval_verdict"]["annotator_kind"] == "CODE"
+    assert found["answer"]["annotator_kind"] == "CODE"
     provider.shutdown()
 
 
@@ -183,7 +185,7 @@ def test_redelivery_does_not_duplicate(phoenix: PhoenixServer, project: str) -> 
     rows = httpx.get(
         f"{phoenix.url}/v1/projects/{project}/span_annotations", params={"span_ids": f"{root_id:016x}", "limit": 100}
     ).json()["data"]
-    assert sorted(r["name"] for r in rows) == ["eval_tier", "eval_verdict"]
+    assert sorted(r["name"] for r in rows) == ["answer", "eval_tier"]
     provider.shutdown()
 
 

@@ -49,7 +49,7 @@ from tests.test_phoenix import QUESTION, annotations, app_provider, rag_request
 
 pytestmark = pytest.mark.phoenix
 
-CONFIGS = {*SCORES, "eval_verdict", "eval_tier", "audit_verdict", "human_verdict"}
+CONFIGS = {*SCORES, "answer", "eval_tier", "audit_verdict", "human_verdict"}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -110,7 +110,7 @@ def test_configs_are_registered_on_first_write_and_once_across_processes(phoenix
         assert configs[name]["type"] == "CONTINUOUS"
         assert (configs[name]["lower_bound"], configs[name]["upper_bound"]) == (0.0, 1.0)
         assert configs[name]["optimization_direction"] == "MAXIMIZE"
-    verdict = configs["eval_verdict"]
+    verdict = configs["answer"]
     assert verdict["type"] == "CATEGORICAL"
     assert [(v["label"], v["score"]) for v in verdict["values"]] == [("pass", 1.0), ("fail", 0.0), ("uncertain", None)]
     tier_labels = [v["label"] for v in configs["eval_tier"]["values"]]
@@ -155,14 +155,15 @@ def test_trace_annotations_mirror_the_span_annotations(
 
     on_span = annotations(phoenix, project, root_id)
     on_trace = {row["name"]: row for row in trace_annotations(phoenix, project, trace_id)}
-    assert set(on_trace) == set(on_span) == {*SCORES, "eval_tier", "eval_verdict"}
+    assert set(on_trace) == set(on_span) == {*SCORES, "eval_tier", "answer"}  # a judge's scores: on both
     for name, row in on_trace.items():
         assert row["trace_id"] == f"{trace_id:032x}"
         assert row["result"] == on_span[name]["result"]
         assert row["identifier"] == on_span[name]["identifier"] == f"ragtriage:{trace_id:032x}-{root_id:016x}"
         assert row["annotator_kind"] == on_span[name]["annotator_kind"]
     assert on_trace["faithfulness"]["result"]["score"] == 0.83
-    assert on_trace["eval_verdict"]["result"]["label"] == "fail"
+    assert on_trace["answer"]["result"]["label"] == "fail"
+    assert on_trace["answer"]["result"]["score"] == 0.0  # the chart of trace scores plots the pass rate
 
     # Redelivered (a worker died before acknowledging): the same identifier replaces, never adds.
     writer = PhoenixWriter(endpoint=phoenix.url, project_name=project)
@@ -223,7 +224,7 @@ def test_no_config_api_or_no_permission_is_logged_once_and_still_annotated(
         roots = [rag_request(provider, answer=f"Paris has been the capital since {year}.")[1] for year in (1794, 1802)]
         assert provider.force_flush(30_000)
     for root_id in roots:
-        assert annotations(phoenix, project, root_id)["eval_verdict"]["result"]["label"] == "fail"
+        assert annotations(phoenix, project, root_id)["answer"]["result"]["label"] == "fail"
     assert writer.configs.state == "unsupported"
     warnings = [r.getMessage() for r in caplog.records if "annotation config" in r.getMessage()]
     assert len(warnings) == 1 and fix in warnings[0], warnings
@@ -384,12 +385,12 @@ def test_alert_and_report_links_open_the_failing_traces(phoenix: PhoenixServer, 
     with chromium(tmp_path) as page:
         # The alert: this window's failing traces; not the passing one, nor the failure from hours before.
         rows, condition = rendered_traces(page, alert_url, set(fails), tmp_path / "alert.png")
-        assert condition == "trace_annotations['eval_verdict'].label == 'fail'"
+        assert condition == "trace_annotations['answer'].label == 'fail'"
         assert sorted(next(f for f in fails if f in row) for row in rows) == fails, rows
         assert not any(fine in row or old in row for row in rows)
         # The report: every failing trace it covers, the old one too; still not the passing one.
         rows, condition = rendered_traces(page, report_url, {old, *fails}, tmp_path / "report.png")
-        assert "eval_verdict" in condition
+        assert "answer" in condition
         assert sorted(next(a for a in (old, *fails) if a in row) for row in rows) == sorted([old, *fails]), rows
         assert not any(fine in row for row in rows)
     assert_not_blank((tmp_path / "alert.png").read_bytes())

@@ -178,7 +178,7 @@ def test_two_producers_two_workers_one_killed_every_sample_written_back_once(
     while time.monotonic() < deadline:
         response = httpx.get(
             f"{phoenix.url}/v1/projects/{project}/span_annotations",
-            params={"span_ids": roots, "include_annotation_names": "eval_verdict", "limit": 1000},
+            params={"span_ids": roots, "include_annotation_names": "answer", "limit": 1000},
         )
         rows = response.json()["data"] if response.status_code == 200 else []
         if len(rows) >= len(roots):

@@ -266,7 +266,7 @@ SHARE_KINDS: dict[str, ShareKind] = {
         "share of fail verdicts",
         lambda o: o.verdict == "fail",
         0.30,
-        "many answers fail: open the failing traces in Phoenix (filter eval_verdict = fail)",
+        "many answers fail: open the failing traces in Phoenix (filter answer = fail)",
     ),
     "heavy_share": ShareKind(
         "heavy_share_high",

@@ -73,6 +73,10 @@ CERTAIN_RULES = frozenset(
 )  # fmt: skip
 
 
+#: Certain rules about the answer's form, not its claims: they imply nothing about faithfulness.
+_NOT_ABOUT_FAITHFULNESS = frozenset(("empty_answer", "refusal", "citation"))
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One piece of evidence against the answer: the ``rule`` that found it, a ``note`` naming the fact to
@@ -108,6 +112,11 @@ class DeterministicReport:
     @property
     def decided_fail(self) -> bool:
         return any(f.certain for f in self.findings)
+
+    @property
+    def unfaithful(self) -> tuple[str, ...]:
+        """The certain findings that the answer states what the contexts do not: faithfulness 0, and why."""
+        return tuple(str(f) for f in self.findings if f.certain and f.rule not in _NOT_ABOUT_FAITHFULNESS)
 
 
 class DeterministicChecker:

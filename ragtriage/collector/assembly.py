@@ -23,13 +23,14 @@ from ragtriage.intake.sampling import TRACE_ID_MASK, sample_bound
 
 
 class _Trace:
-    __slots__ = ("first", "judged", "last", "root", "spans")
+    __slots__ = ("first", "judged", "last", "root", "root_times", "spans")
 
     def __init__(self, now: float, judged: bool) -> None:
         self.first = self.last = now
         self.root = False
         self.judged = judged
         self.spans: list[BufferedSpan] = []
+        self.root_times: tuple[int, int] = (0, 0)
 
 
 class TraceAssembler:
@@ -55,6 +56,8 @@ class TraceAssembler:
         self._traces: OrderedDict[int, _Trace] = OrderedDict()  # by last arrival, oldest first
         self._done: OrderedDict[int, float] = OrderedDict()  # completed trace id -> when, oldest first
         self.counts: Counter[str] = Counter()
+        #: The global root's (start, end) ns of each trace :meth:`complete` returned, until the caller takes it.
+        self.root_times: dict[int, tuple[int, int]] = {}
 
     def sampled(self, trace_id: int) -> bool:
         """The trace-id rule of ``RAGEvaluator.should_sample`` and ``EvalSpanProcessor``."""
@@ -84,6 +87,8 @@ class TraceAssembler:
             trace.last = now
             is_root = span.parent_span_id == 0
             trace.root = trace.root or is_root
+            if is_root:
+                trace.root_times = (span.start_ns, span.end_ns)
             if not trace.judged:
                 continue
             if len(trace.spans) < self._max_spans or is_root:
@@ -104,6 +109,7 @@ class TraceAssembler:
                     continue  # over its sender's cap: forwarded, never evaluated
                 if trace.root:
                     done.append((trace_id, trace.spans))
+                    self.root_times[trace_id] = trace.root_times
                 else:
                     self.counts["traces_expired"] += 1  # its root never arrived
         while self._done and (

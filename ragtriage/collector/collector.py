@@ -169,7 +169,9 @@ class Collector:
             samples, skipped = assemble(trace_id, buffered)
             for reason, n in skipped.items():
                 self._counts[stats_key(reason)] += n
+            root_start_ns, root_end_ns = self.assembler.root_times.pop(trace_id, (0, 0))
             for sample in samples:
+                sample.root_start_ns, sample.root_end_ns = root_start_ns, root_end_ns
                 self._consumer.offer(sample)
         if self._consumer.queue_size:
             self._consumer.wake()

@@ -35,6 +35,8 @@ class ReceivedSpan:
     span_id: int
     parent_span_id: int  # 0: a global root
     attributes: dict[str, Any] | None  # None: not decoded (the trace is not sampled)
+    start_ns: int = 0  # ns since the epoch; 0: not sent
+    end_ns: int = 0
 
 
 def media_type(content_type: str | None) -> str:
@@ -86,6 +88,8 @@ def _protobuf_spans(body: bytes, wanted: Callable[[int], bool]) -> Iterator[Rece
                     _id(span.span_id, 8, "spanId"),
                     int.from_bytes(span.parent_span_id, "big") if span.parent_span_id else 0,
                     {kv.key: _any_value(kv.value) for kv in span.attributes} if wanted(trace_id) else None,
+                    span.start_time_unix_nano,
+                    span.end_time_unix_nano,
                 )
 
 
@@ -125,6 +129,8 @@ def _json_spans(body: bytes, wanted: Callable[[int], bool]) -> Iterator[Received
                         {kv["key"]: _json_value(kv.get("value") or {}) for kv in span.get("attributes") or ()}
                         if wanted(trace_id)
                         else None,
+                        int(span.get("startTimeUnixNano") or 0),
+                        int(span.get("endTimeUnixNano") or 0),
                     )
     except OTLPError:
         raise

@@ -268,7 +268,7 @@ def _why(record: EvalRecord) -> str:
 
 
 def _failing_link(records: Sequence[EvalRecord], project_url: str | None) -> str:
-    """The report's failing traces in Phoenix: filtered on ``eval_verdict``, over the report's time range (from a
+    """The report's failing traces in Phoenix: filtered on the verdict, ``answer``, over its time range (from a
     little before its first record: a JSONL's times may be evaluation times, which lag their traces)."""
     fails = sum(r.verdict == "fail" for r in records)
     if not project_url or not fails:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from ragtriage.evaluator.results import RAGEvaluationResult
-from ragtriage.export.annotation_configs import AUDIT_VERDICT, HUMAN_VERDICT
+from ragtriage.export.annotation_configs import AUDIT_VERDICT, HUMAN_VERDICT, TIER, VERDICT
 from ragtriage.export.links import ProjectLinks
 from ragtriage.export.phoenix import base_url
 from ragtriage.metrics_registry import SCORES
@@ -90,8 +90,8 @@ def records_from_phoenix(
     timeout_s: float = 30.0,
     since: datetime | None = None,
 ) -> list[EvalRecord]:
-    """Read ragtriage's annotations (``eval_tier``, ``eval_verdict``, scores, ``audit_verdict``) and reviewers'
-    (``human_verdict``, annotator kind ``HUMAN``) on a project's root spans, those started ``since`` if given."""
+    """Read ragtriage's annotations (tier, verdict, scores, ``audit_verdict``) and reviewers' (``human_verdict``,
+    annotator kind ``HUMAN``) on a project's root spans, those started ``since`` if given."""
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     with httpx.Client(base_url=base_url(endpoint), headers=headers, timeout=timeout_s) as client:
         roots: dict[str, dict[str, Any]] = {}
@@ -120,7 +120,7 @@ def records_from_phoenix(
                     seen[row["name"]] = row  # several reviewers: the latest label
     records = []
     for span_id, rows in annotations.items():
-        tier_row, verdict_row = rows.get("eval_tier"), rows.get("eval_verdict")
+        tier_row, verdict_row = rows.get(TIER), rows.get(VERDICT)
         if tier_row is None and verdict_row is None:
             continue  # annotated by someone else, not evaluated by ragtriage
         span = roots[span_id]

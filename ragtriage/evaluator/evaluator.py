@@ -488,6 +488,8 @@ class RAGEvaluator:
             metrics: dict[str, float | None] = {}
             if report.empty_answer or report.refusal:
                 metrics["answer_quality"] = 0.0
+            if report.unfaithful:  # it states what no context does: certainly not faithful to them
+                metrics["faithfulness"] = 0.0
             return self._result(base, run, started, tier="deterministic", metrics=metrics, verdict="fail")
         if self.local_judge is None and self.heavy_judge is None:
             run.notes.append("no LLM judge configured: the free tiers could not decide")

@@ -1,7 +1,7 @@
 """Phoenix annotation configs for ragtriage's annotations, registered once per writer and project.
 
 Without a config Phoenix shows ``faithfulness`` as an untyped annotation: it cannot plot it on [0, 1] or offer
-``eval_verdict``'s labels as choices. The configs are built from the metrics registry and the result types, so a
+the verdict's labels as choices. The configs are built from the metrics registry and the result types, so a
 new metric, tier or status gets its config without a second list.
 
 Phoenix's REST API (checked against 20.26.1): ``POST /v1/annotation_configs`` creates a config (names are unique
@@ -23,7 +23,10 @@ from ragtriage.metrics_registry import BY_NAME, SCORES
 
 logger = logging.getLogger(__name__)
 
-VERDICT = "eval_verdict"
+#: Phoenix orders a row's annotations by name (``localeCompare`` in its UI, app/src/components/annotation/
+#: AnnotationSummaryGroup.tsx), and the traces list shows as many as fit, then "+N": the verdict's name sorts
+#: before every score's (``answer`` < ``answer_quality``), so it is what a reviewer sees first.
+VERDICT = "answer"
 TIER = "eval_tier"
 #: The auditing tier's verdict on an audited trace (docs/audit.md).
 AUDIT_VERDICT = "audit_verdict"
@@ -31,7 +34,8 @@ AUDIT_VERDICT = "audit_verdict"
 HUMAN_VERDICT = "human_verdict"
 #: No such route (404, 405, 501: a Phoenix before the API) or no permission (401, 403): not worth retrying.
 _UNSUPPORTED = frozenset({404, 405, 501, 401, 403})
-_VERDICT_SCORES = {"pass": 1.0, "fail": 0.0}  # "uncertain" has no score: it is not halfway between
+#: The verdict's score, so Phoenix's annotation charts plot the pass rate; "uncertain" has none: it is not halfway.
+VERDICT_SCORES = {"pass": 1.0, "fail": 0.0}
 
 
 def annotation_configs() -> list[dict[str, Any]]:
@@ -53,7 +57,7 @@ def annotation_configs() -> list[dict[str, Any]]:
             "type": "CATEGORICAL",
             "description": "ragtriage's verdict on the answer",
             "optimization_direction": "MAXIMIZE",
-            "values": [{"label": v, "score": _VERDICT_SCORES.get(v)} for v in get_args(Verdict)],
+            "values": [{"label": v, "score": VERDICT_SCORES.get(v)} for v in get_args(Verdict)],
         }
     )
     configs.append(
@@ -62,7 +66,7 @@ def annotation_configs() -> list[dict[str, Any]]:
             "type": "CATEGORICAL",
             "description": "the verdict of the tier that audited a cheaper tier's decision (the decision stands)",
             "optimization_direction": "MAXIMIZE",
-            "values": [{"label": v, "score": _VERDICT_SCORES.get(v)} for v in get_args(Verdict)],
+            "values": [{"label": v, "score": VERDICT_SCORES.get(v)} for v in get_args(Verdict)],
         }
     )
     configs.append(
@@ -72,7 +76,7 @@ def annotation_configs() -> list[dict[str, Any]]:
             "description": "a reviewer's label: does the answer hold up against its contexts? (ragtriage calibrate "
             "--from-phoenix measures every tier against it)",
             "optimization_direction": "MAXIMIZE",
-            "values": [{"label": label, "score": _VERDICT_SCORES[label]} for label in ("pass", "fail")],
+            "values": [{"label": label, "score": VERDICT_SCORES[label]} for label in ("pass", "fail")],
         }
     )
     labels = [*TIERS, *(s for s in get_args(Status) if s != "ok")]  # the writer's label: tier, else status

@@ -2,7 +2,7 @@
 
 Phoenix's own URL syntax (read from the 20.26.1 UI's routes): ``/projects/<project GlobalID>/traces`` with the
 query parameters ``traceFilterCondition`` (its trace filter DSL, e.g.
-``trace_annotations['eval_verdict'].label == 'fail'``) and ``timeRangeStart``/``timeRangeEnd`` (ISO 8601; traces
+``trace_annotations['answer'].label == 'fail'``) and ``timeRangeStart``/``timeRangeEnd`` (ISO 8601; traces
 whose root span starts in [start, end)). The UI needs the project's GlobalID, not its name:
 ``/redirects/projects/<name>`` resolves a name but drops the query string, so it is only the fallback while the
 id is unknown.

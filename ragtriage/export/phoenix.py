@@ -3,15 +3,22 @@
 Per evaluation:
 
 * one ``EVALUATOR`` span in the evaluated trace (child of, and linked to, the
-  evaluated root span) with OpenInference ``annotations.{i}.annotation.*``
-  attributes plus tier, cost and latency. It is exported by ragtriage's own
+  evaluated root span, timed at the root's end with no duration so the trace's
+  latency stays the app's: :func:`evaluator_span_time`) with OpenInference
+  ``annotations.{i}.annotation.*`` attributes plus tier, cost and the
+  evaluation's real latency. It is exported by ragtriage's own
   OTLP exporter, not the app's pipeline, so it is never evaluated itself and
   is in Phoenix before the annotations refer to its trace;
 * Phoenix span annotations on the root span (REST ``/v1/span_annotations``),
   upserted under ``identifier = "ragtriage:<sample id>"`` so a re-delivered
   sample replaces, never duplicates;
 * the same annotations on the trace (``/v1/trace_annotations``, same
-  identifier), which the traces table sorts and filters by;
+  identifier), which the traces table filters by and Phoenix's "Trace
+  annotation scores" chart plots: the verdict (scored: pass 1, fail 0, so the
+  chart is the pass rate), the tier, and the scores an LLM judge gave (it
+  scores every answer it decides). A score the free tiers implied stays on the
+  span: they score only what they fail, and a chart of those alone would
+  average the failures;
 * per-document relevance as document annotations on the retriever spans;
 * later, for an audited sample, the auditor's verdict as ``audit_verdict`` on the same span and trace
   (:func:`audit_annotations`);
@@ -41,7 +48,9 @@ import threading
 import time
 import weakref
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -55,7 +64,7 @@ from ragtriage._log_hygiene import own_http, redact
 from ragtriage.errors import WriteBackFailed
 from ragtriage.evaluator.audit import AuditOutcome
 from ragtriage.evaluator.results import RAGEvaluationResult
-from ragtriage.export.annotation_configs import AUDIT_VERDICT, TIER, VERDICT, AnnotationConfigs
+from ragtriage.export.annotation_configs import AUDIT_VERDICT, TIER, VERDICT, VERDICT_SCORES, AnnotationConfigs
 from ragtriage.export.links import ProjectLinks
 from ragtriage.intake.extraction import OWN_SPAN
 from ragtriage.metrics_registry import SCORES
@@ -82,6 +91,10 @@ def span_annotations(sample: RAGSample, result: RAGEvaluationResult) -> list[dic
     kind = annotator_kind(result)
     alerted = {a.metric for a in result.alerts}
     explanation = _explain(result)
+    # A score the free tiers implied (an empty answer's quality, an unsupported claim's faithfulness) is explained by
+    # their certain evidence, not by every note of the run.
+    certain = "; ".join(result.certain_evidence)[:_EXPLANATION_CHARS]
+    score_explanation = certain if result.tier == "deterministic" and certain else explanation
     metadata = {"tier": result.tier, "status": result.status, "sample_id": sample.sample_id}
     rows = []
     for name in SCORES:  # the annotation is named as the metric is everywhere
@@ -97,7 +110,7 @@ def span_annotations(sample: RAGSample, result: RAGEvaluationResult) -> list[dic
                 "result": {
                     "score": score,
                     "label": "fail" if name in alerted else "pass",
-                    "explanation": explanation,
+                    "explanation": score_explanation,
                 },
                 "metadata": metadata,
             }
@@ -122,7 +135,11 @@ def span_annotations(sample: RAGSample, result: RAGEvaluationResult) -> list[dic
             "name": VERDICT,
             "annotator_kind": kind,
             "identifier": identifier,
-            "result": {"label": result.verdict, "explanation": explanation},
+            "result": {
+                "label": result.verdict,
+                "score": VERDICT_SCORES.get(result.verdict),
+                "explanation": explanation,
+            },
             "metadata": metadata,
         }
     )
@@ -144,8 +161,8 @@ def audit_annotations(sample: RAGSample, outcome: AuditOutcome) -> list[dict[str
         "sample_id": sample.sample_id,
     }
     result: dict[str, Any] = {"label": outcome.audit_verdict, "explanation": outcome.detail[:_EXPLANATION_CHARS]}
-    if outcome.audit_verdict in ("pass", "fail"):
-        result["score"] = 1.0 if outcome.audit_verdict == "pass" else 0.0
+    if outcome.audit_verdict in VERDICT_SCORES:
+        result["score"] = VERDICT_SCORES[outcome.audit_verdict]
     return [
         {
             "span_id": f"{sample.root_span_id:016x}",
@@ -159,9 +176,14 @@ def audit_annotations(sample: RAGSample, outcome: AuditOutcome) -> list[dict[str
 
 
 def trace_annotations(sample: RAGSample, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The span annotations ``rows`` again, on the sample's trace (same names, same identifier)."""
+    """The span annotations ``rows`` on the sample's trace (same names, same identifier), but for the scores the free
+    tiers implied (``CODE`` scores: written only on failures, a trace chart of them would average failures alone)."""
     trace_id = f"{sample.trace_id:032x}"
-    return [{**{k: v for k, v in row.items() if k != "span_id"}, "trace_id": trace_id} for row in rows]
+    return [
+        {**{k: v for k, v in row.items() if k != "span_id"}, "trace_id": trace_id}
+        for row in rows
+        if row["name"] in (VERDICT, TIER) or row["annotator_kind"] == "LLM"
+    ]
 
 
 def document_annotations(sample: RAGSample, result: RAGEvaluationResult) -> list[dict[str, Any]]:
@@ -229,6 +251,7 @@ class PhoenixWriter:
         endpoint: str,
         project_name: str,
         api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
         timeout_s: float = 5.0,
         max_retries: int = 3,
         span_wait_s: float = 30.0,
@@ -239,7 +262,9 @@ class PhoenixWriter:
             raise ValueError(f"project_name must be a non-empty string, got {project_name!r}")
         self.base_url = base_url(endpoint)
         self.project_name = project_name
-        self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._headers = {str(k).lower(): str(v) for k, v in (headers or {}).items()}
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
         self._api_key = api_key
         self._timeout = timeout_s
         self._max_retries = max_retries
@@ -291,8 +316,7 @@ class PhoenixWriter:
             is_remote=True,
             trace_flags=TraceFlags(TraceFlags.SAMPLED),
         )
-        end = time.time_ns()
-        start = end - int(result.eval_latency_ms * 1e6)
+        start, end = evaluator_span_time(sample, result)
         self._ids.next_span_id = evaluator_span_id(sample)
         span = self._tracer.start_span(
             "ragtriage.evaluate",
@@ -360,6 +384,21 @@ class PhoenixWriter:
         return f"PhoenixWriter(base_url={redact(self.base_url)!r}, project_name={self.project_name!r})"
 
 
+def evaluator_span_time(sample: RAGSample, result: RAGEvaluationResult) -> tuple[int, int]:
+    """The EVALUATOR span's (start, end), ns: no time at the end of the evaluated root span.
+
+    Phoenix's trace latency is the extent of all the trace's spans (``traces.start_time``/``end_time``, widened
+    by every span ingested), and a project's latency quantiles are over those extents; a span placed when the
+    evaluation ran, seconds after the root ended, became the app's latency. Inside the root's interval, and with
+    no duration, it changes neither; the evaluation's real latency is its ``ragtriage.latency_ms`` attribute.
+    Without the root's times (a sample from before they were recorded), it ends when the evaluation did.
+    """
+    if sample.root_end_ns:
+        return sample.root_end_ns, sample.root_end_ns
+    end = time.time_ns()
+    return end - int(result.eval_latency_ms * 1e6), end
+
+
 def evaluator_span_id(sample: RAGSample) -> int:
     """The EVALUATOR span's id, derived from the sample id: a redelivered sample (a worker died after
     writing but before acknowledging) re-sends the same span instead of adding a second one."""
@@ -384,6 +423,17 @@ class _SampleSpanIds(RandomIdGenerator):
     def generate_span_id(self) -> int:
         span_id, self._local.span_id = self.next_span_id, None
         return span_id or super().generate_span_id()
+
+
+def parse_headers(pairs: tuple[str, ...] | None) -> dict[str, str]:
+    """``("name=value", ...)`` (``PHOENIX_CLIENT_HEADERS``, URL-encoded as OTel's header variables) -> a dict;
+    a pair without ``=`` is skipped."""
+    headers = {}
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if sep and name.strip():
+            headers[unquote(name.strip()).lower()] = unquote(value.strip())
+    return headers
 
 
 def base_url(endpoint: str) -> str:

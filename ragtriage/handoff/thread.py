@@ -59,13 +59,14 @@ class ThreadHandoff(Generic[Item]):
         """Wait until every queued and in-flight item is done."""
         return self.consumer.flush(timeout_s)
 
-    def shutdown(self, timeout_s: float = 30.0) -> None:
-        """Finish what is queued (bounded by ``timeout_s``), stop the loop, close the handler, join the thread."""
+    def shutdown(self, timeout_s: float = 30.0, *, join_s: float = 10.0) -> None:
+        """Finish what is queued (bounded by ``timeout_s``), stop the loop, close the handler, join the thread
+        (at most ``join_s``)."""
         self.consumer.flush(timeout_s)
         self.consumer.stop()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=10)
+            thread.join(timeout=join_s)
 
     def _start(self) -> None:
         with self._lock:

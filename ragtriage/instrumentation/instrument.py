@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import Any
+from urllib.parse import quote
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -23,11 +24,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from ragtriage._log_hygiene import redact
 from ragtriage.alerts import AlertSink, Rule
 from ragtriage.config import Config
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
-from ragtriage.export.phoenix import PROJECT_ATTRIBUTE, base_url
+from ragtriage.export.phoenix import PROJECT_ATTRIBUTE, base_url, parse_headers
+from ragtriage.instrumentation._provider import add_processor, export_target, processors
 from ragtriage.pipeline import ResultWriter
 from ragtriage.runtime import Runtime, build
 from ragtriage.sample import RAGSample
@@ -125,10 +128,16 @@ def instrument(
         provider = tracer_provider or _global_sdk_provider()
         if provider is None:
             provider = TracerProvider(resource=Resource.create({PROJECT_ATTRIBUTE: config.project_name}))
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=_traces_url(config.endpoint))))
+            headers = {**parse_headers(config.phoenix_client_headers), **_bearer(config.phoenix_api_key)}
+            exporter = OTLPSpanExporter(endpoint=_traces_url(config.endpoint), headers=headers or None)
+            provider.add_span_processor(BatchSpanProcessor(exporter))
             if set_global:
                 trace.set_tracer_provider(provider)
-        existing = [p for p in _processors(provider) if isinstance(p, EvalSpanProcessor)]
+        else:
+            explicit = {name for name, value in {"endpoint": endpoint, **settings}.items() if value is not None}
+            inherited = {n for n in _INHERITED if Config.in_env(n)}
+            config = _write_back_where_spans_go(config, provider, explicit | inherited)
+        existing = [p for p in processors(provider) if isinstance(p, EvalSpanProcessor)]
         if existing:
             _installed = _Installation(provider, existing[0])
             return provider
@@ -150,11 +159,48 @@ def instrument(
         runtime.start_metrics(
             processor=processor, meter_provider=meter_provider, port=None if in_child else metrics_port
         )
-        provider.add_span_processor(processor)
+        add_processor(provider, processor)  # next to register()'s exporter, not instead of it
         _installed = _Installation(provider, processor, runtime)
         if auto_instrument:
             _installed.instrumentors = _auto_instrument(provider)
         return provider
+
+
+#: What write-back takes from the app's exporter unless an argument or the environment sets it.
+_INHERITED = ("endpoint", "phoenix_api_key", "phoenix_client_headers")
+
+
+def _write_back_where_spans_go(config: Config, provider: TracerProvider, given: set[str]) -> Config:
+    """Write back to the Phoenix the app's provider exports to (``phoenix.otel.register()``'s endpoint, API key
+    and headers), except what is ``given`` (in code or the environment): the evaluation lands next to the trace it
+    scores. Never raises: what cannot be inherited is logged, and the configured value kept."""
+    target = export_target(provider)
+    if target is None:
+        return config
+    inherited: dict[str, Any] = {}
+    if "endpoint" not in given:
+        if target.endpoint is not None and target.endpoint.startswith(("http://", "https://")):
+            inherited["endpoint"] = base_url(target.endpoint)
+        else:
+            logger.warning(
+                "ragtriage: the TracerProvider exports to %s, which is not Phoenix's HTTP endpoint (gRPC?); "
+                "evaluations are written back to %s: pass endpoint= (or PHOENIX_COLLECTOR_ENDPOINT) if that is wrong",
+                redact(str(target.endpoint or "a gRPC endpoint")),
+                redact(config.endpoint),
+            )
+    if "phoenix_api_key" not in given and target.api_key:
+        inherited["phoenix_api_key"] = target.api_key
+    if "phoenix_client_headers" not in given and target.headers:
+        inherited["phoenix_client_headers"] = tuple(f"{quote(k)}={quote(v)}" for k, v in target.headers.items())
+    try:
+        return replace(config, **inherited) if inherited else config
+    except ValueError as exc:  # e.g. an endpoint without a scheme; the app's own export is not ours to judge
+        logger.warning("ragtriage: not writing back where the TracerProvider exports (%s); using the settings", exc)
+        return config
+
+
+def _bearer(api_key: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 def _where_to_evaluate(config: Config, in_process_objects: list[str], settings: Mapping[str, Any]) -> Config:
@@ -241,11 +287,6 @@ def project_of(provider: TracerProvider, config: Config) -> str:
 def _global_sdk_provider() -> TracerProvider | None:
     provider = trace.get_tracer_provider()
     return provider if isinstance(provider, TracerProvider) else None
-
-
-def _processors(provider: TracerProvider) -> tuple[Any, ...]:
-    """The provider's span processors: the SDK has no public accessor, so read its composite processor's tuple."""
-    return getattr(provider._active_span_processor, "_span_processors", ())
 
 
 def _traces_url(endpoint: str) -> str:

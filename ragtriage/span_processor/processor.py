@@ -10,6 +10,7 @@ counted.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import logging
@@ -19,7 +20,7 @@ import threading
 import time
 import weakref
 from collections import Counter, OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,8 @@ _CONTEXT_KINDS = ("RETRIEVER", "RERANKER")
 #: look takes the GIL from the app's thread; at 200 ms instead of 50 ms the worker's CPU per sample at
 #: sample rate 0.1 fell by a fifth (bench/span_processor.py), and a sample waits at most 0.2 s longer.
 _POLL_S = 0.2
+#: At interpreter exit, how long the worker gets to close its connections once its queue is flushed or dropped.
+_EXIT_CLOSE_S = 2.0
 #: After this many local roots not sampled, and none sampled, say so once at INFO (a first try that scores nothing).
 _NOTHING_SAMPLED_AFTER = 20
 
@@ -52,13 +55,14 @@ class _TraceBuffer:
     A trace can have several local roots in one process (the service was called twice within it); the
     buffer is complete when the last of them ends, and each root becomes its own sample."""
 
-    __slots__ = ("expires", "open_roots", "rag", "spans")
+    __slots__ = ("expires", "open_roots", "rag", "root_times", "spans")
 
     def __init__(self, expires: float) -> None:
         self.expires = expires
         self.open_roots = 1
         self.rag = False
         self.spans: list[BufferedSpan] = []
+        self.root_times: dict[int, tuple[int, int]] = {}  # local root span id -> (start, end) ns
 
 
 @dataclass(slots=True)
@@ -66,6 +70,7 @@ class _CompletedTrace:
     trace_id: int
     spans: list[BufferedSpan]
     rag: bool = True  # False: queued only to be explained (``explain_traces``), never evaluated
+    root_times: dict[int, tuple[int, int]] | None = None
 
 
 class EvalSpanProcessor(SpanProcessor):
@@ -86,6 +91,7 @@ class EvalSpanProcessor(SpanProcessor):
         trace_ttl_s: float = 300.0,
         max_concurrency: int = 8,
         explain_traces: int = 0,
+        exit_flush_timeout_s: float = 5.0,
     ) -> None:
         if not isinstance(handler, SampleHandler):
             raise TypeError(f"handler must be a SampleHandler (ragtriage.pipeline.SampleHandler), got {handler!r}")
@@ -103,12 +109,19 @@ class EvalSpanProcessor(SpanProcessor):
             raise ValueError(f"explain_traces must be an int >= 0, got {explain_traces!r}")
         if isinstance(trace_ttl_s, bool) or not isinstance(trace_ttl_s, int | float) or trace_ttl_s <= 0:
             raise ValueError(f"trace_ttl_s must be a positive number, got {trace_ttl_s!r}")
+        if (
+            isinstance(exit_flush_timeout_s, bool)
+            or not isinstance(exit_flush_timeout_s, int | float)
+            or not 0 <= exit_flush_timeout_s < math.inf
+        ):
+            raise ValueError(f"exit_flush_timeout_s must be a number >= 0, got {exit_flush_timeout_s!r}")
         self.handler = handler
         self.sample_rate = float(sample_rate)
         self._max_traces = max_traces_in_flight
         self._max_spans = max_spans_per_trace
         self._ttl = float(trace_ttl_s)
         self._explain_traces = explain_traces
+        self.exit_flush_timeout_s = float(exit_flush_timeout_s)
         self._bound = sample_bound(self.sample_rate)  # RAGEvaluator.should_sample's rule, inlined for the hot path
         self._init_state()
         consumer: BoundedConsumer[_CompletedTrace] = BoundedConsumer(
@@ -123,6 +136,7 @@ class EvalSpanProcessor(SpanProcessor):
         self._handoff = ThreadHandoff(consumer, close=handler.aclose, on_error=self._internal_error)
         ref = weakref.WeakMethod(self._at_fork_reinit)
         os.register_at_fork(after_in_child=lambda: (m := ref()) and m())
+        _call_at_exit(weakref.WeakMethod(self._at_exit))
 
     def _init_state(self) -> None:
         self._lock = threading.Lock()
@@ -131,6 +145,7 @@ class EvalSpanProcessor(SpanProcessor):
         # The counter every trace bumps, lock-free: next() on itertools.count is one C call.
         self._not_sampled = itertools.count()
         self._shutdown = False
+        self._exited = False  # past interpreter exit: what still fails is expected, and not worth a traceback
         self._last_error_log = -math.inf
         self._explained: deque[dict[str, Any]] | None = (
             deque(maxlen=self._explain_traces) if self._explain_traces else None
@@ -204,13 +219,14 @@ class EvalSpanProcessor(SpanProcessor):
             else:
                 self._count("spans_dropped_trace_full")
             if is_root:
+                buffer.root_times[ctx.span_id] = (span.start_time or 0, span.end_time or 0)
                 with self._lock:
                     buffer.open_roots -= 1
                     if buffer.open_roots > 0:
                         return  # the trace's other local root is still running
                     self._traces.pop(ctx.trace_id, None)
                 if buffer.rag:
-                    self._enqueue(_CompletedTrace(ctx.trace_id, buffer.spans))
+                    self._enqueue(_CompletedTrace(ctx.trace_id, buffer.spans, root_times=buffer.root_times))
                 else:
                     self._count(stats_key("no_retrieval"))
                     if self._explained is not None:  # debugging: say why, off the app's thread
@@ -227,6 +243,8 @@ class EvalSpanProcessor(SpanProcessor):
         samples, skipped = assemble(trace.trace_id, trace.spans)
         for reason, n in skipped.items():
             self._count(stats_key(reason), n)
+        for sample in samples:
+            sample.root_start_ns, sample.root_end_ns = (trace.root_times or {}).get(sample.root_span_id, (0, 0))
         return samples
 
     def _explain(self, trace: _CompletedTrace) -> None:
@@ -256,6 +274,29 @@ class EvalSpanProcessor(SpanProcessor):
             return
         self._shutdown = True
         self._handoff.shutdown(30.0)
+
+    def _at_exit(self) -> None:
+        """Interpreter exit, before the thread pools stop (write-back still works): finish what is queued within
+        ``exit_flush_timeout_s``, drop the rest, stop the worker, and say in one line what was left."""
+        if self._shutdown:
+            return
+        self._shutdown = True  # no new traces
+        self.force_flush(int(self.exit_flush_timeout_s * 1000))
+        self._exited = True
+        given_up, running = self._handoff.consumer.cancel()
+        queued, open_traces = sum(1 for trace in given_up if trace.rag), len(self._traces)
+        self._handoff.shutdown(0.0, join_s=_EXIT_CLOSE_S)  # the worker closes its connections while it still can
+        if queued or running:
+            self._count("samples_lost_at_exit", queued + running)
+            logger.warning(
+                "ragtriage: at exit, %d sample(s) were not evaluated (%d queued, %d evaluating)%s after waiting "
+                "%.1f s; raise exit_flush_timeout_s (RAGTRIAGE_EXIT_FLUSH_TIMEOUT_S) to wait longer",
+                queued + running,
+                queued,
+                running,
+                f" and {open_traces} trace(s) were still open" if open_traces else "",
+                self.exit_flush_timeout_s,
+            )
 
     # -- introspection ---------------------------------------------------------------------------------
 
@@ -297,6 +338,9 @@ class EvalSpanProcessor(SpanProcessor):
 
     def _internal_error(self) -> None:
         self._count("internal_errors")
+        if self._exited:
+            logger.debug("ragtriage: error in the span processor after interpreter exit began", exc_info=True)
+            return
         now = time.monotonic()
         if now - self._last_error_log > 60:
             self._last_error_log = now
@@ -312,6 +356,33 @@ class EvalSpanProcessor(SpanProcessor):
         samples = [sample for trace in traces for sample in self._assemble(trace)]
         if samples:
             await self.handler.handle_batch(samples)
+
+
+def _call_at_exit(method: weakref.WeakMethod[Callable[[], None]]) -> None:
+    """Call ``method`` (while its object lives) when the interpreter exits, before the thread pools stop.
+
+    ``concurrent.futures`` stops every thread pool from a ``threading._register_atexit`` hook, and any
+    ``run_in_executor``/``asyncio.to_thread`` after it raises "cannot schedule new futures after shutdown";
+    ``atexit`` (where the OTel SDK shuts providers down) runs later still. Those hooks run newest first, so
+    importing ``concurrent.futures.thread`` first puts ours ahead of the pools' stop. A CPython-internal function:
+    without it, ``atexit`` is used, and an app that ends without ``shutdown()`` may lose its last samples.
+    """
+    import concurrent.futures.thread  # noqa: F401  (registers the pools' stop before ours)
+
+    def call() -> None:
+        try:
+            if (bound := method()) is not None:
+                bound()
+        except Exception:  # a hook that raises would skip the others, the thread pools' stop included
+            logger.debug("ragtriage: exit flush failed", exc_info=True)
+
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is None:
+            raise RuntimeError("no threading._register_atexit")
+        register(call)
+    except RuntimeError:  # already exiting, or another Python
+        atexit.register(call)
 
 
 def _attribute_dict(span: ReadableSpan) -> Mapping[str, Any]:
