@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 import ragtriage
 from ragtriage.cli import app
+from ragtriage.dashboards.agreement import audit_agreement
 from ragtriage.dashboards.sources import records_from_phoenix
 from ragtriage.evaluator.calibration import load_calibration
 from ragtriage.gate.phoenix_datasets import load_phoenix_dataset
@@ -168,6 +169,11 @@ def test_report_shows_the_same_agreement(labelled: Labelled, tmp_path: Path) -> 
     assert "<td>local</td><td>12</td><td>92% (" in page
     assert "<td>tier</td><td>local</td><td>12</td><td>12</td><td>83% (" in page
     assert "0.67 (" in page  # kappa with its interval
+    # read back from Phoenix's audit_verdict annotations: the known rate, inside its interval
+    local = audit_agreement(records_from_phoenix(labelled.env["PHOENIX_COLLECTOR_ENDPOINT"], labelled.project))["local"]
+    assert (local.audits, local.agreed, local.fails, local.fails_confirmed) == (12, 11, 6, 6)
+    low, high = local.agreement_interval
+    assert low <= 11 / 12 <= high
 
 
 def test_a_failing_production_trace_reaches_the_gate_in_two_commands(labelled: Labelled, tmp_path: Path) -> None:
