@@ -231,3 +231,25 @@ def test_synth_adds_adversarial_variants_to_the_phoenix_dataset(labelled: Labell
     assert all(i.source_id in {b.id for b in before} for i in variants)
     claims = [i for i in variants if i.perturbation == "unsupported_claim"]
     assert claims and all(i.label == "hallucinated" for i in claims)
+
+
+def test_filters_and_labels_without_a_server() -> None:
+    from ragtriage.dashboards.sources import EvalRecord
+    from ragtriage.gate.cli import parse_since
+    from ragtriage.gate.phoenix_datasets import TraceFilter, label_of
+
+    with pytest.raises(ValueError, match="disagree"):
+        TraceFilter(disagree="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="limit"):
+        TraceFilter(limit=0)
+    fail = EvalRecord(tier="local", status="ok", verdict="fail")
+    assert label_of(fail) == ("fail", "ragtriage")
+    assert label_of(EvalRecord(tier="local", status="ok", verdict="fail", audit_verdict="pass")) == ("pass", "auditor")
+    reviewed = EvalRecord(tier="local", status="ok", verdict="fail", audit_verdict="pass", human_verdict="fail")
+    assert label_of(reviewed) == ("fail", "human")
+    assert label_of(EvalRecord(tier="none", status="judge_error", verdict="uncertain")) is None
+    assert TraceFilter(disagree="auditor").matches(EvalRecord("local", "ok", "fail", audit_verdict="pass"))
+    assert not TraceFilter(disagree="human").matches(EvalRecord("local", "ok", "fail", human_verdict="fail"))
+    assert TraceFilter(verdicts=frozenset({"fail"}), tiers=frozenset({"local"})).matches(fail)
+    assert not TraceFilter(tiers=frozenset({"heavy"})).matches(fail)
+    assert parse_since("2026-11-01").isoformat() == "2026-11-01T00:00:00+00:00"
