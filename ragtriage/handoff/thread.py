@@ -59,14 +59,24 @@ class ThreadHandoff(Generic[Item]):
         """Wait until every queued and in-flight item is done."""
         return self.consumer.flush(timeout_s)
 
-    def shutdown(self, timeout_s: float = 30.0, *, join_s: float = 10.0) -> None:
-        """Finish what is queued (bounded by ``timeout_s``), stop the loop, close the handler, join the thread
-        (at most ``join_s``)."""
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Finish what is queued (bounded by ``timeout_s``), stop the loop, close the handler, join the thread."""
         self.consumer.flush(timeout_s)
         self.consumer.stop()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=join_s)
+            thread.join(timeout=10)
+
+    def abandon(self, join_timeout_s: float) -> tuple[list[Item], int]:
+        """Give up on what is queued and in flight (at interpreter exit, after a flush that timed out): cancel it
+        on the loop, stop, and give the thread ``join_timeout_s`` to close the handler. Returns the items given
+        up and how many were in flight."""
+        given_up, running = self.consumer.cancel()
+        self.consumer.stop()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=join_timeout_s)
+        return given_up, running
 
     def _start(self) -> None:
         with self._lock:

@@ -34,13 +34,14 @@ class ExportTarget:
 
 
 def processors(provider: TracerProvider) -> tuple[SpanProcessor, ...]:
+    """The provider's span processors: the SDK has no public accessor, so its composite processor's tuple is read."""
     return tuple(getattr(provider._active_span_processor, "_span_processors", ()))
 
 
 def add_processor(provider: TracerProvider, processor: SpanProcessor) -> None:
     """Add ``processor`` next to the provider's own, replacing none (phoenix.otel's default exporter included)."""
     if "replace_default_processor" in inspect.signature(provider.add_span_processor).parameters:
-        # phoenix.otel's TracerProvider subclass has the keyword; the SDK's does not (hence the check above)
+        # phoenix.otel.TracerProvider's keyword, not the SDK's: the signature was checked just above
         provider.add_span_processor(processor, replace_default_processor=False)  # type: ignore[call-arg]
     else:
         provider.add_span_processor(processor)

@@ -134,9 +134,9 @@ def instrument(
             if set_global:
                 trace.set_tracer_provider(provider)
         else:
-            explicit = {name for name, value in {"endpoint": endpoint, **settings}.items() if value is not None}
-            inherited = {n for n in _INHERITED if Config.in_env(n)}
-            config = _write_back_where_spans_go(config, provider, explicit | inherited)
+            set_here = {name for name, value in {"endpoint": endpoint, **settings}.items() if value is not None}
+            in_env = {name for name in _INHERITED if Config.in_env(name)}
+            config = _write_back_where_spans_go(config, provider, set_here | in_env)
         existing = [p for p in processors(provider) if isinstance(p, EvalSpanProcessor)]
         if existing:
             _installed = _Installation(provider, existing[0])

@@ -281,11 +281,12 @@ class EvalSpanProcessor(SpanProcessor):
         if self._shutdown:
             return
         self._shutdown = True  # no new traces
-        self.force_flush(int(self.exit_flush_timeout_s * 1000))
+        self._handoff.flush(self.exit_flush_timeout_s)
         self._exited = True
-        given_up, running = self._handoff.consumer.cancel()
-        queued, open_traces = sum(1 for trace in given_up if trace.rag), len(self._traces)
-        self._handoff.shutdown(0.0, join_s=_EXIT_CLOSE_S)  # the worker closes its connections while it still can
+        open_traces = len(self._traces)
+        # the worker closes its connections while it still can
+        given_up, running = self._handoff.abandon(_EXIT_CLOSE_S)
+        queued = sum(1 for trace in given_up if trace.rag)
         if queued or running:
             self._count("samples_lost_at_exit", queued + running)
             logger.warning(
