@@ -75,6 +75,8 @@ async def test_agreement_interval_holds_the_known_rate(make, judge_server: Judge
     spend = evaluator.cost_tracker.totals()["audit"]
     assert spend.calls == local.audits and spend.usd > 0  # audits count in cost
     assert evaluator.audits.counts["audits_ok"] == local.audits
+    summary = evaluator.summary()["audits"]["local"]
+    assert summary["audits"] == local.audits and summary["agreement_interval"] == local.agreement_interval
     # the OTel metric says the same: its interval holds the known 80%
     data = reader.get_metrics_data()
     assert data is not None

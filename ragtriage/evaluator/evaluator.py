@@ -347,6 +347,8 @@ class RAGEvaluator:
             "mean_latency_ms": (sum(r.eval_latency_ms for r in results) / len(results)) if results else None,
             "cache_hits": counts.get("cache_hit", 0),
             "cache_misses": counts.get("cache_miss", 0),
+            "audit_cost_usd": round(self.audits.cost_usd, 6),
+            "audits": {t: a.to_dict() for t, a in self.audits.snapshot().items() if a.audits or a.undecided},
         }
         for metric in SCORES:
             values = [v for r in results if (v := getattr(r, metric)) is not None]
