@@ -12,7 +12,8 @@ processor's own cost); (b, bp) + evaluation at 0.1 with the embedded default (fr
 background thread (b) or in a child process, as instrument(evaluate_in="process") does (bp); (c, cp) at
 1.0 with a local LLM judge that never answers (a hung judge: the queue fills and later samples are
 dropped); (d, dp) at 0.1 with a live local LLM judge (a loopback JudgeServer in its own process that
-answers at once). The app is a loop of 3-span OpenInference RAG traces (CHAIN root, RETRIEVER, LLM)
+answers at once); (da) as (d), every decision also audited by a heavy judge (the same loopback server):
+audits must add nothing to the app thread. The app is a loop of 3-span OpenInference RAG traces (CHAIN root, RETRIEVER, LLM)
 on this, the app's, thread; each timed window (--window seconds) follows an untimed warm-up longer
 than the processor's poll, so the background work that lands in the window is its own traffic's.
 Every round times each configuration once, in shuffled order; each is compared with the same round's
@@ -126,9 +127,12 @@ def part1(window_s: float, rounds: int, only: set[str] | None) -> None:
         async def __call__(self, sample: object) -> None:
             return None
 
-    def in_thread(rate: float, judge_url: str | None = None) -> EvalSpanProcessor:
+    def in_thread(rate: float, judge_url: str | None = None, audit_rate: float = 0.0) -> EvalSpanProcessor:
         judge = None if judge_url is None else LLMJudge(model="m", base_url=judge_url, timeout_s=600, max_retries=0)
-        evaluator = RAGEvaluator(sample_rate=rate, cache=False, local_judge=judge)
+        auditor = None if not audit_rate else LLMJudge(model="h", base_url=judge_url, timeout_s=600, max_retries=0)
+        evaluator = RAGEvaluator(
+            sample_rate=rate, cache=False, local_judge=judge, heavy_judge=auditor, audit_rate=audit_rate
+        )
         return EvalSpanProcessor(Pipeline(evaluator), sample_rate=rate)
 
     def in_child(rate: float, judge_url: str | None = None) -> EvalSpanProcessor:
@@ -147,6 +151,7 @@ def part1(window_s: float, rounds: int, only: set[str] | None) -> None:
         "cp hung judge, 1.0, process": in_child(1.0, hung_judge.url),
         "d  live LLM judge, 0.1, thread": in_thread(0.1, live_judge.url),
         "dp live LLM judge, 0.1, process": in_child(0.1, live_judge.url),
+        "da live LLM judge + every decision audited, 0.1, thread": in_thread(0.1, live_judge.url, audit_rate=1.0),
     }  # fmt: skip
     if only is not None:
         procs = {name: proc for name, proc in procs.items() if name == BASE or name.split()[0] in only}

@@ -108,6 +108,10 @@ class Config:
     session_idle_s: float = field(default=300.0, metadata=_env("RAGTRIAGE_SESSION_IDLE_S"))
     #: One judge call per closed session on whether it resolved the user's need (counted in cost). Off by default.
     session_judge: bool = field(default=False, metadata=_env("RAGTRIAGE_SESSION_JUDGE"))
+    #: Share of the cheaper tiers' decisions (a free-tier fail, a confident local judge) judged again by the tier
+    #: above, in the background, to measure their agreement (docs/audit.md). 0.05: one auditing-tier call per 20
+    #: cheap decisions, and ~200 audits (a 95% interval of at most +-7 points) in every 4,000 of them.
+    audit_rate: float = field(default=0.05, metadata=_env("RAGTRIAGE_AUDIT_RATE", unit=True))
 
     #: More headers for Phoenix, ``name=value`` pairs (comma-separated in the environment, as phoenix.otel reads it);
     #: ``instrument()`` takes them from ``phoenix.otel.register()``'s exporter unless set.

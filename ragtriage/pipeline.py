@@ -17,9 +17,10 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 from ragtriage.errors import WriteBackFailed
+from ragtriage.evaluator.audit import AuditOutcome
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.sample import RAGSample
@@ -65,10 +66,18 @@ class ResultWriter(Protocol):
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
+class AuditWriter(Protocol):
+    """A writer that also puts an audit's verdict next to the evaluated trace (``audit_verdict`` in Phoenix)."""
+
+    async def write_audit(self, sample: RAGSample, outcome: AuditOutcome) -> None: ...
+
+
 class Pipeline(SampleHandler):
     """Evaluate a sample, hand the result to ``on_result``, write it back; count what happened.
 
-    The :class:`SampleHandler` that evaluates where it runs: a consumer awaits it per sample.
+    The :class:`SampleHandler` that evaluates where it runs: a consumer awaits it per sample. An audit the
+    evaluator starts finishes later on the same loop; an :class:`AuditWriter` writes its verdict then.
     """
 
     stats_prefix = ""
@@ -98,8 +107,19 @@ class Pipeline(SampleHandler):
 
     async def __call__(self, sample: RAGSample) -> RAGEvaluationResult:
         """Evaluate and write back ``sample``; raises :class:`WriteBackFailed` when the write-back failed."""
+        writer = self.writer
+
+        async def write_audit(outcome: AuditOutcome) -> None:
+            if isinstance(writer, AuditWriter):
+                await writer.write_audit(sample, outcome)
+
         result = await self.evaluator.evaluate(
-            sample.question, sample.answer, sample.contexts, history=sample.history, sample_key=sample.trace_id
+            sample.question,
+            sample.answer,
+            sample.contexts,
+            history=sample.history,
+            sample_key=sample.trace_id,
+            on_audit=write_audit,
         )
         self.counts[f"evaluations_{result.status}"] += 1
         if self._on_result is not None:
@@ -135,12 +155,13 @@ class Pipeline(SampleHandler):
         return False
 
     async def aclose(self) -> None:
-        """Close the writer's and the evaluator's connections on this loop."""
+        """Close the sessions' and the evaluator's connections on this loop (its audits finish first, still able
+        to write back), then the writer's."""
         if self.sessions is not None:
             await self.sessions.aclose()
+        await self.evaluator.aclose()
         if self.writer is not None:
             await self.writer.aclose()
-        await self.evaluator.aclose()
 
     def __repr__(self) -> str:
         return f"Pipeline({self.evaluator!r}, writer={self.writer!r})"

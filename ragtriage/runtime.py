@@ -41,6 +41,7 @@ from ragtriage.alerts import (
     failed_sessions_rule,
     load_rules,
     sinks_from_config,
+    tier_agreement_rule,
 )
 from ragtriage.config import Config
 from ragtriage.dashboards.metrics import EvalMetrics, HasStats, enable_metrics
@@ -186,7 +187,11 @@ def build(
 
     if evaluator is None:
         # Elsewhere than in the app, the sampling was done where the trace was seen.
-        evaluator = build_evaluator(config, sample_rate=config.sample_rate if role in _FRONT else 1.0)
+        evaluator = build_evaluator(
+            config,
+            sample_rate=config.sample_rate if role in _FRONT else 1.0,
+            audit_rate=0.0 if role == "offline" else None,  # an offline run judges every item with every tier
+        )
     if role == "offline" or (writer is None and not config.write_back):
         writer = None
     elif writer is None:
@@ -250,8 +255,10 @@ def _with_processor(runtime: Runtime, evaluator: RAGEvaluator | None) -> Runtime
     return runtime
 
 
-def build_evaluator(config: Config, *, sample_rate: float | None = None) -> RAGEvaluator:
-    """The evaluator the configuration describes (judges, cache, budget, calibration file); with no judge
+def build_evaluator(
+    config: Config, *, sample_rate: float | None = None, audit_rate: float | None = None
+) -> RAGEvaluator:
+    """The evaluator the configuration describes (judges, cache, budget, calibration file, audits); with no judge
     URL or key, the free tiers alone."""
     local = (
         LLMJudge(model=config.local_judge_model, base_url=config.local_judge_url) if config.local_judge_url else None
@@ -277,6 +284,7 @@ def build_evaluator(config: Config, *, sample_rate: float | None = None) -> RAGE
         cache=RedisCache(config.redis_url) if config.redis_url else None,
         max_history_turns=config.max_history_turns,
         max_history_chars=config.max_history_chars,
+        audit_rate=config.audit_rate if audit_rate is None else audit_rate,
     )
 
 
@@ -311,17 +319,22 @@ def _rules(
     config: Config, evaluator: RAGEvaluator, drops: DropCounter | None, sessions: SessionScorer | None
 ) -> list[Rule]:
     tracker = evaluator.cost_tracker
+    agreement = evaluator.audits.snapshot if evaluator.auditor is not None else None
     if config.alert_rules_file:
-        return load_rules(
+        rules = load_rules(
             config.alert_rules_file,
             thresholds=evaluator.thresholds,
             cost_tracker=tracker,
             drop_counters=drops,
             session_totals=sessions.totals if sessions is not None else None,
+            agreement=agreement,
         )
-    rules = default_rules(evaluator.thresholds)
-    if tracker.budget_usd_per_hour is not None:
-        rules.append(budget_rule(tracker))
+    else:
+        rules = default_rules(evaluator.thresholds)
+        if tracker.budget_usd_per_hour is not None:
+            rules.append(budget_rule(tracker))
+    if agreement is not None and not any(r.name == "tier_agreement_low" for r in rules):
+        rules.append(tier_agreement_rule(agreement))  # on wherever a tier audits
     return rules
 
 

@@ -71,6 +71,16 @@ async def run_mix(
     return results
 
 
+async def audit_one(evaluator: RAGEvaluator, judge_server: JudgeServer) -> None:
+    """One confident local decision, audited by the heavy judge (which agrees: ``HEAVY`` passes)."""
+    evaluator.audit_rate = 1.0
+    judge_server.push(Reply(verdict_json(documents=DOCS, faithfulness=0.95, confidence=0.95)))
+    result = await evaluator.evaluate("Is Paris the capital of France?", A, CONTEXTS)
+    assert result.tier == "local"
+    await evaluator.drain_audits()
+    evaluator.audit_rate = 0.0
+
+
 def points(reader: InMemoryMetricReader) -> dict[str, tuple[Any, list[Any]]]:
     """name -> (the metric, its data points)."""
     data = reader.get_metrics_data()
@@ -99,12 +109,14 @@ async def test_metrics_of_real_evaluations(make: Build, judge_server: JudgeServe
     metrics.record_alert("heavy_vector_share", "warning")
 
     found = points(reader)
-    # no processor given: no counts of traces dropped or skipped before evaluation; no session closed
+    # no processor given: no counts of traces dropped or skipped before evaluation; no session closed, no audit yet
     assert set(found) == {spec.name for spec in SPECS} - {
         "ragtriage.eval.samples.dropped",
         "ragtriage.eval.traces.skipped",
         "ragtriage.eval.sessions",
         "ragtriage.eval.session.failed_share",
+        "ragtriage.eval.audits",
+        "ragtriage.eval.tier_agreement",
     }
     for spec in SPECS:
         if spec.name in found:
@@ -140,9 +152,19 @@ async def test_metrics_of_real_evaluations(make: Build, judge_server: JudgeServe
     assert value(found, "ragtriage.eval.judge.retries", tier="local").value == evaluator.local_judge.retries == 1
     assert value(found, "ragtriage.eval.alerts", rule="heavy_vector_share", severity="warning").value == 1
 
+    await audit_one(evaluator, judge_server)
+    found = points(reader)
+    assert value(found, "ragtriage.eval.audits", tier="local", auditor="heavy", outcome="agree").value == 1
+    assert value(found, "ragtriage.eval.cost", tier="audit").value == pytest.approx(evaluator.audits.cost_usd)
+    agreement = "ragtriage.eval.tier_agreement"
+    assert value(found, agreement, tier="local", stat="agreement", bound="value").value == 1.0
+    assert value(found, agreement, tier="local", stat="agreement", bound="low").value == pytest.approx(0.2065, abs=1e-3)
+    assert value(found, agreement, tier="local", stat="agreement", bound="high").value == 1.0
+    assert not [p for p in found[agreement][1] if p.attributes["stat"] == "fail_precision"]  # no fail audited
+
     metrics.disable()
     await evaluator.evaluate("Is Lyon in France?", "Lyon is in France.", CONTEXTS)
-    assert sum(p.value for p in points(reader)[evals][1]) == 5
+    assert sum(p.value for p in points(reader)[evals][1]) == 6
     provider.shutdown()
 
 
@@ -193,6 +215,7 @@ async def test_prometheus_endpoint_shows_the_series(
     try:
         metrics = enable_metrics(evaluator, processor=processor, meter_provider=server.meter_provider)
         results = await run_mix(evaluator, judge_server, heavy_server)
+        await audit_one(evaluator, judge_server)
         metrics.record_alert("heavy_vector_share", "critical")
         sessions = SessionScorer(idle_s=60)  # one conversation of two turns, closed once idle
         sessions.add_observer(metrics.observe_session)

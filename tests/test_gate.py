@@ -19,7 +19,7 @@ from ragtriage.cli import app
 from ragtriage.gate.datasets import load_dataset
 from ragtriage.gate.pytest_plugin import GateRunner
 from ragtriage.gate.runner import stratified_sample
-from ragtriage.gate.stats import newcombe, wilson
+from ragtriage.stats import newcombe, wilson
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 
 MINI = Path(__file__).parent / "data" / "release_gate_mini.jsonl"

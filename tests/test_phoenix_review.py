@@ -49,7 +49,7 @@ from tests.test_phoenix import QUESTION, annotations, app_provider, rag_request
 
 pytestmark = pytest.mark.phoenix
 
-CONFIGS = {*SCORES, "answer", "eval_tier"}
+CONFIGS = {*SCORES, "answer", "eval_tier", "audit_verdict", "human_verdict"}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -115,6 +115,10 @@ def test_configs_are_registered_on_first_write_and_once_across_processes(phoenix
     assert [(v["label"], v["score"]) for v in verdict["values"]] == [("pass", 1.0), ("fail", 0.0), ("uncertain", None)]
     tier_labels = [v["label"] for v in configs["eval_tier"]["values"]]
     assert tier_labels == [*TIERS, "judge_error", "budget_exhausted"]
+    human = configs["human_verdict"]  # a reviewer's two clicks: pass or fail
+    assert human["type"] == "CATEGORICAL"
+    assert [(v["label"], v["score"]) for v in human["values"]] == [("pass", 1.0), ("fail", 0.0)]
+    assert [v["label"] for v in configs["audit_verdict"]["values"]] == ["pass", "fail", "uncertain"]
 
     # A second process (another replica, a worker) starts with nothing registered: it finds the configs taken
     # (409), attaches them again (a no-op), and duplicates nothing.

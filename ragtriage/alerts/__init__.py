@@ -4,6 +4,7 @@ from ragtriage.alerts.base import AlertEvent, AlertSink, LoggingAlertSink, Recor
 from ragtriage.alerts.config import load_rules
 from ragtriage.alerts.manager import AlertManager
 from ragtriage.alerts.rules import (
+    AgreementRule,
     CounterRateRule,
     GaugeRule,
     MetricRule,
@@ -14,12 +15,14 @@ from ragtriage.alerts.rules import (
     default_rules,
     dropped_samples_rule,
     failed_sessions_rule,
+    tier_agreement_rule,
 )
 from ragtriage.alerts.sinks import EmailSink, PagerDutySink, SlackSink, WebhookSink, sinks_from_config
 from ragtriage.alerts.state import AlertState, MemoryAlertState, RedisAlertState
 from ragtriage.errors import RulesFileError
 
 __all__ = [
+    "AgreementRule",
     "AlertEvent",
     "AlertManager",
     "AlertSink",
@@ -45,4 +48,5 @@ __all__ = [
     "failed_sessions_rule",
     "load_rules",
     "sinks_from_config",
+    "tier_agreement_rule",
 ]

@@ -23,6 +23,7 @@ from typing import Any
 
 from ragtriage.alerts.rules import (
     SHARE_KINDS,
+    AgreementReader,
     MetricRule,
     Rule,
     TierDriftRule,
@@ -31,9 +32,11 @@ from ragtriage.alerts.rules import (
     dropped_samples_rule,
     failed_sessions_rule,
     share_rule,
+    tier_agreement_rule,
 )
 from ragtriage.config import register_file_check
 from ragtriage.errors import RulesFileError
+from ragtriage.evaluator.audit import Agreement
 from ragtriage.evaluator.cost import CostTracker
 from ragtriage.evaluator.results import RAGEvaluationThresholds
 
@@ -53,19 +56,21 @@ def load_rules(
     cost_tracker: CostTracker | None = None,
     drop_counters: Callable[[], tuple[int, int]] | None = None,
     session_totals: Callable[[], tuple[int, int]] | None = None,
+    agreement: AgreementReader | None = None,
 ) -> list[Rule]:
     """Rules from a TOML file (or its parsed dict), checked in full: a bad type, range or key raises
     :class:`RulesFileError` naming the file, the rule and the key. The format: ``docs/alert-rules.md``.
 
     ``budget`` needs ``cost_tracker``; ``dropped`` reads ``drop_counters`` (``(dropped, offered)`` totals)
     and is skipped, with a warning, where nothing drops samples (``ragtriage worker``, offline runs), so one
-    rules file serves every role; ``failed_sessions`` reads ``session_totals`` (``(with a failed turn,
-    closed)``) and is skipped, with a warning, where no sessions are scored."""
+    rules file serves every role; so are ``failed_sessions`` (it reads ``session_totals``, ``(with a failed
+    turn, closed)``) where no sessions are scored, and ``tier_agreement`` (it reads ``agreement``, the
+    evaluator's ``audits.snapshot``) where no tier audits."""
     if isinstance(source, dict):
-        return _rules(source, thresholds, cost_tracker, drop_counters, session_totals)
+        return _rules(source, thresholds, cost_tracker, drop_counters, session_totals, agreement)
     path = Path(source)
     try:
-        return _rules(_read(path), thresholds, cost_tracker, drop_counters, session_totals)
+        return _rules(_read(path), thresholds, cost_tracker, drop_counters, session_totals, agreement)
     except RulesFileError as exc:
         raise RulesFileError(f"{path}: {exc}") from None
 
@@ -76,6 +81,7 @@ def _rules(
     cost_tracker: CostTracker | None,
     drop_counters: Callable[[], tuple[int, int]] | None,
     session_totals: Callable[[], tuple[int, int]] | None,
+    agreement: AgreementReader | None,
 ) -> list[Rule]:
     _only(data, {"defaults", "rule"}, "top level")
     defaults = data.get("defaults", {})
@@ -96,7 +102,8 @@ def _rules(
         raise RulesFileError(f"[defaults]: {', '.join(limits)} set the built-in rules' limits: with [[rule]]s, "
                              "set each rule's limit instead")  # fmt: skip
     rules = [
-        _rule(spec, i, common, thresholds, cost_tracker, drop_counters, session_totals) for i, spec in enumerate(specs)
+        _rule(spec, i, common, thresholds, cost_tracker, drop_counters, session_totals, agreement)
+        for i, spec in enumerate(specs)
     ]
     return [rule for rule in rules if rule is not None]
 
@@ -135,6 +142,7 @@ def _rule(
     cost_tracker: CostTracker | None,
     drop_counters: Callable[[], tuple[int, int]] | None,
     session_totals: Callable[[], tuple[int, int]] | None,
+    agreement: AgreementReader | None,
 ) -> Rule | None:
     where = f"rule[{index}]"
     kind = spec.get("type")
@@ -183,19 +191,32 @@ def _rule(
                 logger.warning("ragtriage: %s (failed_sessions) skipped: this process scores no sessions", where)
                 return None
             return sessions
+        if kind == "tier_agreement":
+            _only(spec, {"type", "threshold", "min_samples", "cooldown_minutes"}, where)
+            lifecycle = {k: settings[k] for k in ("min_samples", "cooldown_s") if k in settings}
+            threshold = spec.get("threshold", 0.85)
+            agreement_rule = tier_agreement_rule(agreement or _no_audits, threshold=threshold, **lifecycle)
+            if agreement is None:
+                logger.warning("ragtriage: %s (tier_agreement) skipped: no tier audits in this process", where)
+                return None
+            return agreement_rule
     except (TypeError, ValueError) as exc:
         if isinstance(exc, RulesFileError):
             raise
         raise RulesFileError(f"{where} ({kind}): {exc}") from None
     raise RulesFileError(
         f"{where}: type must be one of metric, fail_share, heavy_share, judge_errors, drift, budget, dropped, "
-        "failed_sessions; "
+        "failed_sessions, tier_agreement; "
         f"got {kind!r}"
     )
 
 
 def _nothing_dropped() -> tuple[int, int]:
     return 0, 0
+
+
+def _no_audits() -> dict[str, Agreement]:
+    return {}
 
 
 def _only(spec: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -208,7 +229,13 @@ def _only(spec: dict[str, Any], allowed: set[str], where: str) -> None:
 
 def _check_rules_file(path: str) -> None:
     """Every rule the file makes, with stand-ins for what the running evaluator will give them."""
-    load_rules(path, cost_tracker=CostTracker(), drop_counters=_nothing_dropped, session_totals=_nothing_dropped)
+    load_rules(
+        path,
+        cost_tracker=CostTracker(),
+        drop_counters=_nothing_dropped,
+        session_totals=_nothing_dropped,
+        agreement=_no_audits,
+    )
 
 
 register_file_check("alert_rules_file", _check_rules_file)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ragtriage.evaluator.audit import Agreement
 from ragtriage.evaluator.cost import CostTracker
 from ragtriage.evaluator.results import TIERS, RAGEvaluationResult, RAGEvaluationThresholds
 from ragtriage.metrics_registry import BY_NAME, SCORES
@@ -415,3 +416,63 @@ def failed_sessions_rule(
         "recommendation", "conversations go wrong: open the sessions' worst turns in Phoenix (Sessions tab)"
     )
     return CounterRateRule(what="share of closed sessions with a failed turn", limit=limit, read=read, **settings)
+
+
+#: Reads each audited tier's agreement now (``RAGEvaluator.audits.snapshot``).
+AgreementReader = Callable[[], Mapping[str, Agreement]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgreementRule(Rule):
+    """A cheaper tier's agreement with its auditor (the audit samples) below ``threshold``.
+
+    It fires only when the whole 95% Wilson interval is below the threshold, so a few unlucky audits never
+    page; the value reported is the agreement of the tier whose interval is lowest.
+    """
+
+    threshold: float
+    read: AgreementReader = field(repr=False)
+    comparison: Comparison = "below"
+
+    def __post_init__(self) -> None:
+        Rule.__post_init__(self)
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int | float):
+            raise TypeError(f"{self.name}: threshold must be a number, got {self.threshold!r}")
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"{self.name}: threshold must be in (0, 1], got {self.threshold!r}")
+
+    def check(self, window: Sequence[Observation], baseline: Sequence[Observation]) -> Check | None:
+        measured = [a for a in self.read().values() if a.audits >= self.min_samples and a.agreement is not None]
+        if not measured:
+            return None
+        worst = min(measured, key=lambda a: a.agreement_interval[1])
+        low, high = worst.agreement_interval
+        assert worst.agreement is not None
+        detail = (
+            f"{worst.tier} tier's agreement with its auditor over {worst.audits} audits "
+            f"(95% interval {low:.0%}-{high:.0%})"
+        )
+        return Check(worst.agreement, self.threshold, high < self.threshold, worst.audits, detail)
+
+
+def tier_agreement_rule(
+    read: AgreementReader,
+    *,
+    threshold: float = 0.85,
+    min_samples: int = 30,
+    cooldown_s: float = 3600.0,
+) -> AgreementRule:
+    """Fires when a cheaper tier agrees with its auditor less than ``threshold`` of the time (the whole interval
+    below it, over at least ``min_samples`` audits). ``read``: ``evaluator.audits.snapshot``."""
+    return AgreementRule(
+        name="tier_agreement_low",
+        threshold=threshold,
+        read=read,
+        min_samples=min_samples,
+        cooldown_s=cooldown_s,
+        recommendation=(
+            "a cheaper tier's verdicts no longer match the tier above: re-run ragtriage calibrate (against "
+            "human labels: --from-phoenix), check the local judge model, and push the disagreements to a dataset "
+            "(ragtriage dataset push --disagree auditor)"
+        ),
+    )

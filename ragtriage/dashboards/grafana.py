@@ -34,6 +34,8 @@ def grafana_dashboard(*, heavy_share_limit: float = DEFAULT_HEAVY_SHARE_LIMIT) -
     cache = n["ragtriage.eval.cache.lookups"]
     sessions = n["ragtriage.eval.sessions"]
     failed_share = n["ragtriage.eval.session.failed_share"]
+    agreement = n["ragtriage.eval.tier_agreement"]
+    audits = n["ragtriage.eval.audits"]
     panels = [
         _timeseries(
             "Tier mix (share of evaluations by deciding tier)",
@@ -188,6 +190,30 @@ def grafana_dashboard(*, heavy_share_limit: float = DEFAULT_HEAVY_SHARE_LIMIT) -
             unit="short",
             stacking="normal",
             pos=(12, 34, 12, 8),
+        ),
+        _timeseries(
+            "Tier agreement with its auditor (audit samples; band: 95% interval)",
+            [
+                _target(f'max by (tier) ({agreement}{{stat="agreement", bound="value"}})', "{{tier}} agreement"),
+                _target(f'max by (tier) ({agreement}{{stat="agreement", bound="low"}})', "{{tier}} low", ref="B"),
+                _target(f'max by (tier) ({agreement}{{stat="agreement", bound="high"}})', "{{tier}} high", ref="C"),
+                _target(
+                    f'max by (tier) ({agreement}{{stat="fail_precision", bound="value"}})',
+                    "{{tier}} precision of fail",
+                    ref="D",
+                ),
+            ],
+            unit="percentunit",
+            minmax=(0, 1),
+            pos=(0, 42, 12, 8),
+        ),
+        _timeseries(
+            "Audits by outcome",
+            [_target(f"sum by (tier, outcome) (increase({audits}[$__interval]))", "{{tier}}: {{outcome}}")],
+            unit="short",
+            draw="bars",
+            stacking="normal",
+            pos=(12, 42, 12, 8),
         ),
     ]
     for i, panel in enumerate(panels, start=1):

@@ -19,6 +19,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
 from ragtriage._version import __version__
+from ragtriage.evaluator.audit import AuditOutcome
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.intake.assembly import SKIP_COUNTERS
@@ -124,6 +125,22 @@ SPECS: tuple[MetricSpec, ...] = (
         "1",
         "Share of a closed session's turns that failed.",
     ),
+    MetricSpec(
+        "ragtriage.eval.audits",
+        "counter",
+        "{audit}",
+        "Audits of a cheaper tier's decision by the tier above, by outcome (agree, disagree, undecided, "
+        "judge_error, budget_exhausted).",
+        ("tier", "auditor", "outcome"),
+    ),
+    MetricSpec(
+        "ragtriage.eval.tier_agreement",
+        "gauge",
+        "1",
+        "A cheaper tier's agreement with its auditor over the audit window: the agreement rate and the precision "
+        "of its fail verdicts (stat), each as the estimate and its 95% Wilson interval (bound: value, low, high).",
+        ("tier", "stat", "bound"),
+    ),
 )
 SPEC_BY_NAME: dict[str, MetricSpec] = {s.name: s for s in SPECS}
 
@@ -178,7 +195,9 @@ class EvalMetrics:
         self._session_failed_share = m.create_histogram(
             **_kw("ragtriage.eval.session.failed_share"), explicit_bucket_boundaries_advisory=list(_SCORE_BUCKETS)
         )
+        self._audits = m.create_counter(**_kw("ragtriage.eval.audits"))
         m.create_observable_gauge(callbacks=[self._observe_heavy_share], **_kw("ragtriage.eval.heavy_share"))
+        m.create_observable_gauge(callbacks=[self._observe_agreement], **_kw("ragtriage.eval.tier_agreement"))
         m.create_observable_counter(callbacks=[self._observe_cache], **_kw("ragtriage.eval.cache.lookups"))
         m.create_observable_counter(callbacks=[self._observe_dropped], **_kw("ragtriage.eval.samples.dropped"))
         m.create_observable_counter(callbacks=[self._observe_skipped], **_kw("ragtriage.eval.traces.skipped"))
@@ -217,6 +236,20 @@ class EvalMetrics:
         if score.resolution_cost_usd:
             self._cost.add(score.resolution_cost_usd, {"tier": "session"})
 
+    def observe_audit(self, outcome: AuditOutcome) -> None:
+        """Record one finished audit (the evaluator's audit observer): its outcome and its spend."""
+        if not self._enabled:
+            return
+        agrees = outcome.agrees
+        kind = (
+            ("agree" if agrees else "disagree")
+            if agrees is not None
+            else ("undecided" if outcome.status == "ok" else outcome.status)
+        )
+        self._audits.add(1, {"tier": outcome.tier, "auditor": outcome.auditor, "outcome": kind})
+        if outcome.cost_usd:
+            self._cost.add(outcome.cost_usd, {"tier": "audit"})
+
     def record_alert(self, rule_name: str, severity: str) -> None:
         """Count one fired alert; the alert engine calls this when a rule fires (not on resolve)."""
         if not isinstance(rule_name, str) or not rule_name:
@@ -241,6 +274,22 @@ class EvalMetrics:
     def _observe_heavy_share(self, options: CallbackOptions) -> Iterable[Observation]:
         share = self.heavy_share
         return [Observation(share)] if share is not None and self._enabled else []
+
+    def _observe_agreement(self, options: CallbackOptions) -> Iterable[Observation]:
+        evaluator = self._evaluator()
+        if evaluator is None or not self._enabled:
+            return []
+        observations = []
+        for tier, agreement in evaluator.audits.snapshot().items():
+            for stat, value, (low, high) in (
+                ("agreement", agreement.agreement, agreement.agreement_interval),
+                ("fail_precision", agreement.fail_precision, agreement.fail_precision_interval),
+            ):
+                if value is None:
+                    continue
+                for bound, number in (("value", value), ("low", low), ("high", high)):
+                    observations.append(Observation(number, {"tier": tier, "stat": stat, "bound": bound}))
+        return observations
 
     def _observe_cache(self, options: CallbackOptions) -> Iterable[Observation]:
         counters = self._counters()
@@ -311,6 +360,7 @@ def enable_metrics(
             return existing
         instance = EvalMetrics(evaluator, processor=processor, meter_provider=provider)
         evaluator.add_observer(instance.observe)
+        evaluator.add_audit_observer(instance.observe_audit)
         per_provider[id(provider)] = instance
         return instance
 

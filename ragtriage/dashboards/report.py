@@ -15,9 +15,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from ragtriage.dashboards.agreement import audit_agreement, human_agreement
 from ragtriage.dashboards.sources import EvalRecord
 from ragtriage.export.links import EVALUATION_LAG_S, FAILING, traces_url
 from ragtriage.metrics_registry import SCORES
+from ragtriage.stats import TierStats
 
 _TIER_ORDER = ("cache", "deterministic", "local", "heavy", "none")
 _TIER_COLORS = {
@@ -28,6 +30,7 @@ _TIER_COLORS = {
     "none": "#b07aa1",
 }
 _VERDICT_RANK = {"fail": 0, "uncertain": 1, "pass": 2}
+_PREDICTION_NAMES = {"hallucinated": "fail", "faithful": "pass", "undecided": "undecided"}
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1f2328;background:#fff}
 h1{margin:0 0 4px}.sub{color:#57606a;margin:0 0 16px}
@@ -83,6 +86,7 @@ def render_report(
 <style>{_STYLE}</style><script>{get_plotlyjs()}</script></head>
 <body><h1>{e(title)}</h1><p class="sub">{e(source)} &middot; generated {generated}</p>
 {_cards(records)}
+{_agreement(records)}
 <div class="grid">{"".join(f"<div>{d}</div>" for d in divs)}</div>
 <h2>Worst traces</h2>{_failing_link(records, phoenix_project_url)}{_worst_table(records, phoenix_project_url, worst)}
 </body></html>
@@ -113,6 +117,72 @@ def _cards(records: Sequence[EvalRecord]) -> str:
     ]
     cards = "".join(f'<div class="card">{html.escape(k)}<b>{html.escape(v)}</b></div>' for k, v in items)
     return f'<div class="cards">{cards}</div>'
+
+
+def _agreement(records: Sequence[EvalRecord]) -> str:
+    """Audits (each cheaper tier against the tier above) and human labels (every tier and metric against people)."""
+    e = html.escape
+    audits = {t: a for t, a in audit_agreement(records).items() if a.audits or a.undecided}
+    people = human_agreement(records)
+    if not audits and not people["tiers"]["all"].n:
+        return (
+            '<h2>Agreement</h2><p class="sub">No audited or human-labelled traces in this source (audits: '
+            "RAGTRIAGE_AUDIT_RATE; labels: <code>human_verdict</code> in Phoenix).</p>"
+        )
+    parts = ["<h2>Agreement</h2>"]
+    if audits:
+        rows = "".join(
+            f"<tr><td>{e(t)}</td><td>{a.audits}</td><td>{_share(a.agreement, a.agreement_interval)}</td>"
+            f"<td>{a.fails}</td><td>{_share(a.fail_precision, a.fail_precision_interval)}</td>"
+            f"<td>{a.undecided}</td></tr>"
+            for t, a in audits.items()
+        )
+        parts.append(
+            "<h3>Each tier against its auditor (audit samples)</h3><table><tr><th>tier</th><th>audits</th>"
+            "<th>agreement (95% CI)</th><th>fails audited</th><th>precision of fail (95% CI)</th>"
+            f"<th>auditor undecided</th></tr>{rows}</table>"
+        )
+    if people["tiers"]["all"].n:
+        groups = [("tier", people["tiers"]), ("metric", people["metrics"]), ("auditor", people["auditor"])]
+        rows = "".join(_human_row(kind, stats) for kind, group in groups for stats in group.values())
+        parts.append(
+            "<h3>Against human labels (<code>human_verdict</code>)</h3><table><tr><th></th><th>name</th>"
+            "<th>labelled</th><th>decided</th><th>precision of fail</th><th>recall of fail</th>"
+            f"<th>Cohen's kappa</th><th>confusion (human &rarr; ragtriage)</th></tr>{rows}</table>"
+        )
+    return "".join(parts)
+
+
+def _human_row(kind: str, stats: TierStats) -> str:
+    m = stats.metrics()
+    confusion = "; ".join(
+        f"{'fail' if label == 'hallucinated' else 'pass'} &rarr; "
+        + ", ".join(f"{_PREDICTION_NAMES[p]} {c}" for p, c in row.items() if c)
+        for label, row in stats.confusion.items()
+        if any(row.values())
+    )
+    cells = [
+        kind,
+        html.escape(stats.tier),
+        str(m["n"]),
+        str(m["decided"]),
+        _share(m["precision"], m["precision_interval"]),
+        _share(m["recall"], m["recall_interval"]),
+        _number(m["kappa"], m["kappa_interval"]),
+    ]
+    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + f"<td>{confusion}</td></tr>"
+
+
+def _share(value: float | None, interval: Sequence[float] | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0%}" + (f" ({interval[0]:.0%}&ndash;{interval[1]:.0%})" if interval else "")
+
+
+def _number(value: float | None, interval: Sequence[float] | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" + (f" ({interval[0]:.2f}&ndash;{interval[1]:.2f})" if interval else "")
 
 
 def _layout(title: str, **extra: Any) -> dict[str, Any]:

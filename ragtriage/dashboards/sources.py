@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from ragtriage.evaluator.results import RAGEvaluationResult
-from ragtriage.export.annotation_configs import TIER, VERDICT
+from ragtriage.export.annotation_configs import AUDIT_VERDICT, HUMAN_VERDICT, TIER, VERDICT
 from ragtriage.export.links import ProjectLinks
 from ragtriage.export.phoenix import base_url
 from ragtriage.metrics_registry import SCORES
@@ -40,6 +40,12 @@ class EvalRecord:
     span_id: str | None = None
     question: str = ""
     explanation: str = ""
+    #: Per metric, the annotation's label (``pass``/``fail``): what that metric alone said of the answer.
+    labels: dict[str, str] = field(default_factory=dict)
+    #: The auditing tier's verdict on this trace (``audit_verdict``), if it was audited.
+    audit_verdict: str | None = None
+    #: A reviewer's label (``human_verdict``, annotator kind HUMAN), if someone labelled it.
+    human_verdict: str | None = None
 
 
 def records_from_jsonl(path: str | Path) -> list[EvalRecord]:
@@ -76,15 +82,24 @@ def records_from_jsonl(path: str | Path) -> list[EvalRecord]:
 
 
 def records_from_phoenix(
-    endpoint: str, project: str, *, api_key: str | None = None, limit: int = 5000, timeout_s: float = 30.0
+    endpoint: str,
+    project: str,
+    *,
+    api_key: str | None = None,
+    limit: int = 5000,
+    timeout_s: float = 30.0,
+    since: datetime | None = None,
 ) -> list[EvalRecord]:
-    """Read ragtriage's annotations (tier, verdict, scores) on a project's root spans."""
+    """Read ragtriage's annotations (tier, verdict, scores, ``audit_verdict``) and reviewers' (``human_verdict``,
+    annotator kind ``HUMAN``) on a project's root spans, those started ``since`` if given."""
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     with httpx.Client(base_url=base_url(endpoint), headers=headers, timeout=timeout_s) as client:
         roots: dict[str, dict[str, Any]] = {}
         cursor: str | None = None
         while len(roots) < limit:
             params: dict[str, Any] = {"parent_id": "null", "limit": min(1000, limit - len(roots))}
+            if since is not None:
+                params["start_time"] = since.isoformat()
             if cursor:
                 params["cursor"] = cursor
             page = _get(client, f"/v1/projects/{project}/spans", params)
@@ -98,7 +113,11 @@ def records_from_phoenix(
         for start in range(0, len(ids), _SPAN_CHUNK):
             params = {"span_ids": ids[start : start + _SPAN_CHUNK], "limit": 10_000}
             for row in _get(client, f"/v1/projects/{project}/span_annotations", params).get("data", []):
-                annotations.setdefault(row["span_id"], {})[row["name"]] = row
+                if row["name"] == HUMAN_VERDICT and row.get("annotator_kind") != "HUMAN":
+                    continue  # only a person's label is a human label
+                seen = annotations.setdefault(row["span_id"], {})
+                if row["name"] not in seen or str(row.get("updated_at")) > str(seen[row["name"]].get("updated_at")):
+                    seen[row["name"]] = row  # several reviewers: the latest label
     records = []
     for span_id, rows in annotations.items():
         tier_row, verdict_row = rows.get(TIER), rows.get(VERDICT)
@@ -124,10 +143,18 @@ def records_from_phoenix(
                 span_id=span_id,
                 question=_question(span.get("attributes") or {}),
                 explanation=str(result.get("explanation") or ""),
+                labels={name: str(label) for name in SCORES if (label := _label(rows.get(name))) is not None},
+                audit_verdict=_label(rows.get(AUDIT_VERDICT)),
+                human_verdict=_label(rows.get(HUMAN_VERDICT)),
             )
         )
     records.sort(key=lambda r: r.time or datetime.min.replace(tzinfo=timezone.utc))
     return records
+
+
+def _label(row: dict[str, Any] | None) -> str | None:
+    label = ((row or {}).get("result") or {}).get("label")
+    return str(label).strip().lower() if label is not None else None
 
 
 def phoenix_project_url(endpoint: str, project: str, *, api_key: str | None = None) -> str | None:

@@ -1,4 +1,4 @@
-"""What judging costs, per tier, and the hourly budget that stops heavy calls."""
+"""What judging costs, per tier, and the hourly budget that stops audits first, then heavy calls."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ class CostTracker:
     """
 
     WINDOW_S = 3600.0
+    #: Audits stop once this share of the hourly budget is spent, so what is left goes to the cascade itself:
+    #: the budget stops audits before it stops anything else.
+    AUDIT_SHARE = 0.8
 
     def __init__(self, *, budget_usd_per_hour: float | None = None) -> None:
         if budget_usd_per_hour is not None:
@@ -74,6 +77,13 @@ class CostTracker:
     def exhausted(self) -> bool:
         left = self.budget_left()
         return left is not None and left <= 0.0
+
+    def admits_audit(self) -> bool:
+        """Whether an audit may start: without a budget always; with one, while less than :attr:`AUDIT_SHARE`
+        of it is spent this hour."""
+        if self._budget is None:
+            return True
+        return self.spent_last_hour() < self._budget * self.AUDIT_SHARE
 
     def totals(self) -> dict[str, TierSpend]:
         with self._lock:

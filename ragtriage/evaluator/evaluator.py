@@ -8,6 +8,7 @@ decided, what each tier scored, and what it all cost.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
@@ -24,6 +25,7 @@ from typing import Any, Literal
 from opentelemetry import context as otel_context
 
 from ragtriage.checks.deterministic import DeterministicChecker, DeterministicReport
+from ragtriage.evaluator.audit import AgreementWindow, AuditOutcome, audit_chosen, audited_tier
 from ragtriage.evaluator.cache import Cache, MemoryCache, cache_key
 from ragtriage.evaluator.conversation import Turn, check_history, recent_turns
 from ragtriage.evaluator.cost import CostTracker
@@ -89,6 +91,12 @@ class _Case:
 
 #: One tier: a result ends the cascade; ``None`` passes the case to the next tier up.
 _Tier = Callable[[_Case], Awaitable["RAGEvaluationResult | None"]]
+#: Called with each finished audit (the Phoenix writer puts it on the trace as ``audit_verdict``).
+OnAudit = Callable[[AuditOutcome], Awaitable[None]]
+#: Audits running at once, at most, per evaluator; more are dropped and counted (``audits_dropped_busy``).
+MAX_AUDITS_IN_FLIGHT = 16
+#: How long :meth:`RAGEvaluator.aclose` lets running audits finish before it cancels them.
+_AUDIT_DRAIN_S = 10.0
 
 
 class RAGEvaluator:
@@ -114,6 +122,10 @@ class RAGEvaluator:
         citation_pattern: a regex of the app's citations (``r"\[(\d+)\]"``), checked against the contexts.
         escalation_margin: a score this close to its threshold escalates to the heavy judge.
         deterministic: your own :class:`~ragtriage.DeterministicChecker`.
+        audit_rate: share of the cheaper tiers' decisions (a free-tier ``fail``, a confident local judge) judged
+            again by the tier above (heavy, else local) in the background, to measure each tier's agreement
+            (:attr:`audits`); verdicts never change. 0 here: a direct caller gets exactly the calls it asked
+            for; :func:`ragtriage.instrument` and the workers take ``Config.audit_rate`` (0.05).
 
     Alerts are not the evaluator's: attach an :class:`~ragtriage.alerts.AlertManager` as an observer
     (``evaluator.add_observer(manager.observe)``), as :func:`ragtriage.instrument` does.
@@ -148,6 +160,7 @@ class RAGEvaluator:
         max_history_turns: int = 6,
         max_history_chars: int = 4000,
         history_size: int | None = None,
+        audit_rate: float = 0.0,
     ) -> None:
         if history_size is not None:
             warnings.warn(
@@ -162,6 +175,7 @@ class RAGEvaluator:
         _check_unit("sample_rate", sample_rate)
         _check_unit("confidence_threshold", confidence_threshold)
         _check_unit("escalation_margin", escalation_margin)
+        _check_unit("audit_rate", audit_rate)
         if thresholds is None:
             thresholds = RAGEvaluationThresholds()
         elif not isinstance(thresholds, RAGEvaluationThresholds):
@@ -213,10 +227,16 @@ class RAGEvaluator:
         def fresh_lock() -> None:  # a fork while another thread held the lock must not deadlock the child
             if (evaluator := ref()) is not None:
                 evaluator._lock = threading.Lock()
+                evaluator._audit_tasks = set()  # the parent's loop and its tasks are not the child's
 
         os.register_at_fork(after_in_child=fresh_lock)
         self._counts: Counter[str] = Counter()
         self._observers: list[Callable[[RAGEvaluationResult], None]] = []
+        self.audit_rate = float(audit_rate)
+        #: Each audited tier's agreement with its auditor (read by metrics, the alert rule and reports).
+        self.audits = AgreementWindow()
+        self._audit_observers: list[Callable[[AuditOutcome], None]] = []
+        self._audit_tasks: set[asyncio.Task[None]] = set()
         #: The cascade, cheapest first; the last tier always decides.
         self._tiers: tuple[_Tier, ...] = (
             self._cache_tier,
@@ -283,6 +303,26 @@ class RAGEvaluator:
         """Stop calling ``observer`` (e.g. one gate run's alerts, on an evaluator that outlives the run)."""
         self._observers.remove(observer)
 
+    def add_audit_observer(self, observer: Callable[[AuditOutcome], None]) -> None:
+        """Call ``observer`` with every finished audit (metrics); quick and non-blocking, like :meth:`add_observer`."""
+        if not callable(observer):
+            raise TypeError(f"observer must be callable, got {observer!r}")
+        self._audit_observers.append(observer)
+
+    @property
+    def auditor(self) -> Literal["heavy", "local"] | None:
+        """The tier that audits (heavy if configured, else local), or ``None``: nothing to audit with."""
+        if self.audit_rate <= 0:
+            return None
+        return "heavy" if self.heavy_judge is not None else "local" if self.local_judge is not None else None
+
+    async def drain_audits(self, timeout_s: float | None = None) -> None:
+        """Wait for the audits running on this loop (a test, a flush, shutting down)."""
+        loop = asyncio.get_running_loop()
+        mine = [t for t in self._audit_tasks if t.get_loop() is loop]
+        if mine:
+            await asyncio.wait(mine, timeout=timeout_s)
+
     def should_sample(self, key: str | bytes | int) -> bool:
         """Deterministic on ``key``: an int (a trace id) uses its low 64 bits like ``TraceIdRatioBased``,
         text a BLAKE2b hash, so every process and host makes the same decision."""
@@ -296,12 +336,16 @@ class RAGEvaluator:
         *,
         history: Sequence[Mapping[str, str]] | None = None,
         sample_key: str | bytes | int | None = None,
+        on_audit: OnAudit | None = None,
     ) -> RAGEvaluationResult:
         """Evaluate one sample; returns at once with ``sampled=False`` when the key is not sampled.
 
         ``history`` is the conversation before ``question`` (``{"role", "content"}`` turns, oldest first). Every
         tier reads its last turns (``max_history_turns``, ``max_history_chars``) to know what the question
-        refers to, never as evidence for the answer; the verdict cache keys on them too."""
+        refers to, never as evidence for the answer; the verdict cache keys on them too.
+
+        When the result is chosen for an audit (``audit_rate``), the audit runs afterwards as a task on this
+        loop, and ``on_audit`` is awaited with its outcome there; the result returned never waits for it."""
         question = _check_text("question", question)
         answer = _check_text("answer", answer)
         contexts = _check_contexts(contexts)
@@ -312,10 +356,11 @@ class RAGEvaluator:
             return RAGEvaluationResult(sampled=False, sample_key=_key_text(sample_key), question=question)
         token = otel_context.attach(otel_context.set_value(_SUPPRESS_KEY, True))
         try:
-            result = await self._cascade(question, answer, contexts, turns, _key_text(sample_key))
+            result, case = await self._cascade(question, answer, contexts, turns, _key_text(sample_key))
+            self._record(result)
+            self._maybe_audit(case, result, key, on_audit)  # the task copies the suppressed context
         finally:
             otel_context.detach(token)
-        self._record(result)
         return result
 
     def summary(self) -> dict[str, Any]:
@@ -337,6 +382,8 @@ class RAGEvaluator:
             "mean_latency_ms": (sum(r.eval_latency_ms for r in results) / len(results)) if results else None,
             "cache_hits": counts.get("cache_hit", 0),
             "cache_misses": counts.get("cache_miss", 0),
+            "audit_cost_usd": round(self.audits.cost_usd, 6),
+            "audits": {t: a.to_dict() for t, a in self.audits.snapshot().items() if a.audits or a.undecided},
         }
         for metric in SCORES:
             values = [v for r in results if (v := getattr(r, metric)) is not None]
@@ -344,7 +391,10 @@ class RAGEvaluator:
         return summary
 
     async def aclose(self) -> None:
-        """Close this loop's judge and cache connections."""
+        """Let this loop's audits finish (bounded), then close its judge and cache connections."""
+        await self.drain_audits(_AUDIT_DRAIN_S)
+        for task in [t for t in self._audit_tasks if t.get_loop() is asyncio.get_running_loop()]:
+            task.cancel()
         for resource in (self.local_judge, self.heavy_judge, self.cache):
             close = getattr(resource, "aclose", None)
             if close is not None:
@@ -360,7 +410,7 @@ class RAGEvaluator:
 
     async def _cascade(
         self, question: str, answer: str, contexts: list[str], history: list[Turn], sample_key: str | None
-    ) -> RAGEvaluationResult:
+    ) -> tuple[RAGEvaluationResult, _Case]:
         started = time.perf_counter()
         run = _Run()
         contexts = self._truncate(contexts, run)
@@ -382,7 +432,74 @@ class RAGEvaluator:
         judged = result.status == "ok" and result.tier in ("local", "heavy") and not result.error
         if case.cache_key is not None and judged:
             await self._cache_put(result, case.cache_key)
-        return result
+        return result, case
+
+    # -- audits -----------------------------------------------------------------------------------------
+
+    def _maybe_audit(
+        self, case: _Case, result: RAGEvaluationResult, key: str | bytes | int, on_audit: OnAudit | None
+    ) -> None:
+        if self.audit_rate <= 0:
+            return
+        auditor = audited_tier(result, has_local=self.local_judge is not None, has_heavy=self.heavy_judge is not None)
+        if auditor is None or not audit_chosen(_key_text(key) or "", self.audit_rate):
+            return
+        if len(self._audit_tasks) >= MAX_AUDITS_IN_FLIGHT:
+            self.audits.count("audits_dropped_busy")
+            return
+        task = asyncio.get_running_loop().create_task(self._audit(case, result, auditor, on_audit))
+        self._audit_tasks.add(task)
+        task.add_done_callback(self._audit_tasks.discard)
+
+    async def _audit(
+        self, case: _Case, result: RAGEvaluationResult, auditor: Literal["local", "heavy"], on_audit: OnAudit | None
+    ) -> None:
+        assert result.tier is not None  # audited_tier() chose a decided result
+        outcome = AuditOutcome(result.sample_key, result.tier, result.verdict, auditor, None)
+        judge = self.heavy_judge if auditor == "heavy" else self.local_judge
+        assert judge is not None
+        if not self.cost_tracker.admits_audit():
+            outcome = replace(outcome, status="budget_exhausted", detail="audits stop first when the budget runs low")
+        else:
+            try:
+                # the auditor reads the conversation the audited tier read, or it would judge another question
+                extra: dict[str, Any] = {"history": case.history} if case.history and _accepts(judge, "history") else {}
+                verdict = await judge.judge(
+                    case.question, case.answer, case.contexts, verify_claims=auditor == "heavy", **extra
+                )
+            except JudgeError as exc:
+                usage = exc.usage
+                outcome = replace(
+                    outcome, status="judge_error", cost_usd=usage.cost_usd, latency_ms=usage.latency_ms,
+                    detail=exc.reason,
+                )  # fmt: skip
+            except Exception as exc:  # a third-party Judge broke its contract: still never a verdict
+                logger.exception("ragtriage: the %s judge raised instead of JudgeError in an audit", auditor)
+                outcome = replace(outcome, status="judge_error", detail=f"{type(exc).__name__}: {exc}")
+            else:
+                usage = verdict.usage
+                outcome = replace(
+                    outcome,
+                    audit_verdict=verdict_for(_metrics(verdict), self.thresholds),
+                    cost_usd=usage.cost_usd,
+                    latency_ms=usage.latency_ms,
+                    faithfulness=verdict.faithfulness,
+                    detail=verdict.output.reasons.strip(),
+                )
+            self.cost_tracker.record("audit", usd=outcome.cost_usd)
+        self.audits.add(outcome)
+        for observer in self._audit_observers:
+            try:
+                observer(outcome)
+            except Exception:
+                self._count("observer_error")
+                logger.exception("ragtriage: audit observer %r failed", observer)
+        if on_audit is not None:
+            try:
+                await on_audit(outcome)
+            except Exception as exc:
+                self.audits.count("audits_write_failed")
+                logger.debug("ragtriage: writing an audit failed: %r", exc)
 
     async def _cache_tier(self, case: _Case) -> RAGEvaluationResult | None:
         if case.cache_key is None:

@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 #: before every score's (``answer`` < ``answer_quality``), so it is what a reviewer sees first.
 VERDICT = "answer"
 TIER = "eval_tier"
+#: The auditing tier's verdict on an audited trace (docs/audit.md).
+AUDIT_VERDICT = "audit_verdict"
+#: A reviewer's label, set in the Phoenix UI (annotator kind HUMAN) and read by ``calibrate --from-phoenix``.
+HUMAN_VERDICT = "human_verdict"
 #: No such route (404, 405, 501: a Phoenix before the API) or no permission (401, 403): not worth retrying.
 _UNSUPPORTED = frozenset({404, 405, 501, 401, 403})
 #: The verdict's score, so Phoenix's annotation charts plot the pass rate; "uncertain" has none: it is not halfway.
@@ -54,6 +58,25 @@ def annotation_configs() -> list[dict[str, Any]]:
             "description": "ragtriage's verdict on the answer",
             "optimization_direction": "MAXIMIZE",
             "values": [{"label": v, "score": VERDICT_SCORES.get(v)} for v in get_args(Verdict)],
+        }
+    )
+    configs.append(
+        {
+            "name": AUDIT_VERDICT,
+            "type": "CATEGORICAL",
+            "description": "the verdict of the tier that audited a cheaper tier's decision (the decision stands)",
+            "optimization_direction": "MAXIMIZE",
+            "values": [{"label": v, "score": VERDICT_SCORES.get(v)} for v in get_args(Verdict)],
+        }
+    )
+    configs.append(
+        {
+            "name": HUMAN_VERDICT,
+            "type": "CATEGORICAL",
+            "description": "a reviewer's label: does the answer hold up against its contexts? (ragtriage calibrate "
+            "--from-phoenix measures every tier against it)",
+            "optimization_direction": "MAXIMIZE",
+            "values": [{"label": label, "score": VERDICT_SCORES[label]} for label in ("pass", "fail")],
         }
     )
     labels = [*TIERS, *(s for s in get_args(Status) if s != "ok")]  # the writer's label: tier, else status

@@ -20,6 +20,8 @@ Per evaluation:
   span: they score only what they fail, and a chart of those alone would
   average the failures;
 * per-document relevance as document annotations on the retriever spans;
+* later, for an audited sample, the auditor's verdict as ``audit_verdict`` on the same span and trace
+  (:func:`audit_annotations`);
 * once per writer: the annotation configs (:mod:`.annotation_configs`) and the
   project's id for links (:mod:`.links`), neither of which can fail a write.
 
@@ -60,8 +62,9 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, TraceFlags,
 
 from ragtriage._log_hygiene import own_http, redact
 from ragtriage.errors import WriteBackFailed
+from ragtriage.evaluator.audit import AuditOutcome
 from ragtriage.evaluator.results import RAGEvaluationResult
-from ragtriage.export.annotation_configs import TIER, VERDICT, VERDICT_SCORES, AnnotationConfigs
+from ragtriage.export.annotation_configs import AUDIT_VERDICT, TIER, VERDICT, VERDICT_SCORES, AnnotationConfigs
 from ragtriage.export.links import ProjectLinks
 from ragtriage.export.sessions import session_annotations
 from ragtriage.intake.extraction import OWN_SPAN
@@ -143,6 +146,35 @@ def span_annotations(sample: RAGSample, result: RAGEvaluationResult) -> list[dic
         }
     )
     return rows
+
+
+def audit_annotations(sample: RAGSample, outcome: AuditOutcome) -> list[dict[str, Any]]:
+    """The ``audit_verdict`` span annotation of one audit; none when the auditor gave no verdict (an error, the
+    budget): the trace then carries nothing that could be read as one."""
+    if outcome.audit_verdict is None:
+        return []
+    metadata = {
+        "audited_tier": outcome.tier,
+        "verdict": outcome.verdict,
+        "auditor": outcome.auditor,
+        "agrees": outcome.agrees,
+        "status": outcome.status,
+        "cost_usd": outcome.cost_usd,
+        "sample_id": sample.sample_id,
+    }
+    result: dict[str, Any] = {"label": outcome.audit_verdict, "explanation": outcome.detail[:_EXPLANATION_CHARS]}
+    if outcome.audit_verdict in VERDICT_SCORES:
+        result["score"] = VERDICT_SCORES[outcome.audit_verdict]
+    return [
+        {
+            "span_id": f"{sample.root_span_id:016x}",
+            "name": AUDIT_VERDICT,
+            "annotator_kind": "LLM",
+            "identifier": f"ragtriage:{sample.sample_id}",
+            "result": result,
+            "metadata": metadata,
+        }
+    ]
 
 
 def trace_annotations(sample: RAGSample, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -274,6 +306,16 @@ class PhoenixWriter:
         with own_http(self._api_key):
             await self._post("/v1/session_annotations", session_annotations(score, self.base_url))
         self.counts["session_writes"] += 1
+
+    async def write_audit(self, sample: RAGSample, outcome: AuditOutcome) -> None:
+        """Put an audit's verdict on the evaluated root span and its trace (after :meth:`write`, so no wait)."""
+        rows = audit_annotations(sample, outcome)
+        if not rows:
+            return
+        with own_http(self._api_key):
+            sync = await self._post("/v1/span_annotations", rows)
+            await self._post("/v1/trace_annotations", trace_annotations(sample, rows), sync=sync)
+        self.counts["audits_written"] += 1
 
     def _emit_span(self, sample: RAGSample, result: RAGEvaluationResult, annotations: list[dict[str, Any]]) -> None:
         target = SpanContext(

@@ -12,16 +12,16 @@ import asyncio
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from ragtriage.dashboards.agreement import human_agreement, labelled, prediction
+from ragtriage.dashboards.sources import EvalRecord
 from ragtriage.evaluator import RAGEvaluator
 from ragtriage.evaluator.calibration import Calibration, load_calibration
 from ragtriage.gate.budget import BudgetGuard
 from ragtriage.gate.datasets import Item
 from ragtriage.judges.base import Judge, JudgeError
-
-Prediction = Literal["hallucinated", "faithful", "undecided"]
-PREDICTIONS: tuple[Prediction, ...] = ("hallucinated", "faithful", "undecided")
+from ragtriage.stats import Prediction, TierStats, empty_confusion
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,49 +31,8 @@ class TierScore:
     confidence: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class TierStats:
-    """Confusion counts ``confusion[label][prediction]`` and the rates built from them."""
-
-    tier: str
-    confusion: dict[str, dict[str, int]]
-
-    def _c(self, label: str, pred: str) -> int:
-        return self.confusion[label][pred]
-
-    @property
-    def n(self) -> int:
-        return sum(sum(row.values()) for row in self.confusion.values())
-
-    @property
-    def decided(self) -> int:
-        return self.n - self._c("hallucinated", "undecided") - self._c("faithful", "undecided")
-
-    def metrics(self) -> dict[str, float | int | None]:
-        tp, fn = self._c("hallucinated", "hallucinated"), self._c("hallucinated", "faithful")
-        fp, tn = self._c("faithful", "hallucinated"), self._c("faithful", "faithful")
-        positives = tp + fn + self._c("hallucinated", "undecided")
-        d = tp + fn + fp + tn
-        kappa = None
-        if d:
-            po = (tp + tn) / d
-            pe = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / (d * d)
-            kappa = round((po - pe) / (1 - pe), 4) if pe < 1 else None
-        return {
-            "n": self.n,
-            "decided": d,
-            "coverage": round(d / self.n, 4) if self.n else None,
-            "accuracy": round((tp + tn) / d, 4) if d else None,
-            "precision": round(tp / (tp + fp), 4) if tp + fp else None,
-            "recall": round(tp / positives, 4) if positives else None,
-            "kappa": kappa,
-        }
-
-
 def tier_stats(tier: str, items: Sequence[Item], scores: Sequence[TierScore]) -> TierStats:
-    confusion: dict[str, dict[str, int]] = {
-        label: dict.fromkeys(PREDICTIONS, 0) for label in ("hallucinated", "faithful")
-    }
+    confusion = empty_confusion()
     for item, s in zip(items, scores, strict=True):
         confusion["hallucinated" if item.is_hallucination else "faithful"][s.prediction] += 1
     return TierStats(tier, confusion)
@@ -219,4 +178,40 @@ def calibrate(
     return CalibrationReport(target_precision, tiers, faith, conf, notes)
 
 
-__all__ = ["Calibration", "CalibrationReport", "calibrate", "load_calibration"]
+def calibrate_from_records(
+    records: Sequence[EvalRecord], *, target_precision: float = 0.9, source: str = "Phoenix"
+) -> CalibrationReport:
+    """Calibration from production: ragtriage's own annotations against reviewers' ``human_verdict`` labels.
+
+    Agreement per deciding tier (and ``all``), per metric (``metric:<name>``, the metric's own pass/fail) and
+    for the auditor; the faithfulness threshold recommended from the labelled traces' faithfulness scores (the
+    score of the tier that decided each). The confidence threshold is not recommended: the annotations do not
+    carry the local judge's confidence (``calibrate --labels`` measures it)."""
+    people = labelled(records)
+    agreement = human_agreement(records)
+    tiers = {
+        **agreement["tiers"],
+        **{f"metric:{name}": stats for name, stats in agreement["metrics"].items()},
+        **agreement["auditor"],
+    }
+    notes = [f"{len(people)} human-labelled traces of {len(records)} evaluated ones in {source}"]
+    scored = [r for r in people if r.scores.get("faithfulness") is not None]
+    items = [
+        Item(id=r.span_id or str(i), question=r.question, contexts=(), answer="", label=r.human_verdict or "",
+             category="phoenix")
+        for i, r in enumerate(scored)
+    ]  # fmt: skip
+    scores = [TierScore(prediction(r.verdict), r.scores["faithfulness"]) for r in scored]
+    faith, p, r = recommend_threshold(items, scores, target_precision)
+    if not people:
+        notes.append("no trace has a human_verdict label yet: nothing to measure or recommend")
+    elif faith is None:
+        notes.append(f"no faithfulness threshold reaches precision {target_precision:.0%} on the labelled traces")
+    else:
+        assert p is not None and r is not None
+        notes.append(f"faithfulness < {faith} on {len(scored)} labelled traces: precision {p:.1%}, recall {r:.1%}")
+    notes.append("confidence_threshold not recommended: the annotations carry no local-judge confidence")
+    return CalibrationReport(target_precision, tiers, faith, None, notes)
+
+
+__all__ = ["Calibration", "CalibrationReport", "TierStats", "calibrate", "calibrate_from_records", "load_calibration"]

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -103,9 +105,26 @@ def _load(path: Path) -> list[Any]:
         raise typer.Exit(2) from None
 
 
+def _load_phoenix(name: str) -> list[Any]:
+    from ragtriage.gate.phoenix_datasets import load_phoenix_dataset
+
+    config = Config.from_env()
+    try:
+        return load_phoenix_dataset(config.endpoint, name, api_key=config.phoenix_api_key)
+    except (DatasetError, httpx.HTTPError) as exc:
+        _err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
 def synth(
-    source: Path = typer.Argument(..., help="A JSONL dataset, or a folder of .txt/.md documents."),
-    output: Path = typer.Option(..., "--output", "-o", help="Where to write the adversarial JSONL."),
+    source: Path | None = typer.Argument(None, help="A JSONL dataset, or a folder of .txt/.md documents."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Where to write the adversarial JSONL."),
+    from_phoenix_dataset: str | None = typer.Option(
+        None,
+        "--from-phoenix-dataset",
+        metavar="NAME",
+        help="Instead of SOURCE: this Phoenix dataset's items; the variants are added to it (and to -o if given).",
+    ),
     kinds: str = typer.Option("", "--kinds", help="Comma-separated perturbations (default: all)."),
     per_kind: int | None = typer.Option(None, "--per-kind", min=1, help="At most this many items per perturbation."),
     include_originals: bool = typer.Option(False, "--include-originals", help="Also write the source rows."),
@@ -115,10 +134,22 @@ def synth(
     heavy_url: str | None = HEAVY_URL,
     heavy_model: str | None = HEAVY_MODEL,
 ) -> None:
-    """Build an adversarial test set: labelled perturbations (no LLM), or LLM-written questions from documents."""
+    """Build an adversarial test set: labelled perturbations (no LLM), or LLM-written questions from documents.
+
+    Example::
+
+        ragtriage synth golden.jsonl -o adversarial.jsonl --per-kind 20
+        ragtriage synth --from-phoenix-dataset prod-failures   # variants added to the dataset itself
+    """
     from ragtriage.gate.synth import synthesize
 
-    if source.is_dir():
+    if (source is None) == (from_phoenix_dataset is None):
+        raise typer.BadParameter("give SOURCE or --from-phoenix-dataset NAME (one of them)")
+    if source is not None and output is None:
+        raise typer.BadParameter("--output is needed with SOURCE", param_hint="--output")
+    if from_phoenix_dataset is not None:
+        originals = _load_phoenix(from_phoenix_dataset)
+    elif source is not None and source.is_dir():
         from ragtriage.gate.synth_llm import generate_questions, load_documents
 
         config = _config(local_url, local_model, heavy_url, heavy_model)
@@ -136,24 +167,40 @@ def synth(
             _err.print(f"rejected {count}: {reason}")
         originals = generated.items
     else:
+        assert source is not None
         originals = _load(source)
     chosen = [k.strip() for k in kinds.split(",") if k.strip()] or None
     try:
         report = synthesize(originals, kinds=chosen, per_kind=per_kind, seed=seed)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--kinds") from None
-    rows = ([*originals] if include_originals or source.is_dir() else []) + report.items
-    written = write_dataset(output, rows)
+    generated_rows = source is not None and source.is_dir()
+    rows = ([*originals] if include_originals or generated_rows else []) + report.items
+    if output is not None:
+        written = write_dataset(output, rows)
+        typer.echo(f"wrote {written} items to {output}")
+    if from_phoenix_dataset is not None and report.items:
+        from ragtriage.gate.phoenix_datasets import push_items
+
+        config = Config.from_env()
+        try:
+            push_items(config.endpoint, from_phoenix_dataset, report.items, api_key=config.phoenix_api_key)
+        except DatasetError as exc:
+            _err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        typer.echo(f"added {len(report.items)} adversarial variants to Phoenix dataset {from_phoenix_dataset}")
     for kind in report.made.keys() | report.not_applicable.keys() | report.leaked.keys():
         _err.print(
             f"{kind}: {report.made[kind]} made, {report.not_applicable[kind]} not applicable,"
             f" {report.leaked[kind]} dropped for context leakage"
         )
-    typer.echo(f"wrote {written} items to {output}")
 
 
 def ci(
-    dataset: Path = typer.Option(..., "--dataset", help="Labelled JSONL dataset."),
+    dataset: Path | None = typer.Option(None, "--dataset", help="Labelled JSONL dataset."),
+    phoenix_dataset: str | None = typer.Option(
+        None, "--phoenix-dataset", metavar="NAME", help="Instead of --dataset: a Phoenix dataset (dataset push)."
+    ),
     n: int = typer.Option(50, "--n", min=1, help="Items to evaluate (stratified across categories)."),
     adversarial_share: float = typer.Option(0.3, "--adversarial-share", min=0.0, max=1.0),
     budget_usd: float | None = typer.Option(None, "--budget-usd", min=0.0, help="Stop before spending more."),
@@ -189,7 +236,10 @@ def ci(
 
         ragtriage ci --dataset golden.jsonl --n 100 --budget-usd 0.50 --time-limit 10m --min-pass-rate 0.8
         ragtriage ci --dataset golden.jsonl --n 500 --batch --batch-wait 2h   # heavy judge at batch prices
+        ragtriage ci --phoenix-dataset prod-failures --n 200 --min-detection 0.9
     """
+    if (dataset is None) == (phoenix_dataset is None):
+        raise typer.BadParameter("give --dataset FILE or --phoenix-dataset NAME (one of them)")
     from ragtriage.gate.output import markdown, write_junit
     from ragtriage.gate.runner import GateConfig, evaluate_gates, load_baseline, report_json, stratified_sample
 
@@ -201,7 +251,8 @@ def ci(
         except ValueError as exc:
             _err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
-    sample, notes = stratified_sample(_load(dataset), n, adversarial_share=adversarial_share, seed=seed)
+    items = _load(dataset) if dataset is not None else _load_phoenix(phoenix_dataset or "")
+    sample, notes = stratified_sample(items, n, adversarial_share=adversarial_share, seed=seed)
     runtime = _runtime(local_url, local_model, heavy_url, heavy_model, send_alerts=send_alerts)
     evaluator = runtime.evaluator
     assert evaluator is not None
@@ -249,7 +300,16 @@ async def _run(runtime: Runtime, sample: list[Any], budget: float | None, limit:
 
 
 def calibrate(
-    labels: Path = typer.Option(..., "--labels", help="JSONL dataset with human labels."),
+    labels: Path | None = typer.Option(None, "--labels", help="JSONL dataset with human labels."),
+    from_phoenix: str | None = typer.Option(
+        None,
+        "--from-phoenix",
+        metavar="PROJECT",
+        help="Instead of --labels: this Phoenix project's human_verdict labels against ragtriage's own annotations.",
+    ),
+    since: str | None = typer.Option(
+        None, "--since", help="With --from-phoenix: traces started since an ISO date/time or a duration ago (7d, 12h)."
+    ),
     output: Path = typer.Option(Path("ragtriage-calibration.json"), "--output", "-o"),
     target_precision: float = typer.Option(0.9, "--target-precision", min=0.0, max=1.0),
     budget_usd: float | None = typer.Option(
@@ -267,14 +327,24 @@ def calibrate(
 ) -> None:
     """Measure each tier against human labels and recommend thresholds; writes a file RAGEvaluator loads.
 
+    With ``--labels``, every tier judges every labelled item; with ``--from-phoenix``, the labels reviewers set
+    in Phoenix (``human_verdict``) are compared with what ragtriage already decided in production: no judge call.
+
     Example::
 
         ragtriage calibrate --labels labelled.jsonl --target-precision 0.95 --budget-usd 2 -o calibration.json
         ragtriage calibrate --labels labelled.jsonl --batch -o calibration.json   # heavy judge at batch prices
+        ragtriage calibrate --from-phoenix my-app --since 30d -o calibration.json
         RAGTRIAGE_CALIBRATION_FILE=calibration.json ragtriage worker ...
     """
-    from rich.table import Table
-
+    if (labels is None) == (from_phoenix is None):
+        raise typer.BadParameter("give --labels FILE or --from-phoenix PROJECT (one of them)")
+    if from_phoenix is not None:
+        _calibrate_from_phoenix(from_phoenix, since, output, target_precision)
+        return
+    if since is not None:
+        raise typer.BadParameter("--since goes with --from-phoenix", param_hint="--since")
+    assert labels is not None
     from ragtriage.gate.calibration import calibrate as run_calibration
     from ragtriage.gate.calibration import collect
 
@@ -297,28 +367,117 @@ def calibrate(
     report = run_calibration(
         items, scores, target_precision=target_precision, current=evaluator.thresholds.faithfulness
     )
+    extra = [*alert_notes(runtime, send_alerts), *([batched.note()] if batched else [])]
+    _write_calibration(report, extra, output)
+
+
+def _calibrate_from_phoenix(project: str, since: str | None, output: Path, target_precision: float) -> None:
+    from ragtriage.dashboards.sources import records_from_phoenix
+    from ragtriage.gate.calibration import calibrate_from_records
+
+    config = Config.from_env()
+    start = parse_since(since) if since else None
+    try:
+        records = records_from_phoenix(config.endpoint, project, api_key=config.phoenix_api_key, since=start)
+    except Exception as exc:
+        _err.print(f"[red]error:[/red] could not read project {project!r} from Phoenix at {config.endpoint}: {exc}")
+        raise typer.Exit(2) from None
+    source = f"Phoenix project {project}" + (f" since {start:%Y-%m-%d %H:%M} UTC" if start else "")
+    _write_calibration(calibrate_from_records(records, target_precision=target_precision, source=source), [], output)
+
+
+def _write_calibration(report: Any, extra_notes: list[str], output: Path) -> None:
+    from rich.table import Table
+
     data = report.to_dict()
     output.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    table = Table("tier", "n", "decided", "accuracy", "precision", "recall", "kappa", title="agreement with labels")
+    columns = ("n", "decided", "accuracy", "precision", "recall", "kappa")
+    table = Table("tier", *columns, title="agreement with labels (precision/recall of fail, 95% intervals)")
     for tier, m in data["tiers"].items():
-        table.add_row(
-            tier,
-            *(
-                ("-" if m[k] is None else str(m[k]))
-                for k in ("n", "decided", "accuracy", "precision", "recall", "kappa")
-            ),
-        )
+        table.add_row(tier, *(_cell(m[k], m.get(f"{k}_interval")) for k in columns))
     console = Console()
     console.print(table)
     for tier, m in data["tiers"].items():
-        console.print(f"{tier} confusion (label -> prediction): {json.dumps(m['confusion'])}")
-    for note in [*report.notes, *alert_notes(runtime, send_alerts), *([batched.note()] if batched else [])]:
+        console.print(f"{tier} confusion (label -> prediction): {json.dumps(m['confusion'])}", markup=False)
+    for note in [*report.notes, *extra_notes]:
         console.print(f"- {note}", markup=False)
     console.print(f"wrote {output}", markup=False)
 
 
+def _cell(value: Any, interval: list[float] | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value} [{interval[0]}, {interval[1]}]" if interval else str(value)
+
+
+def parse_since(text: str) -> datetime:
+    """``2026-11-01``, ``2026-11-01T08:00``, or a duration ago (``7d``, ``12h``, ``90m``) -> a UTC datetime."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
+    if match:
+        seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+        return datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"not a date or a duration: {text!r} (use 2026-11-01 or 7d)") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+dataset_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Production traces into Phoenix datasets.")
+
+
+@dataset_app.command("push")
+def dataset_push(
+    project: str = typer.Argument(..., help="The Phoenix project whose evaluated traces to push."),
+    name: str = typer.Option(..., "--name", help="The Phoenix dataset to add them to (created if absent)."),
+    verdict: list[str] = typer.Option([], "--verdict", help="Only this verdict (pass, fail, uncertain); repeatable."),
+    tier: list[str] = typer.Option([], "--tier", help="Only traces this tier decided; repeatable."),
+    disagree: str | None = typer.Option(
+        None, "--disagree", help="Only traces whose verdict the auditor, a human, or either (any) contradicts."
+    ),
+    since: str | None = typer.Option(None, "--since", help="Traces started since an ISO date/time or 7d, 12h ago."),
+    until: str | None = typer.Option(None, "--until", help="... and until this date/time or duration ago."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="At most this many (the most recent)."),
+) -> None:
+    """Add a project's evaluated traces to a Phoenix dataset, each linked to its source span and labelled
+    (a reviewer's human_verdict where there is one, else the auditor's, else ragtriage's verdict).
+
+    Example::
+
+        ragtriage dataset push my-app --name prod-failures --verdict fail --since 7d
+        ragtriage dataset push my-app --name disputed --disagree human
+        ragtriage ci --phoenix-dataset prod-failures --n 100 --min-detection 0.9
+    """
+    from ragtriage.gate.phoenix_datasets import DISAGREEMENTS, TraceFilter, push_traces
+
+    if disagree is not None and disagree not in DISAGREEMENTS:
+        raise typer.BadParameter(f"use one of {', '.join(DISAGREEMENTS)}", param_hint="--disagree")
+    where = TraceFilter(
+        verdicts=frozenset(verdict),
+        tiers=frozenset(tier),
+        disagree=disagree,  # checked above
+        since=parse_since(since) if since else None,
+        until=parse_since(until) if until else None,
+        limit=limit,
+    )
+    config = Config.from_env()
+    try:
+        report = push_traces(config.endpoint, project, name, where, api_key=config.phoenix_api_key)
+    except (DatasetError, LookupError, httpx.HTTPError) as exc:
+        _err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    for reason, count in report.skipped.items():
+        _err.print(f"skipped {count}: {reason}")
+    typer.echo(
+        f"{report.matched} traces matched; added {report.pushed} to Phoenix dataset {name} ({report.created} new)"
+    )
+    if not report.pushed:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``synth``, ``ci`` and ``calibrate`` to the ``ragtriage`` CLI."""
+    """Add ``synth``, ``ci``, ``calibrate`` and ``dataset push`` to the ``ragtriage`` CLI."""
     app.command()(synth)
     app.command()(ci)
     app.command()(calibrate)
+    app.add_typer(dataset_app, name="dataset")

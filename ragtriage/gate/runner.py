@@ -19,8 +19,8 @@ from typing import Any
 from ragtriage.evaluator import RAGEvaluator
 from ragtriage.gate.budget import BudgetGuard
 from ragtriage.gate.datasets import Item
-from ragtriage.gate.stats import bootstrap_mean_diff, newcombe, wilson
 from ragtriage.gate.synth import synthesize
+from ragtriage.stats import bootstrap_mean_diff, newcombe, wilson
 
 #: Rates compared with a baseline: name -> (numerator key, denominator key) in :func:`counts`.
 RATES: dict[str, tuple[str, str]] = {

@@ -79,7 +79,7 @@ def _with(item: Item, kind: str, **changes: object) -> Item:
 
 def number_swap(item: Item, rng: random.Random, pool: Sequence[Item]) -> Item | None:
     """Change a number of a faithful answer to one that appears in no context: hallucinated."""
-    if item.label != "faithful":
+    if item.is_hallucination:
         return None
     known = set(_NUMBER.findall(_text(item)))
     for match in _NUMBER.finditer(item.answer):
@@ -100,7 +100,7 @@ def number_swap(item: Item, rng: random.Random, pool: Sequence[Item]) -> Item | 
 
 def date_swap(item: Item, rng: random.Random, pool: Sequence[Item]) -> Item | None:
     """Move a month or a year of a faithful answer to one no context mentions: hallucinated."""
-    if item.label != "faithful":
+    if item.is_hallucination:
         return None
     text = _text(item)
     month = _MONTH.search(item.answer)
@@ -133,7 +133,7 @@ def _entities(text: str) -> list[str]:
 
 def entity_swap(item: Item, rng: random.Random, pool: Sequence[Item]) -> Item | None:
     """Replace a name in a faithful answer with a name from another item that this item's texts lack."""
-    if item.label != "faithful":
+    if item.is_hallucination:
         return None
     mine = [e for e in _entities(" " + item.answer) if e in "\n".join(item.contexts)]
     if not mine:
@@ -153,7 +153,7 @@ def entity_swap(item: Item, rng: random.Random, pool: Sequence[Item]) -> Item | 
 
 def negation_flip(item: Item, rng: random.Random, pool: Sequence[Item]) -> Item | None:
     """Negate (or un-negate) the first auxiliary verb of a faithful answer: hallucinated."""
-    if item.label != "faithful":
+    if item.is_hallucination:
         return None
     contracted = _CONTRACTED.search(item.answer)
     match = contracted or _NEGATABLE.search(item.answer)
@@ -172,7 +172,7 @@ def negation_flip(item: Item, rng: random.Random, pool: Sequence[Item]) -> Item 
 
 def unsupported_claim(item: Item, rng: random.Random, pool: Sequence[Item]) -> Item | None:
     """Append a claim with a made-up name and number to a faithful answer: hallucinated."""
-    if item.label != "faithful":
+    if item.is_hallucination:
         return None
     text = _text(item).lower()
     claims = [c for c in _CLAIMS if not any(w.lower() in text for w in re.findall(r"[A-Z][a-z]{4,}", c))]
@@ -209,7 +209,7 @@ def _support_index(item: Item) -> int:
 
 def unanswerable(item: Item, rng: random.Random, pool: Sequence[Item]) -> Item | None:
     """Replace the passage that supports a faithful answer with another item's passage: unanswerable."""
-    if item.label != "faithful" or not item.contexts:
+    if item.is_hallucination or not item.contexts:
         return None
     passage = _distractor(item, rng, pool)
     if passage is None:
