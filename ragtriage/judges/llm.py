@@ -23,7 +23,7 @@ from ragtriage.judges.fleet import Fleet, Server
 from ragtriage.judges.parsing import parse_judge_output
 from ragtriage.judges.pricing import published_prices
 from ragtriage.judges.prompts import PROMPT_VERSION, build_messages
-from ragtriage.judges.schema import output_json_schema
+from ragtriage.judges.schema import ask_for_schema, output_json_schema
 
 logger = logging.getLogger(__name__)
 
@@ -172,14 +172,9 @@ class LLMJudge:
             "temperature": temperature,
             "max_tokens": self.max_tokens,
         }
-        schema = output_json_schema(verify_claims=verify_claims)
-        if self.structured_output == "json_schema":
-            request["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "rag_judgement", "schema": schema, "strict": True},
-            }
-        elif self.structured_output == "vllm":
-            request["structured_outputs"] = {"json": schema}
+        ask_for_schema(
+            request, self.structured_output, "rag_judgement", output_json_schema(verify_claims=verify_claims)
+        )
         return request
 
     def _body(self, messages: list[dict[str, str]], *, verify_claims: bool, temperature: float) -> bytes:

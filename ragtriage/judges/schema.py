@@ -77,3 +77,18 @@ def output_json_schema(*, verify_claims: bool) -> dict[str, Any]:
         "required": list(properties),
         "additionalProperties": False,
     }
+
+
+def ask_for_schema(request: dict[str, Any], structured_output: str, name: str, schema: dict[str, Any]) -> bool:
+    """Add to ``request`` the field by which the server keeps its output to ``schema``: OpenAI's strict
+    ``response_format`` or vLLM's ``structured_outputs``. False for ``"none"``: the prompt alone asks for it."""
+    if structured_output == "json_schema":
+        request["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": name, "schema": schema, "strict": True},
+        }
+    elif structured_output == "vllm":
+        request["structured_outputs"] = {"json": schema}
+    else:
+        return False
+    return True

@@ -19,6 +19,7 @@ from ragtriage.judges.base import JudgeError, JudgeUsage
 from ragtriage.judges.llm import LLMJudge
 from ragtriage.judges.parsing import extract_json_object
 from ragtriage.judges.prompts import fence
+from ragtriage.judges.schema import ask_for_schema
 
 SESSION_PROMPT_VERSION = "1"
 
@@ -96,13 +97,7 @@ class SessionJudge:
             "temperature": judge.temperature,
             "max_tokens": judge.max_tokens,
         }
-        if judge.structured_output == "json_schema":
-            request["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "session_resolution", "schema": SCHEMA, "strict": True},
-            }
-        elif judge.structured_output == "vllm":
-            request["structured_outputs"] = {"json": SCHEMA}
+        ask_for_schema(request, judge.structured_output, "session_resolution", SCHEMA)
         first = turns[0]["content"] if turns else ""
         return await judge.exchange(json.dumps(request).encode(), judge.fleet.order(first, "", ()), self._read)
 

@@ -15,6 +15,7 @@ from ragtriage.errors import TransportError
 from ragtriage.judges._transport import ConnectionPool, Origin, error_message, timeout
 from ragtriage.judges.base import JudgeError
 from ragtriage.judges.llm import LLMJudge, StructuredOutput
+from ragtriage.judges.schema import ask_for_schema
 
 #: Context a judge call needs by default: ~900 prompt tokens for 2 KB of contexts, a few thousand for long
 #: ones, plus the reply (``max_tokens`` 1024).
@@ -165,14 +166,7 @@ async def _probe(pool: ConnectionPool, judge: LLMJudge, auth: tuple[bytes, ...],
         "max_tokens": 40,
         "temperature": 0.0,
     }
-    if judge.structured_output == "json_schema":
-        body["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "ragtriage_probe", "schema": _PROBE_SCHEMA, "strict": True},
-        }
-    elif judge.structured_output == "vllm":
-        body["structured_outputs"] = {"json": _PROBE_SCHEMA}
-    else:
+    if not ask_for_schema(body, judge.structured_output, "ragtriage_probe", _PROBE_SCHEMA):
         return Finding(step, True, "structured_output='none': the schema is asked for in the prompt only")
     async with timeout(timeout_s):
         response = await pool.request(b"POST", "/chat/completions", json.dumps(body).encode(), auth)
