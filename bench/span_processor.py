@@ -13,8 +13,8 @@ background thread (b) or in a child process, as instrument(evaluate_in="process"
 1.0 with a local LLM judge that never answers (a hung judge: the queue fills and later samples are
 dropped); (d, dp) at 0.1 with a live local LLM judge (a loopback JudgeServer in its own process that
 answers at once); (da) as (d), every decision also audited by a heavy judge (the same loopback server):
-audits must add nothing to the app thread. The app is a loop of 3-span OpenInference RAG traces (CHAIN
-root, RETRIEVER, LLM) on this, the app's, thread; each timed window (--window seconds) follows an untimed warm-up longer
+audits must add nothing to the app thread. The app is a loop of 3-span OpenInference RAG traces (CHAIN root,
+RETRIEVER, LLM) on this, the app's, thread; each timed window (--window seconds) follows an untimed warm-up longer
 than the processor's poll, so the background work that lands in the window is its own traffic's.
 Every round times each configuration once, in shuffled order; each is compared with the same round's
 baseline, and the median ratio over the rounds is reported with a 95% bootstrap confidence interval
