@@ -147,7 +147,7 @@ def test_a_trace_split_over_two_services_is_evaluated_whole_and_lands_on_its_glo
         )  # fmt: skip
         ids = json.loads(gateway.stdout.strip().splitlines()[-1])
         root = int(ids["root_span_id"], 16)
-        retriever.send_signal(signal.SIGTERM)  # its spans were exported with each request (batch flush on exit)
+        retriever.send_signal(signal.SIGTERM)  # it flushed its spans before answering
         retriever.wait(30)
         wait_until(lambda: "faithfulness" in annotations(phoenix, project, root), timeout_s=60, what="the scores")
         rows = annotations(phoenix, project, root)
