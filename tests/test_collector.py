@@ -22,7 +22,8 @@ import pytest
 import uvicorn
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -74,10 +75,10 @@ def collector(forward: str | None, *, buffer_bytes: int = 1 << 20, retries: int 
     return Collector(samples.pipeline, forwarder, assembler, tick_s=0.05), samples
 
 
-def exported_rag_trace(question: str = QUESTION) -> list:
-    """The spans of one RAG trace, as the SDK's exporter would send them."""
+def exported_rag_trace(question: str = QUESTION, project: str | None = None) -> list[ReadableSpan]:
+    """The spans of one RAG trace, as the SDK's exporter would send them (of Phoenix project ``project``)."""
     memory = InMemorySpanExporter()
-    provider = TracerProvider()
+    provider = TracerProvider(resource=Resource.create({"openinference.project.name": project} if project else {}))
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("app")
     with tracer.start_as_current_span(

@@ -23,10 +23,8 @@ import httpx
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
 
 from ragtriage.collector import build_collector
 from ragtriage.collector.auth import ANONYMOUS, TokenAuth, read_token_file
@@ -38,7 +36,7 @@ from ragtriage.testing.phoenix import PhoenixServer
 from ragtriage.testing.redis_server import free_port
 from ragtriage.testing.tls import self_signed_certificate
 from tests.receivers import Receiver
-from tests.test_collector import json_request, json_span, serving
+from tests.test_collector import exported_rag_trace, json_request, json_span, serving
 from tests.test_streams import wait_until
 
 TOKENS = ("token-of-a", "token-of-b")
@@ -81,22 +79,6 @@ def collect(tmp_path: Path, env: dict[str, str], *args: str, ready: bool = True)
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             process.wait(30)
-
-
-def rag_trace(question: str, project: str) -> list[ReadableSpan]:
-    """One RAG trace of an app whose spans belong to Phoenix project ``project``."""
-    memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"openinference.project.name": project}))
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracer = provider.get_tracer("app")
-    with tracer.start_as_current_span(
-        "rag", attributes={"openinference.span.kind": "CHAIN", "input.value": question}
-    ) as root:
-        attrs = {"openinference.span.kind": "RETRIEVER", "retrieval.documents.0.document.content": "Built in 1889."}
-        with tracer.start_as_current_span("retrieve", attributes=attrs):
-            pass
-        root.set_attribute("output.value", "It was completed on 31 March 1889.")
-    return list(memory.get_finished_spans())
 
 
 def trace_id(spans: list[ReadableSpan]) -> str:
@@ -144,12 +126,12 @@ def test_only_senders_with_a_token_get_in_over_http_and_grpc_and_each_sender_is_
             headers = {"authorization": f"Bearer {token}"} if token else None
             return GrpcExporter(endpoint=f"127.0.0.1:{running.grpc_port}", insecure=True, headers=headers, timeout=5)
 
-        refused = [rag_trace(f"refused {n}", project) for n in range(4)]
+        refused = [exported_rag_trace(f"refused {n}", project) for n in range(4)]
         strangers = [http(None), http("wrong"), grpc_(None), grpc_("token-of-a-but-longer")]
         for exporter, spans in zip(strangers, refused, strict=True):
             assert exporter.export(spans) == SpanExportResult.FAILURE
             exporter.shutdown()
-        traces = [rag_trace(q, project) for q in QUESTIONS]
+        traces = [exported_rag_trace(q, project) for q in QUESTIONS]
         # sender a: two traces (over HTTP and gRPC) fill its cap of 2 a minute, its third is forwarded only;
         # sender b has its own cap
         senders = [http(TOKENS[0]), grpc_(TOKENS[0]), http(TOKENS[0]), grpc_(TOKENS[1])]
@@ -210,14 +192,14 @@ def test_tls_on_both_receivers_with_the_sdk_exporters_trusting_a_self_signed_cer
             headers=headers,
             timeout=5,
         )
-        traces = [rag_trace(f"over TLS {n}", project) for n in range(2)]
+        traces = [exported_rag_trace(f"over TLS {n}", project) for n in range(2)]
         for exporter, spans in zip((over_http, over_grpc), traces, strict=True):
             assert exporter.export(spans) == SpanExportResult.SUCCESS
             exporter.shutdown()
         with pytest.raises(httpx.HTTPError):  # in clear, the TLS port answers nothing OTLP
             httpx.post(f"http://{running.http}/v1/traces", content=b"{}", headers=headers, timeout=3)
         untrusting = HttpExporter(endpoint=f"https://{running.http}/v1/traces", headers=headers, timeout=3)
-        assert untrusting.export(rag_trace("not trusted", project)) == SpanExportResult.FAILURE
+        assert untrusting.export(exported_rag_trace("not trusted", project)) == SpanExportResult.FAILURE
         ids = {trace_id(spans) for spans in traces}
         wait_until(lambda: ids <= phoenix_trace_ids(phoenix, project), timeout_s=60, what="the spans in Phoenix")
         stats = running.stop()

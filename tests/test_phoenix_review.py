@@ -235,12 +235,12 @@ def test_no_config_api_or_no_permission_is_logged_once_and_still_annotated(
 # -- links, opened in a real browser --------------------------------------------------------------------------
 
 
-def past_request(provider: TracerProvider, answer: str, seconds_ago: float) -> None:
-    """A RAG trace that started ``seconds_ago``: before the window an alert is about."""
+def timed_request(provider: TracerProvider, start_ns: int, duration_ms: int, answer: str) -> tuple[int, int]:
+    """A RAG trace with fixed times (start, a retriever 1-2 ms in, the root's duration): the same times give the
+    same latencies wherever it is written."""
     tracer = provider.get_tracer("app")
-    start = time.time_ns() - int(seconds_ago * 1e9)
-    attrs = {"openinference.span.kind": "CHAIN", "input.value": QUESTION}
-    root = tracer.start_span("rag", attributes=attrs, start_time=start)
+    root = tracer.start_span("rag", attributes={"openinference.span.kind": "CHAIN", "input.value": QUESTION},
+                             start_time=start_ns)  # fmt: skip
     with trace.use_span(root, end_on_exit=False):
         retriever = tracer.start_span(
             "retrieve",
@@ -248,11 +248,18 @@ def past_request(provider: TracerProvider, answer: str, seconds_ago: float) -> N
                 "openinference.span.kind": "RETRIEVER",
                 "retrieval.documents.0.document.content": "Paris is the capital and largest city of France.",
             },
-            start_time=start + 1_000_000,
+            start_time=start_ns + 1_000_000,
         )
-        retriever.end(end_time=start + 2_000_000)
+        retriever.end(end_time=start_ns + 2_000_000)
     root.set_attribute("output.value", answer)
-    root.end(end_time=start + 3_000_000)
+    root.end(end_time=start_ns + duration_ms * 1_000_000)
+    ctx = root.get_span_context()
+    return ctx.trace_id, ctx.span_id
+
+
+def past_request(provider: TracerProvider, answer: str, seconds_ago: float) -> None:
+    """A RAG trace that started ``seconds_ago``: before the window an alert is about."""
+    timed_request(provider, time.time_ns() - int(seconds_ago * 1e9), 3, answer)
 
 
 @contextlib.contextmanager

@@ -22,8 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
 from phoenix.otel import register
 
 import ragtriage
@@ -32,8 +30,8 @@ from ragtriage.instrumentation import installed_processor
 from ragtriage.instrumentation.instrument import installed_runtime
 from ragtriage.testing.phoenix import PhoenixServer
 from tests.test_dashboards_report import assert_not_blank
-from tests.test_phoenix import QUESTION, annotations, app_provider, rag_request
-from tests.test_phoenix_review import chromium, rendered_traces
+from tests.test_phoenix import annotations, app_provider, rag_request
+from tests.test_phoenix_review import chromium, rendered_traces, timed_request
 
 pytestmark = pytest.mark.phoenix
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,27 +163,6 @@ def test_the_environment_is_explicit_too(monkeypatch: pytest.MonkeyPatch, projec
 # -- 2. the app's latency --------------------------------------------------------------------------------------
 
 QUANTILES = "query($id:ID!){node(id:$id){... on Project{p50:latencyMsQuantile(probability:0.5) p99:latencyMsQuantile(probability:0.99) traceCount}}}"  # noqa: E501
-
-
-def timed_request(provider: TracerProvider, start_ns: int, duration_ms: int, answer: str) -> tuple[int, int]:
-    """A RAG trace with fixed times: the same in both projects, so their latencies must match exactly."""
-    tracer = provider.get_tracer("app")
-    root = tracer.start_span("rag", attributes={"openinference.span.kind": "CHAIN", "input.value": QUESTION},
-                             start_time=start_ns)  # fmt: skip
-    with trace.use_span(root, end_on_exit=False):
-        retriever = tracer.start_span(
-            "retrieve",
-            attributes={
-                "openinference.span.kind": "RETRIEVER",
-                "retrieval.documents.0.document.content": "Paris is the capital and largest city of France.",
-            },
-            start_time=start_ns + 1_000_000,
-        )
-        retriever.end(end_time=start_ns + 2_000_000)
-    root.set_attribute("output.value", answer)
-    root.end(end_time=start_ns + duration_ms * 1_000_000)
-    ctx = root.get_span_context()
-    return ctx.trace_id, ctx.span_id
 
 
 def test_the_apps_latency_in_phoenix_is_the_same_with_ragtriage_on_as_off(phoenix: PhoenixServer) -> None:
