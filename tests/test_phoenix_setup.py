@@ -331,21 +331,23 @@ def test_the_verdict_is_the_first_annotation_on_every_row(phoenix: PhoenixServer
     provider.shutdown()
 
 
-CHARTS = """query($id:ID!,$r:TimeRange!){node(id:$id){... on Project{
-  traceAnnotationScoreTimeSeries(timeRange:$r){names data{scoresWithLabels{label score}}}
-  spanAnnotationScoreTimeSeries(timeRange:$r){names data{scoresWithLabels{label score}}}
-  spanAnnotationMetricsTimeSeries(timeRange:$r){names data{annotationSummaries{name labelFractions{label fraction}}}}
-  traceAnnotationMetricsTimeSeries(timeRange:$r){names data{annotationSummaries{name labelFractions{label fraction}}}}
+CHARTS = """query($id:ID!,$r:TimeRange!,$b:TimeBinConfig!){node(id:$id){... on Project{
+  traceAnnotationScoreTimeSeries(timeRange:$r,timeBinConfig:$b){names data{scoresWithLabels{label score}}}
+  spanAnnotationScoreTimeSeries(timeRange:$r,timeBinConfig:$b){names data{scoresWithLabels{label score}}}
+  spanAnnotationMetricsTimeSeries(timeRange:$r,timeBinConfig:$b){
+    names data{annotationSummaries{name labelFractions{label fraction}}}}
+  traceAnnotationMetricsTimeSeries(timeRange:$r,timeBinConfig:$b){
+    names data{annotationSummaries{name labelFractions{label fraction}}}}
 }}}"""
 
 
 def charts(phoenix: PhoenixServer, project: str) -> dict[str, dict[str, Any]]:
     """What the project's Metrics tab plots, per annotation name: the mean score ("Trace/Span annotation scores")
-    and the label shares ("<name>: Evaluation results over time"). One time bin: the test's traces are seconds
-    apart."""
+    and the label shares ("<name>: Evaluation results over time"), in one time bin (a year's: the test's traces are
+    seconds apart, and an hour's bin could split them)."""
     now = time.time()
     window = {"start": _iso(now - 3600), "end": _iso(now + 3600)}
-    node = graphql(phoenix, CHARTS, id=project_id(phoenix, project), r=window)["node"]
+    node = graphql(phoenix, CHARTS, id=project_id(phoenix, project), r=window, b={"scale": "YEAR"})["node"]
     found: dict[str, dict[str, Any]] = {}
     for chart in ("trace", "span"):
         series = node[f"{chart}AnnotationScoreTimeSeries"]
