@@ -9,8 +9,10 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,7 +22,7 @@ from ragtriage import LLMJudge, RAGEvaluationResult
 from ragtriage.alerts import AlertEvent, AlertManager, failed_sessions_rule
 from ragtriage.config import Config
 from ragtriage.evaluator.cost import CostTracker
-from ragtriage.export.sessions import session_annotations
+from ragtriage.export.sessions import SESSION_ANNOTATIONS, session_annotations
 from ragtriage.instrumentation import installed_processor
 from ragtriage.judges.session import SessionJudge
 from ragtriage.runtime import build
@@ -400,3 +402,210 @@ async def test_a_session_that_resumes_after_its_score_is_scored_again_beside_it(
     ids = {session_annotations(s, "http://p")[0]["identifier"] for s in (first, second, first)}
     assert len(ids) == 2 and (first.failed, second.failed) == (1, 0)
     await scorer.aclose()
+
+
+# -- closing the open sessions at the end (shutdown, uninstrument, interpreter exit) -----------------------------
+
+
+class Recorded:
+    """A session writer (the plug-in point): keeps what it is given, or hangs, as Phoenix might."""
+
+    def __init__(self, hang_on: frozenset[str] = frozenset()) -> None:
+        self.written: list[SessionScore] = []
+        self.hang_on = hang_on
+
+    async def write_session(self, score: SessionScore) -> None:
+        if score.session_id in self.hang_on:
+            await asyncio.sleep(3600)
+        self.written.append(score)
+
+
+async def test_close_open_scores_every_open_session_and_counts_what_missed_the_time() -> None:
+    writer = Recorded(hang_on=frozenset({"stuck"}))
+    seen: list[str] = []
+    scorer = SessionScorer(idle_s=300, writer=writer)
+    scorer.add_observer(lambda score: seen.append(score.session_id))
+    for name in ("a", "b", "stuck"):
+        await scorer.record(turn(name, 0), result("fail" if name == "a" else "pass"))
+    await scorer.record(turn("a", 1), result())
+    assert await scorer.sweep() == []  # none is idle: only the end closes them
+    started = time.monotonic()
+    assert await scorer.close_open(0.5) == 1  # "stuck" never returns: given up at the deadline, not waited for
+    assert time.monotonic() - started < 5
+    assert sorted(s.session_id for s in writer.written) == ["a", "b"]
+    assert {s.session_id: (s.turns, s.failed) for s in writer.written} == {"a": (2, 1), "b": (1, 0)}
+    assert sorted(seen) == ["a", "b", "stuck"]  # every one closed (metrics), whether it was written or not
+    assert scorer.counts["sessions_unwritten_at_close"] == 1 and scorer.totals() == (1, 3)
+    assert scorer.store.open_sessions == 0  # type: ignore[attr-defined]
+    assert await scorer.close_open(0.5) == 0  # nothing twice
+    with pytest.raises(ValueError, match="timeout_s"):
+        await scorer.close_open(-1)
+    await scorer.aclose()
+
+
+async def test_close_open_judges_only_within_its_time(judge_server: JudgeServer) -> None:
+    llm = LLMJudge(model="m", base_url=judge_server.url, max_retries=0)
+    writer = Recorded()
+    scorer = SessionScorer(idle_s=300, judge=SessionJudge(llm), writer=writer)
+    await scorer.record(turn("quick", 0), result())
+    judge_server.default = session_judge_reply
+    assert await scorer.close_open(10) == 0
+    (quick,) = writer.written
+    assert (quick.resolved, quick.resolution_error) == (False, None)
+
+    judge_server.default = Reply('{"resolved": true, "score": 0.9, "reason": "late"}', delay_s=30)
+    await scorer.record(turn("slow", 0), result())
+    started = time.monotonic()
+    assert await scorer.close_open(1.0) == 0  # the judge did not fit: written without its verdict, and says so
+    assert time.monotonic() - started < 10
+    slow = writer.written[-1]
+    assert slow.session_id == "slow" and slow.resolved is None and slow.resolution_score is None
+    assert "exit_flush_timeout_s" in (slow.resolution_error or "")
+    assert session_annotations(slow, "http://p")[-1]["result"]["label"] == "judge_error"
+    assert scorer.counts["session_judge_skipped_at_close"] == 1
+    await scorer.aclose()
+    await llm.aclose()
+
+
+@pytest.mark.redis
+async def test_close_open_leaves_a_shared_store_to_the_other_workers(redis_server) -> None:
+    project = f"p-{uuid.uuid4().hex[:6]}"
+    leaving, staying = (
+        SessionScorer(store=RedisSessionStore(redis_server.url, project=project), idle_s=5, writer=Recorded())
+        for _ in range(2)
+    )
+    await leaving.record(turn("fleet", 0), result())
+    assert await leaving.close_open(1.0) == 0
+    assert leaving.writer.written == []  # type: ignore[union-attr]
+    (score,) = await staying.sweep(now=time.time() + 6)  # still there, for the worker that stays
+    assert (score.session_id, score.turns) == ("fleet", 1)
+    for scorer in (leaving, staying):
+        await scorer.aclose()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+#: A chat app that ends with two conversations open (idle_s 300: nothing closes them but the end).
+CHAT_THAT_JUST_ENDS = textwrap.dedent(
+    """
+    import sys
+    from phoenix.otel import register
+    import ragtriage
+    from tests.test_sessions import conversation
+
+    url, project = sys.argv[1], sys.argv[2]
+    provider = register(endpoint=url + "/v1/traces", project_name=project, verbose=False)  # the global provider
+    ragtriage.instrument(sample_rate=1.0, auto_instrument=False, session_idle_s=300)
+    conversation(provider, project + "-a")
+    conversation(provider, project + "-b", n=2)
+    # no shutdown(), no uninstrument(): the script just ends
+    """
+)
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PHOENIX_", "RAGTRIAGE_", "OTEL_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+@pytest.mark.phoenix
+def test_a_chat_app_that_just_ends_writes_its_open_sessions(phoenix: PhoenixServer) -> None:
+    project = f"sessions-exit-{uuid.uuid4().hex[:6]}"
+    done = subprocess.run(
+        [sys.executable, "-c", CHAT_THAT_JUST_ENDS, phoenix.url, project],
+        cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "ragtriage" not in done.stderr, done.stderr[-3000:]  # nothing lost
+    a = phoenix_session(phoenix, project, project + "-a", timeout_s=5)  # written before the process ended
+    b = phoenix_session(phoenix, project, project + "-b", timeout_s=5)
+    assert (a["session_failed_share"]["metadata"]["turns"], b["session_failed_share"]["metadata"]["turns"]) == (3, 2)
+    assert a["session_failed_share"]["result"]["score"] == 0.0  # every answer is in its context
+    assert a["session_tiers"]["result"]["label"] == "deterministic 3"
+
+
+CHAT_THAT_ENDS_TOO_SOON = textwrap.dedent(
+    """
+    import asyncio
+    from opentelemetry.sdk.trace import TracerProvider
+    import ragtriage
+    from tests.test_sessions import conversation
+
+    class PhoenixAway:
+        async def write(self, sample, result):
+            pass
+
+        async def write_session(self, score):
+            await asyncio.sleep(30)
+
+        async def aclose(self):
+            pass
+
+    provider = TracerProvider()
+    ragtriage.instrument(tracer_provider=provider, sample_rate=1.0, auto_instrument=False, writer=PhoenixAway(),
+                         session_idle_s=300, exit_flush_timeout_s=1.0)
+    conversation(provider, "a")
+    conversation(provider, "b", n=2)
+    """
+)
+
+
+def test_open_sessions_the_exit_cannot_write_are_one_line_not_a_wait() -> None:
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", CHAT_THAT_ENDS_TOO_SOON], cwd=ROOT, env=clean_env(), capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert time.monotonic() - started < 25  # each write would take 30 s; the exit gives them 1 s
+    lines = [line for line in done.stderr.splitlines() if "ragtriage" in line]
+    assert len(lines) == 1, done.stderr[-3000:]
+    assert "at exit, 2 open session(s) were not written after waiting 1.0 s" in lines[0], lines
+    assert "RAGTRIAGE_EXIT_FLUSH_TIMEOUT_S" in lines[0] and "sample" not in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+GRAPHQL_CONFIGS = """query($id: ID!, $names: [String!]) { node(id: $id) { ... on Project {
+  annotationConfigs(first: 10, names: $names) { edges { node { ... on AnnotationConfigBase { name annotationType }
+    ... on ContinuousAnnotationConfig { optimizationDirection lowerBound upperBound }
+    ... on CategoricalAnnotationConfig { optimizationDirection values { label score } } } } } } } }"""
+
+
+@pytest.mark.phoenix
+def test_shutdown_writes_the_open_sessions_typed_by_their_configs(phoenix: PhoenixServer) -> None:
+    project = f"sessions-shutdown-{uuid.uuid4().hex[:6]}"
+    provider = app_provider(phoenix, project)
+    ragtriage.instrument(
+        tracer_provider=provider, endpoint=phoenix.url, sample_rate=1.0, auto_instrument=False, session_idle_s=300
+    )
+    try:
+        conversation(provider, project)
+        assert provider.force_flush(30_000)
+        processor = installed_processor()
+        assert processor is not None
+        processor.shutdown()
+        assert processor.stats.get("sessions_lost_at_exit", 0) == 0
+        rows = phoenix_session(phoenix, project, project, timeout_s=5)  # written by the time shutdown() returned
+        assert rows["session_failed_share"]["metadata"]["turns"] == 3
+    finally:
+        ragtriage.uninstrument()
+        provider.shutdown()
+    # the session annotations are typed as the Sessions view reads them: the project's configs, by name
+    project_id = httpx.get(f"{phoenix.url}/v1/projects/{project}").json()["data"]["id"]
+    response = httpx.post(
+        f"{phoenix.url}/graphql",
+        json={"query": GRAPHQL_CONFIGS, "variables": {"id": project_id, "names": list(SESSION_ANNOTATIONS)}},
+    )
+    assert "errors" not in response.json(), response.json()
+    configs = {e["node"]["name"]: e["node"] for e in response.json()["data"]["node"]["annotationConfigs"]["edges"]}
+    assert set(configs) == set(SESSION_ANNOTATIONS)
+    failed_share = configs["session_failed_share"]
+    assert (failed_share["annotationType"], failed_share["optimizationDirection"]) == ("CONTINUOUS", "MINIMIZE")
+    assert (failed_share["lowerBound"], failed_share["upperBound"]) == (0.0, 1.0)
+    assert configs["session_worst_turn"]["optimizationDirection"] == "MAXIMIZE"
+    assert configs["session_tiers"]["annotationType"] == "FREEFORM"
+    resolved = configs["session_resolved"]
+    assert (resolved["annotationType"], resolved["optimizationDirection"]) == ("CATEGORICAL", "MAXIMIZE")
+    assert [(v["label"], v["score"]) for v in resolved["values"]] == [
+        ("resolved", 1.0), ("unresolved", 0.0), ("judge_error", None)
+    ]  # fmt: skip
