@@ -279,6 +279,24 @@ def test_process_mode_scores_the_session_in_the_evaluator_process(phoenix: Phoen
 
 
 @pytest.mark.phoenix
+def test_the_evaluator_process_writes_its_open_sessions_when_its_pipe_closes(phoenix: PhoenixServer) -> None:
+    project = f"sessions-process-end-{uuid.uuid4().hex[:6]}"
+    provider = app_provider(phoenix, project)
+    ragtriage.instrument(
+        tracer_provider=provider, endpoint=phoenix.url, sample_rate=1.0, evaluate_in="process",
+        auto_instrument=False, session_idle_s=300,
+    )  # fmt: skip
+    try:
+        conversation(provider, project, n=2)
+        assert provider.force_flush(30_000)
+    finally:
+        ragtriage.uninstrument()  # the child sees EOF, finishes its samples, then writes the open session
+        provider.shutdown()
+    rows = phoenix_session(phoenix, project, project, timeout_s=30)
+    assert rows["session_failed_share"]["metadata"]["turns"] == 2
+
+
+@pytest.mark.phoenix
 @pytest.mark.redis
 def test_a_worker_fleet_writes_each_session_once_with_all_its_turns(redis_server, phoenix, tmp_path) -> None:
     """The app publishes to the queue; two ``ragtriage worker`` processes evaluate the turns between them."""
@@ -341,8 +359,10 @@ def test_score_row_shapes_match_phoenix_api() -> None:
     assert rows[1]["metadata"]["url"] == "http://phoenix:6006/redirects/traces/ab"
 
 
-def test_the_collector_scores_sessions_of_traces_received_over_otlp() -> None:
-    """Spans over OTLP/HTTP JSON from another service: the turns are grouped by their ``session.id`` attribute."""
+@pytest.mark.parametrize("idle_s", [0.3, 300.0], ids=["once idle", "when it stops"])
+def test_the_collector_scores_sessions_of_traces_received_over_otlp(idle_s: float) -> None:
+    """Spans over OTLP/HTTP JSON from another service: the turns are grouped by their ``session.id`` attribute;
+    a session still open when the collector stops is scored then."""
     from ragtriage.collector.assembly import TraceAssembler
     from ragtriage.collector.collector import Collector
     from ragtriage.evaluator.evaluator import RAGEvaluator
@@ -350,7 +370,8 @@ def test_the_collector_scores_sessions_of_traces_received_over_otlp() -> None:
     from tests.test_collector import json_request, json_span, serving
 
     scores: list[SessionScore] = []
-    scorer = SessionScorer(idle_s=0.3)
+    writer = Recorded()
+    scorer = SessionScorer(idle_s=idle_s, writer=writer)
     scorer.add_observer(scores.append)
     pipeline = Pipeline(RAGEvaluator(sample_rate=1.0), sessions=scorer)
     collector = Collector(pipeline, None, TraceAssembler(sample_rate=1.0, quiet_s=0.1, ttl_s=30), tick_s=0.05)
@@ -367,9 +388,14 @@ def test_the_collector_scores_sessions_of_traces_received_over_otlp() -> None:
                 f"{url}/v1/traces", content=json_request(trace_id, spans), headers={"content-type": "application/json"}
             )
             assert response.status_code == 200
-        wait_until(lambda: scores, timeout_s=20, what="the session to be scored")
+        if idle_s < 1:
+            wait_until(lambda: scores, timeout_s=20, what="the session to be scored")
+        else:
+            wait_until(lambda: scorer.counts["turns_recorded"] == 2, timeout_s=20, what="both turns evaluated")
+            assert scores == []
     (score,) = scores
     assert (score.session_id, score.turns, score.tiers) == ("otlp-chat", 2, {"deterministic": 2})
+    assert writer.written == scores
 
 
 def test_a_rules_file_sets_the_failed_sessions_rule(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
