@@ -1,7 +1,8 @@
 """Session scores: the turns of one conversation (traces sharing a ``session.id``), judged as a whole.
 
 Each evaluated turn is tallied in a :mod:`store <ragtriage.sessions.store>` (memory, or Redis for a worker
-fleet). A sweep on the evaluating loop closes every session idle for ``idle_s``: its score (share of turns
+fleet). A sweep on the evaluating loop closes every session idle for ``idle_s`` (and, when the app ends,
+:meth:`SessionScorer.close_open` those still open in memory): its score (share of turns
 failed, the worst turn, the tiers used, what its judging cost; optionally one judge call on whether it resolved
 the user's need) goes to the writer (Phoenix session annotations) and to the observers (OTel metrics, alerts).
 """
@@ -362,7 +363,8 @@ class SessionScorer:
             logger.warning("ragtriage: session %s failed (%s: %s); sessions go on", what, type(exc).__name__, exc)
 
     async def aclose(self) -> None:
-        """Stop sweeping and close the store (:meth:`close_open` first scores what is open in memory)."""
+        """Stop sweeping and close the store. What is still open in memory ends here unscored, unless
+        :meth:`close_open` ran first (``Pipeline.finish`` runs it at the end)."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
