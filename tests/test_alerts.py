@@ -161,6 +161,27 @@ async def test_heavy_share_over_30_percent_fires_to_slack_and_resolves(
         check_slack_payload(slack.received[1])
 
 
+async def test_free_tier_fails_raise_the_fail_share_never_a_score_alert() -> None:
+    """Without a judge the free tiers only ever fail: their implied faithfulness 0 would make every window's mean
+    0.00 and fire faithfulness_low on the failures alone. The fail share is the real signal."""
+    sink = ListSink()
+    evaluator = RAGEvaluator(sample_rate=1.0, cache=False)  # the embedded default
+    alerts = AlertManager(default_rules(window_size=40, min_samples=10), [sink], evaluate_every_s=0)
+    evaluator.add_observer(alerts.observe)
+    contexts = ["Paris is the capital of France."]
+    for year in range(1780, 1800):  # 20 years no context states: certain fails, each implying faithfulness 0
+        await evaluator.evaluate(
+            "Since when is Paris the capital?", f"Paris has been the capital since {year}.", contexts
+        )
+    for _ in range(10):
+        await evaluator.evaluate("What is the capital of France?", "Paris is the capital of France.", contexts)
+    await alerts.aclose()
+    await evaluator.aclose()
+    assert evaluator.summary()["by_verdict"] == {"fail": 20, "uncertain": 10}
+    assert evaluator.summary()["mean_faithfulness"] is None  # no judge measured any
+    assert {e.rule for e in sink.events if e.state == "firing"} == {"fail_share_high"}
+
+
 async def test_drifted_tier_mix_fires_against_its_baseline() -> None:
     sink = ListSink()
     rule = TierDriftRule(name="drift", window_size=20, min_samples=10, js_limit=0.2)

@@ -33,6 +33,22 @@ async def test_memory_cache_answers_the_second_time(judge_server: JudgeServer) -
     await evaluator.aclose()
 
 
+async def test_a_cache_hit_keeps_the_standing_of_the_tier_it_came_from(judge_server: JudgeServer) -> None:
+    """A hit's scores are as averageable as the verdict it holds: a judge's are; a free-tier fail (never cached: the
+    free tiers cost nothing) implies a 0 that is not."""
+    judge_server.default = Reply(verdict_json(faithfulness=0.95))
+    evaluator = evaluator_for(judge_server, None)
+    wrong = "Paris has been the capital since 1794."
+    first = [await evaluator.evaluate(Q, answer, CONTEXTS) for answer in (A, wrong)]
+    again = [await evaluator.evaluate(Q, answer, CONTEXTS, sample_key="again") for answer in (A, wrong)]
+    free = ("deterministic", "deterministic", False)
+    assert [(r.tier, r.decided_by, r.judged) for r in first] == [("local", "local", True), free]
+    assert [(r.tier, r.decided_by, r.judged) for r in again] == [("cache", "local", True), free]
+    assert first[0].scores()["faithfulness"] == again[0].scores()["faithfulness"] == 0.95
+    assert first[1].faithfulness == again[1].faithfulness == 0.0 and first[1].scores() == again[1].scores() == {}
+    await evaluator.aclose()
+
+
 async def test_any_input_change_misses(judge_server: JudgeServer) -> None:
     judge_server.default = Reply(verdict_json())
     evaluator = evaluator_for(judge_server, MemoryCache())

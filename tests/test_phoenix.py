@@ -144,10 +144,11 @@ def test_free_tiers_write_code_annotations(phoenix: PhoenixServer, project: str)
     _, root_id, _ = rag_request(provider, answer="Paris has been the capital since 1794.")
     assert provider.force_flush(30_000)
     found = annotations(phoenix, project, root_id)
-    # only what the certain evidence implies: a year no context states, so not faithful to them; nothing else
-    assert set(found) == {"eval_tier", "answer", "faithfulness"}
-    assert found["faithfulness"]["result"]["score"] == 0.0 and "1794" in found["faithfulness"]["result"]["explanation"]
-    assert found["answer"]["result"]["label"] == "fail"
+    # a year no context states: the certain evidence implies the answer is not faithful to them. The free tiers only
+    # ever fail, so the verdict is labelled, not scored, and carries the implied score (no annotation of its own)
+    assert set(found) == {"eval_tier", "answer"}
+    assert found["answer"]["result"]["label"] == "fail" and found["answer"]["result"]["score"] is None
+    assert found["answer"]["metadata"]["implied_scores"] == {"faithfulness": 0.0}
     explanation = found["answer"]["result"]["explanation"]
     assert explanation.startswith("certain (unsupported_number): answer states '1794'")  # what decided, first
     assert found["answer"]["annotator_kind"] == "CODE"

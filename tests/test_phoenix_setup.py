@@ -7,6 +7,7 @@ Against the session's real `phoenix serve` (a free port, not 6006), with no PHOE
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import re
@@ -28,6 +29,7 @@ import ragtriage
 from ragtriage.dashboards.sources import phoenix_project_url
 from ragtriage.instrumentation import installed_processor
 from ragtriage.instrumentation.instrument import installed_runtime
+from ragtriage.testing import JudgeServer, Reply, verdict_json
 from ragtriage.testing.phoenix import PhoenixServer
 from tests.test_dashboards_report import assert_not_blank
 from tests.test_phoenix import annotations, app_provider, rag_request
@@ -290,18 +292,22 @@ def test_the_verdict_is_the_first_annotation_on_every_row(phoenix: PhoenixServer
     assert provider.force_flush(30_000)
     found = [annotations(phoenix, project, root) for root in roots]
     grounding_fail, empty, uncertain = found
-    assert grounding_fail["answer"]["result"] | {"explanation": None} == {
-        "label": "fail", "score": 0.0, "explanation": None
-    }  # fmt: skip
-    assert grounding_fail["faithfulness"]["result"]["score"] == 0.0  # what the certain evidence implies ...
-    assert "1794" in grounding_fail["faithfulness"]["result"]["explanation"]  # ... and why
-    assert "faithfulness" not in empty and empty["answer_quality"]["result"]["score"] == 0.0
+    # no judge: the free tiers only ever fail, so a fail is labelled, not scored, and the scores its certain evidence
+    # implies ride on it (as annotations of their own, every chart of them would show the failures alone)
+    assert set(grounding_fail) == set(empty) == set(uncertain) == {"answer", "eval_tier"}
+    verdict = grounding_fail["answer"]
+    assert verdict["result"]["label"] == "fail" and verdict["result"]["score"] is None
+    assert verdict["metadata"]["implied_scores"] == {"faithfulness": 0.0}
+    assert "1794" in verdict["result"]["explanation"] and verdict["result"]["explanation"].endswith(
+        "implies faithfulness 0"
+    )
+    assert empty["answer"]["metadata"]["implied_scores"] == {"answer_quality": 0.0}
     assert uncertain["answer"]["result"]["label"] == "uncertain" and uncertain["answer"]["result"]["score"] is None
-    # A score only the free tiers' failures carry stays off the trace: "Trace annotation scores" plots the pass rate
+    assert "implied_scores" not in uncertain["answer"]["metadata"]
     on_trace = httpx.get(
         f"{phoenix.url}/v1/projects/{project}/trace_annotations", params={"trace_ids": f"{traces[0]:032x}"}
     ).json()["data"]
-    assert sorted(row["name"] for row in on_trace) == ["answer", "eval_tier"]
+    assert {row["name"]: row["result"] for row in on_trace} == {n: row["result"] for n, row in grounding_fail.items()}
     url = phoenix_project_url(phoenix.url, project)
     assert url is not None
     with chromium(tmp_path) as page:
@@ -323,3 +329,90 @@ def test_the_verdict_is_the_first_annotation_on_every_row(phoenix: PhoenixServer
     if target := os.environ.get("RAGTRIAGE_TEST_SCREENSHOT"):  # to look at it
         Path(target).write_bytes(png)
     provider.shutdown()
+
+
+CHARTS = """query($id:ID!,$r:TimeRange!){node(id:$id){... on Project{
+  traceAnnotationScoreTimeSeries(timeRange:$r){names data{scoresWithLabels{label score}}}
+  spanAnnotationScoreTimeSeries(timeRange:$r){names data{scoresWithLabels{label score}}}
+  spanAnnotationMetricsTimeSeries(timeRange:$r){names data{annotationSummaries{name labelFractions{label fraction}}}}
+  traceAnnotationMetricsTimeSeries(timeRange:$r){names data{annotationSummaries{name labelFractions{label fraction}}}}
+}}}"""
+
+
+def charts(phoenix: PhoenixServer, project: str) -> dict[str, dict[str, Any]]:
+    """What the project's Metrics tab plots, per annotation name: the mean score ("Trace/Span annotation scores")
+    and the label shares ("<name>: Evaluation results over time"). One time bin: the test's traces are seconds
+    apart."""
+    now = time.time()
+    window = {"start": _iso(now - 3600), "end": _iso(now + 3600)}
+    node = graphql(phoenix, CHARTS, id=project_id(phoenix, project), r=window)["node"]
+    found: dict[str, dict[str, Any]] = {}
+    for chart in ("trace", "span"):
+        series = node[f"{chart}AnnotationScoreTimeSeries"]
+        points = [p for bin in series["data"] for p in bin["scoresWithLabels"]]
+        assert len(points) == len(series["names"]), series  # every name in one bin
+        found[f"{chart} scores"] = {p["label"]: p["score"] for p in points}
+        summaries = [
+            s for bin in node[f"{chart}AnnotationMetricsTimeSeries"]["data"] for s in bin["annotationSummaries"]
+        ]
+        found[f"{chart} labels"] = {
+            s["name"]: {f["label"]: round(f["fraction"], 3) for f in s["labelFractions"]} for s in summaries
+        }
+    return found
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def test_no_chart_averages_only_the_failures(phoenix: PhoenixServer, judge_server: JudgeServer) -> None:
+    """The free tiers only ever fail: without a judge no score is charted; with one, the score charts are the
+    judges'. Read from the GraphQL fields the Metrics tab plots."""
+
+    def judge(body: dict[str, Any]) -> Reply:
+        wrong = "Lyon" in json.dumps(body)
+        return Reply(verdict_json(faithfulness=0.1 if wrong else 0.95, relevance=0.9, answer_quality=0.9,
+                                  context_recall=0.9, context_precision=0.9, confidence=0.95))  # fmt: skip
+
+    judge_server.default = judge
+    answers = [
+        "Paris has been the capital since 1794.",  # a year no context states: the free tiers fail it
+        "Paris has been the capital since 1795.",
+        "Paris is the capital of France.",  # the judge passes it
+        "The capital of France is Lyon.",  # a name in no context: a signal the judge settles, as a fail
+    ]
+    seen = {}
+    for with_judge in (False, True):
+        project = f"charts-{'judge' if with_judge else 'free'}-{uuid.uuid4().hex[:6]}"
+        provider = app_provider(phoenix, project)
+        results: list[Any] = []
+        ragtriage.instrument(
+            tracer_provider=provider, endpoint=phoenix.url, sample_rate=1.0, auto_instrument=False,
+            local_judge_url=judge_server.url if with_judge else None, on_result=lambda _, r, out=results: out.append(r),
+        )  # fmt: skip
+        roots = [rag_request(provider, answer=answer)[1] for answer in answers]
+        assert provider.force_flush(60_000)
+        ragtriage.uninstrument()
+        for root in roots:
+            annotations(phoenix, project, root)  # each span is in, with its annotations
+        seen[with_judge] = charts(phoenix, project), [r.verdict for r in results], [r.tier for r in results]
+        provider.shutdown()
+
+    (free, free_verdicts, free_tiers), (judged, verdicts, tiers) = seen[False], seen[True]
+    assert free_verdicts == ["fail", "fail", "uncertain", "uncertain"] and set(free_tiers) == {"deterministic"}
+    assert verdicts == ["fail", "fail", "pass", "fail"]
+    assert tiers == ["deterministic", "deterministic", "local", "local"]
+    for chart in ("trace", "span"):
+        # no judge: two fails, nothing else decided. Nothing is scored, and the only label charts are the verdict's
+        # and the tier's, over every evaluated answer (a faithfulness chart would be 100% fail: the fails alone)
+        assert free[f"{chart} scores"] == {}
+        assert free[f"{chart} labels"] == {
+            "answer": {"fail": 0.5, "uncertain": 0.5},
+            "eval_tier": {"deterministic": 1.0},
+        }
+        # with a judge: its pass rate and scores; the free tiers' fails are in the verdict's label shares
+        assert judged[f"{chart} scores"]["answer"] == pytest.approx(0.5)
+        assert judged[f"{chart} scores"]["faithfulness"] == pytest.approx((0.95 + 0.1) / 2)
+        assert "eval_tier" not in judged[f"{chart} scores"]  # a label, never a score
+        assert judged[f"{chart} labels"]["answer"] == {"fail": 0.75, "pass": 0.25}
+        assert judged[f"{chart} labels"]["faithfulness"] == {"fail": 0.5, "pass": 0.5}

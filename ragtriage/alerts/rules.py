@@ -36,7 +36,7 @@ class Observation:
 
     @classmethod
     def of(cls, result: RAGEvaluationResult, at: float) -> Observation:
-        scores = {m: getattr(result, m) for m in SCORES}
+        scores: dict[str, float | None] = dict(result.scores(SCORES))  # a judge's: the free tiers score only fails
         return cls(at, result.tier, result.status, result.verdict, scores, result.eval_cost_usd)
 
 

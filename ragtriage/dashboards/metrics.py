@@ -23,7 +23,6 @@ from ragtriage.evaluator.audit import AuditOutcome
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.intake.assembly import SKIP_COUNTERS
-from ragtriage.metrics_registry import ALL
 from ragtriage.sessions.scorer import SessionScore
 
 Kind = Literal["counter", "histogram", "gauge"]
@@ -214,10 +213,8 @@ class EvalMetrics:
         tier = result.tier or _NO_TIER
         self._evaluations.add(1, {"tier": tier, "status": result.status, "verdict": result.verdict})
         self._duration.record(result.eval_latency_ms / 1000.0, {"tier": tier})
-        for name in ALL:
-            value = getattr(result, name)
-            if value is not None:
-                self._scores.record(value, {"metric": name})
+        for name, value in result.scores().items():  # a judge's: the free tiers' exist only on failures
+            self._scores.record(value, {"metric": name})
         for step in result.tiers:
             self._tier_duration.record(step.latency_ms / 1000.0, {"tier": step.tier, "status": step.status})
             if step.cost_usd:

@@ -68,7 +68,7 @@ def records_from_jsonl(path: str | Path) -> list[EvalRecord]:
                     tier=result.tier or "none",
                     status=result.status,
                     verdict=result.verdict,
-                    scores={n: v for n in SCORES if (v := getattr(result, n)) is not None},
+                    scores=result.scores(SCORES),
                     cost_usd=result.eval_cost_usd,
                     latency_ms=result.eval_latency_ms,
                     time=_time(data.get("timestamp")),

@@ -82,7 +82,7 @@ def run_demo(*, keep_running: bool, use_phoenix: bool, console: Console) -> int:
             assert endpoint is not None  # from the environment, or the demo's own Phoenix
             console.print(
                 f"\nOpen [bold]{base_url(endpoint)}[/bold], project [bold]{PROJECT}[/bold]: every trace carries "
-                "its verdict (answer), scores, tier and an EVALUATOR span."
+                "its verdict (answer), its tier, the scores an LLM judge gave, and an EVALUATOR span."
             )
         elif use_phoenix:  # a link now would be dead by the time it is clicked
             console.print(

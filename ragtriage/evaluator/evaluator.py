@@ -385,8 +385,8 @@ class RAGEvaluator:
             "audit_cost_usd": round(self.audits.cost_usd, 6),
             "audits": {t: a.to_dict() for t, a in self.audits.snapshot().items() if a.audits or a.undecided},
         }
-        for metric in SCORES:
-            values = [v for r in results if (v := getattr(r, metric)) is not None]
+        for metric in SCORES:  # a judge's scores only: the free tiers' exist only on failures
+            values = [v for r in results if (v := r.scores((metric,)).get(metric)) is not None]
             summary[f"mean_{metric}"] = round(sum(values) / len(values), 4) if values else None
         return summary
 

@@ -8,10 +8,11 @@ nothing here ever invents a score.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from ragtriage.metrics_registry import BY_NAME
+from ragtriage.metrics_registry import ALL, BY_NAME
 
 Verdict = Literal["pass", "fail", "uncertain"]
 Tier = Literal["cache", "deterministic", "local", "heavy"]
@@ -19,6 +20,8 @@ Status = Literal["ok", "judge_error", "budget_exhausted"]
 Severity = Literal["warning", "critical"]
 
 TIERS: tuple[Tier, ...] = ("cache", "deterministic", "local", "heavy")
+#: The tiers that score every answer they decide, pass or fail.
+JUDGE_TIERS: tuple[Tier, ...] = ("local", "heavy")
 #: Spellings of earlier versions, read from old cache entries and calibration files.
 RENAMED = {"recall": "context_recall", "precision": "context_precision"}
 
@@ -98,7 +101,12 @@ class RAGEvaluationResult:
 
     ``certain_evidence`` holds the free tiers' findings that decided ``fail`` (rules measured right on real
     answers, see ``CERTAIN_RULES``); ``signals`` the findings that only ask a judge to check a term. ``notes``
-    has both, marked "certain (rule): ..." and "signal (rule): ...", the certain first."""
+    has both, marked "certain (rule): ..." and "signal (rule): ...", the certain first.
+
+    A free-tier ``fail`` carries the score its evidence implies (``faithfulness`` 0 for a claim no context
+    supports), but the free tiers never pass an answer, so such scores exist only on failures: anything that
+    averages results (alert windows, OTel histograms, Phoenix's score charts, session scores) reads
+    :meth:`scores`, which holds a judge's scores only."""
 
     sampled: bool
     sample_key: str | None
@@ -127,6 +135,31 @@ class RAGEvaluationResult:
     raw_response: str | None = None
     document_relevance: list[float | None] = field(default_factory=list)
     tiers: list[TierOutcome] = field(default_factory=list)
+
+    @property
+    def decided_by(self) -> Tier | None:
+        """The tier whose verdict this is: ``tier``, except that a cache hit names the tier it was cached from."""
+        if self.tier != "cache":
+            return self.tier
+        return next((t for t in reversed(JUDGE_TIERS) if t in self.tier_scores), "deterministic")
+
+    @property
+    def judged(self) -> bool:
+        """Whether an LLM judge decided this result (itself or through the cache): its scores and verdict came from
+        a tier that could as well have passed the answer."""
+        return self.decided_by in JUDGE_TIERS
+
+    def scores(self, names: Iterable[str] = ALL) -> dict[str, float]:
+        """The scores of ``names`` that may go into a mean over results: a judge's, never the free tiers' implied
+        zeros (a mean of those would average the failures alone).
+
+        Example::
+
+            faithful = [s["faithfulness"] for r in results if "faithfulness" in (s := r.scores())]
+        """
+        if not self.judged:
+            return {}
+        return {name: value for name in names if (value := getattr(self, name)) is not None}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

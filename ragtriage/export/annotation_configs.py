@@ -40,7 +40,8 @@ AUDIT_VERDICT = "audit_verdict"
 HUMAN_VERDICT = "human_verdict"
 #: No such route (404, 405, 501: a Phoenix before the API) or no permission (401, 403): not worth retrying.
 _UNSUPPORTED = frozenset({404, 405, 501, 401, 403})
-#: The verdict's score, so Phoenix's annotation charts plot the pass rate; "uncertain" has none: it is not halfway.
+#: The verdict's score, so Phoenix's annotation charts plot the judges' pass rate; "uncertain" has none: it is not
+#: halfway. Only a judge's verdicts are scored: the free tiers only ever fail (``RAGEvaluationResult.scores``).
 VERDICT_SCORES = {"pass": 1.0, "fail": 0.0}
 
 
@@ -52,7 +53,8 @@ def annotation_configs() -> list[dict[str, Any]]:
         {
             "name": name,
             "type": "CONTINUOUS",
-            "description": f"ragtriage score in [0, 1], higher is better; low: {BY_NAME[name].why}",
+            "description": f"ragtriage score in [0, 1], higher is better; low: {BY_NAME[name].why} (an LLM "
+            "judge's: a free-tier fail carries the score it implies on its answer verdict)",
             "optimization_direction": "MAXIMIZE",
             "lower_bound": 0.0,
             "upper_bound": 1.0,
@@ -63,7 +65,8 @@ def annotation_configs() -> list[dict[str, Any]]:
         {
             "name": VERDICT,
             "type": "CATEGORICAL",
-            "description": "ragtriage's verdict on the answer",
+            "description": "ragtriage's verdict on the answer; scored when an LLM judge decided (pass 1, fail 0), "
+            "labelled only when the free tiers did: they only ever fail, so a mean of their fails would be 0",
             "optimization_direction": "MAXIMIZE",
             "values": [{"label": v, "score": VERDICT_SCORES.get(v)} for v in get_args(Verdict)],
         }
@@ -114,8 +117,8 @@ def session_configs() -> list[dict[str, Any]]:
         {
             "name": WORST_TURN,
             "type": "CONTINUOUS",
-            "description": "the lowest score of the conversation's worst turn, in [0, 1] (label: that turn's "
-            "verdict; the explanation links its trace)",
+            "description": "the lowest score an LLM judge gave the conversation's worst turn, in [0, 1] (none when "
+            "the free tiers decided it; label: that turn's verdict; the explanation links its trace)",
             "optimization_direction": "MAXIMIZE",
             "lower_bound": 0.0,
             "upper_bound": 1.0,

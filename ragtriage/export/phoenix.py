@@ -14,11 +14,16 @@ Per evaluation:
   sample replaces, never duplicates;
 * the same annotations on the trace (``/v1/trace_annotations``, same
   identifier), which the traces table filters by and Phoenix's "Trace
-  annotation scores" chart plots: the verdict (scored: pass 1, fail 0, so the
-  chart is the pass rate), the tier, and the scores an LLM judge gave (it
-  scores every answer it decides). A score the free tiers implied stays on the
-  span: they score only what they fail, and a chart of those alone would
-  average the failures;
+  annotation scores" chart plots;
+* scores only where a mean of them means something: a judge scores every
+  answer it decides, so its metrics and its verdict (pass 1, fail 0: the
+  chart is the judges' pass rate) are annotated and scored. The free tiers
+  only ever fail an answer: their verdict is labelled ``fail``, unscored, and
+  carries the scores its evidence implies (``faithfulness`` 0) in its
+  explanation and metadata, not as annotations of their own: as scores or as
+  labels, every chart of those would show the failures alone
+  (:meth:`~ragtriage.RAGEvaluationResult.scores` is the same rule for alerts
+  and metrics);
 * per-document relevance as document annotations on the retriever spans;
 * later, for an audited sample, the auditor's verdict as ``audit_verdict`` on the same span and trace
   (:func:`audit_annotations`);
@@ -78,45 +83,26 @@ PROJECT_ATTRIBUTE = "openinference.project.name"
 _EXPLANATION_CHARS = 2000
 
 
-def annotator_kind(result: RAGEvaluationResult) -> str:
-    llm_tiers = {"local", "heavy"}
-    decided = result.tier
-    if decided == "cache":
-        decided = next((t for t in ("heavy", "local") if t in result.tier_scores), "deterministic")
-    return "LLM" if decided in llm_tiers else "CODE"
-
-
 def span_annotations(sample: RAGSample, result: RAGEvaluationResult) -> list[dict[str, Any]]:
-    """The Phoenix span annotations for one result. Unmeasured metrics get no annotation."""
+    """The Phoenix span annotations for one result: the verdict, the tier, and the metrics a judge measured (see
+    the module docstring). A free-tier fail's implied scores ride on its verdict, not as annotations of their own."""
     span_id = f"{sample.root_span_id:016x}"
     identifier = f"ragtriage:{sample.sample_id}"
-    kind = annotator_kind(result)
+    kind = "LLM" if result.judged else "CODE"
     alerted = {a.metric for a in result.alerts}
     explanation = _explain(result)
-    # A score the free tiers implied (an empty answer's quality, an unsupported claim's faithfulness) is explained by
-    # their certain evidence, not by every note of the run.
-    certain = "; ".join(result.certain_evidence)[:_EXPLANATION_CHARS]
-    score_explanation = certain if result.tier == "deterministic" and certain else explanation
-    metadata = {"tier": result.tier, "status": result.status, "sample_id": sample.sample_id}
-    rows = []
-    for name in SCORES:  # the annotation is named as the metric is everywhere
-        score = getattr(result, name)
-        if score is None:
-            continue
-        rows.append(
-            {
-                "span_id": span_id,
-                "name": name,
-                "annotator_kind": kind,
-                "identifier": identifier,
-                "result": {
-                    "score": score,
-                    "label": "fail" if name in alerted else "pass",
-                    "explanation": score_explanation,
-                },
-                "metadata": metadata,
-            }
-        )
+    metadata: dict[str, Any] = {"tier": result.tier, "status": result.status, "sample_id": sample.sample_id}
+    rows = [
+        {
+            "span_id": span_id,
+            "name": name,  # the annotation is named as the metric is everywhere
+            "annotator_kind": kind,
+            "identifier": identifier,
+            "result": {"score": score, "label": "fail" if name in alerted else "pass", "explanation": explanation},
+            "metadata": metadata,
+        }
+        for name, score in result.scores(SCORES).items()
+    ]
     tier_text = (
         f"status={result.status}; cost ${result.eval_cost_usd:.6f}; {result.eval_latency_ms:.1f} ms; "
         f"tier scores {result.tier_scores}"
@@ -131,17 +117,21 @@ def span_annotations(sample: RAGSample, result: RAGEvaluationResult) -> list[dic
             "metadata": {**metadata, "cost_usd": result.eval_cost_usd, "latency_ms": result.eval_latency_ms},
         }
     )
+    verdict: dict[str, Any] = {"label": result.verdict, "explanation": explanation}
+    if result.judged:
+        verdict["score"] = VERDICT_SCORES.get(result.verdict)
+    elif implied := {name: v for name in SCORES if (v := getattr(result, name)) is not None}:
+        # what the certain evidence implies, and why: "certain (unsupported_number): ...; implies faithfulness 0"
+        said = "; implies " + ", ".join(f"{name} {v:g}" for name, v in implied.items())
+        verdict["explanation"] = explanation[: _EXPLANATION_CHARS - len(said)] + said
+        metadata = {**metadata, "implied_scores": implied}
     rows.append(
         {
             "span_id": span_id,
             "name": VERDICT,
             "annotator_kind": kind,
             "identifier": identifier,
-            "result": {
-                "label": result.verdict,
-                "score": VERDICT_SCORES.get(result.verdict),
-                "explanation": explanation,
-            },
+            "result": verdict,
             "metadata": metadata,
         }
     )
@@ -178,14 +168,9 @@ def audit_annotations(sample: RAGSample, outcome: AuditOutcome) -> list[dict[str
 
 
 def trace_annotations(sample: RAGSample, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The span annotations ``rows`` on the sample's trace (same names, same identifier), but for the scores the free
-    tiers implied (``CODE`` scores: written only on failures, a trace chart of them would average failures alone)."""
+    """The span annotations ``rows`` on the sample's trace (same names, same identifier)."""
     trace_id = f"{sample.trace_id:032x}"
-    return [
-        {**{k: v for k, v in row.items() if k != "span_id"}, "trace_id": trace_id}
-        for row in rows
-        if row["name"] in (VERDICT, TIER) or row["annotator_kind"] == "LLM"
-    ]
+    return [{**{k: v for k, v in row.items() if k != "span_id"}, "trace_id": trace_id} for row in rows]
 
 
 def document_annotations(sample: RAGSample, result: RAGEvaluationResult) -> list[dict[str, Any]]:

@@ -375,5 +375,4 @@ class SessionScorer:
 
 
 def _lowest_score(result: RAGEvaluationResult) -> float | None:
-    values = [v for name in VERDICT_METRICS if (v := getattr(result, name)) is not None]
-    return min(values) if values else None
+    return min(result.scores(VERDICT_METRICS).values(), default=None)  # a judge's: free-tier scores are only 0s
