@@ -25,6 +25,10 @@ class Document:
     score: float | None = None
     span_id: int = 0
     position: int = 0
+    #: Whether Phoenix holds it as document ``position`` of span ``span_id`` (a RETRIEVER's documents, a
+    #: RERANKER's output), so it can take a ``document_relevance`` annotation; contexts set by hand
+    #: (``ragtriage.contexts``) are no span's documents, and Phoenix refuses the whole request for one of them.
+    in_phoenix: bool = True
 
 
 @dataclass(slots=True)
@@ -70,7 +74,7 @@ class RAGSample:
                 "session_id": self.session_id,
                 "documents": [
                     {"content": d.content, "id": d.id, "score": d.score, "span_id": f"{d.span_id:016x}",
-                     "position": d.position}
+                     "position": d.position, "in_phoenix": d.in_phoenix}
                     for d in self.documents
                 ],
             },
@@ -85,7 +89,14 @@ class RAGSample:
             if data.get("v") != 1:
                 raise ValueError(f"unknown sample format version {data.get('v')!r}")
             documents = [
-                Document(str(d["content"]), d.get("id"), d.get("score"), int(d["span_id"], 16), int(d["position"]))
+                Document(
+                    str(d["content"]),
+                    d.get("id"),
+                    d.get("score"),
+                    int(d["span_id"], 16),
+                    int(d["position"]),
+                    d.get("in_phoenix") is not False,  # absent in lines written before it existed
+                )
                 for d in data["documents"]
             ]
             return cls(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 
@@ -17,6 +18,7 @@ import ragtriage
 from ragtriage import RAGEvaluator
 from ragtriage.export import PhoenixWriter
 from ragtriage.instrumentation.instrument import installed_processor
+from ragtriage.sample import Document, RAGSample
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 from ragtriage.testing.phoenix import PhoenixServer
 
@@ -153,6 +155,43 @@ def test_free_tiers_write_code_annotations(phoenix: PhoenixServer, project: str)
     assert explanation.startswith("certain (unsupported_number): answer states '1794'")  # what decided, first
     assert found["answer"]["annotator_kind"] == "CODE"
     provider.shutdown()
+
+
+def test_contexts_set_by_hand_are_judged_without_document_annotations(
+    phoenix: PhoenixServer, judge_server: JudgeServer, project: str
+) -> None:
+    """``ragtriage.contexts`` on a plain span (the README's "without OpenInference"): Phoenix holds no documents
+    there, and refuses a ``document_relevance`` annotation on one; the judge's verdict still lands, nothing fails."""
+    judge_server.default = Reply(verdict_json(confidence=0.95, documents=[{"index": 1, "relevance": 0.9}]))
+    provider = app_provider(phoenix, project)
+    ragtriage.instrument(
+        tracer_provider=provider, endpoint=phoenix.url, sample_rate=1.0, local_judge_url=judge_server.url,
+        auto_instrument=False,
+    )  # fmt: skip
+    with provider.get_tracer("app").start_as_current_span("rag") as root:
+        root.set_attribute("ragtriage.question", QUESTION)
+        root.set_attribute("ragtriage.contexts", DOCS[:1])
+        root.set_attribute("ragtriage.answer", ANSWER)
+    assert provider.force_flush(30_000)
+    found = annotations(phoenix, project, root.get_span_context().span_id)
+    assert found["eval_tier"]["result"]["label"] == "local" and found["answer"]["result"]["label"] == "pass"
+    processor = installed_processor()
+    assert processor is not None and processor.stats["evaluations_ok"] == 1
+    assert processor.stats.get("write_back_failed", 0) == 0
+    provider.shutdown()
+
+
+def test_a_worker_knows_which_contexts_phoenix_holds() -> None:
+    """The queue line carries it, so ``ragtriage worker`` does not send what Phoenix refuses either."""
+    sample = RAGSample(
+        1, 2, "q", "a", [Document("by hand", span_id=2, in_phoenix=False), Document("retrieved", span_id=3)]
+    )
+    back = RAGSample.from_json(sample.to_json())
+    assert [d.in_phoenix for d in back.documents] == [False, True]
+    old = json.loads(sample.to_json())
+    for document in old["documents"]:
+        del document["in_phoenix"]
+    assert [d.in_phoenix for d in RAGSample.from_json(json.dumps(old)).documents] == [True, True]  # older lines
 
 
 def test_unsampled_traces_get_nothing(phoenix: PhoenixServer, project: str) -> None:

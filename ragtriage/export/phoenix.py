@@ -176,7 +176,7 @@ def trace_annotations(sample: RAGSample, rows: list[dict[str, Any]]) -> list[dic
 def document_annotations(sample: RAGSample, result: RAGEvaluationResult) -> list[dict[str, Any]]:
     rows = []
     for doc, relevance in zip(sample.documents, result.document_relevance, strict=False):
-        if relevance is None:
+        if relevance is None or not doc.in_phoenix:
             continue
         rows.append(
             {

@@ -363,7 +363,7 @@ def extract(attributes: Mapping[str, Any], span_id: int, *, io: bool = True) -> 
         contexts = attributes.get(FALLBACK_CONTEXTS)
         if isinstance(contexts, list | tuple):
             facts.documents = [
-                Document(t, span_id=span_id, position=i)
+                Document(t, span_id=span_id, position=i, in_phoenix=False)
                 for i, c in enumerate(contexts[:MAX_DOCUMENTS])
                 if (t := _text(c)) is not None
             ]
