@@ -21,6 +21,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import SpanKind
 from PIL import Image, ImageStat
 from typer.testing import CliRunner
 from websockets.sync.client import connect
@@ -218,3 +219,37 @@ def test_report_from_phoenix_annotations_links_the_traces(
     trace_links = [link for link in links if link.endswith(f"/traces/{trace_id}")]
     assert trace_links and trace_links[0].startswith(f"{phoenix.url}/projects/")
     assert httpx.get(trace_links[0]).status_code == 200  # Phoenix serves its UI at that address
+
+
+def test_the_report_names_the_question_judged_under_an_http_root(phoenix: PhoenixServer, tmp_path: Path) -> None:
+    """A FastAPI-style server span is the root and holds no ``input.value``: the worst-traces table still says
+    which question each verdict is about (the one ragtriage judged, from its EVALUATOR span)."""
+    project = f"report-http-{uuid.uuid4().hex[:8]}"
+    provider = TracerProvider(resource=Resource.create({"openinference.project.name": project}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{phoenix.url}/v1/traces")))
+    ragtriage.instrument(tracer_provider=provider, endpoint=phoenix.url, sample_rate=1.0, auto_instrument=False)
+    question = "When did the Harbor Bridge open?"
+    try:
+        tracer = provider.get_tracer("app")
+        with tracer.start_as_current_span("GET /ask", kind=SpanKind.SERVER, attributes={"http.route": "/ask"}):
+            chain = {"openinference.span.kind": "CHAIN", "input.value": question}
+            with tracer.start_as_current_span("rag", attributes=chain) as rag:
+                attrs = {"retrieval.documents.0.document.content": "The Harbor Bridge opened in 1932."}
+                with tracer.start_as_current_span(
+                    "retrieve", attributes={"openinference.span.kind": "RETRIEVER", **attrs}
+                ):
+                    pass
+                rag.set_attribute("output.value", "It opened in 1945.")  # a year no context has: a certain fail
+        assert provider.force_flush(30_000)
+    finally:
+        ragtriage.uninstrument()
+        provider.shutdown()
+
+    records: list[Any] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # Phoenix ingests asynchronously
+        records = records_from_phoenix(phoenix.url, project)
+        if records and records[0].question:
+            break
+        time.sleep(0.2)
+    assert [(r.verdict, r.question) for r in records] == [("fail", question)]

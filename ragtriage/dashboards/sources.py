@@ -18,7 +18,7 @@ import httpx
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.export.annotation_configs import AUDIT_VERDICT, HUMAN_VERDICT, TIER, VERDICT
 from ragtriage.export.links import ProjectLinks
-from ragtriage.export.phoenix import base_url
+from ragtriage.export.phoenix import base_url, evaluator_span_id
 from ragtriage.metrics_registry import SCORES
 
 _TRACE_ID = re.compile(r"^([0-9a-f]{32})(?:-([0-9a-f]{16}))?$")
@@ -118,6 +118,7 @@ def records_from_phoenix(
                 seen = annotations.setdefault(row["span_id"], {})
                 if row["name"] not in seen or str(row.get("updated_at")) > str(seen[row["name"]].get("updated_at")):
                     seen[row["name"]] = row  # several reviewers: the latest label
+        judged = _judged_questions(client, project, {sid: roots[sid]["context"]["trace_id"] for sid in annotations})
     records = []
     for span_id, rows in annotations.items():
         tier_row, verdict_row = rows.get(TIER), rows.get(VERDICT)
@@ -141,7 +142,7 @@ def records_from_phoenix(
                 time=_time(span.get("start_time")),
                 trace_id=span["context"]["trace_id"],
                 span_id=span_id,
-                question=_question(span.get("attributes") or {}),
+                question=judged.get(span_id) or _question(span.get("attributes") or {}),
                 explanation=str(result.get("explanation") or ""),
                 labels={name: str(label) for name in SCORES if (label := _label(rows.get(name))) is not None},
                 audit_verdict=_label(rows.get(AUDIT_VERDICT)),
@@ -150,6 +151,21 @@ def records_from_phoenix(
         )
     records.sort(key=lambda r: r.time or datetime.min.replace(tzinfo=timezone.utc))
     return records
+
+
+def _judged_questions(client: httpx.Client, project: str, trace_ids: dict[str, str]) -> dict[str, str]:
+    """``{root span id: the question judged}`` from the EVALUATOR spans' ``input.value``: the question ragtriage
+    found, which the root span may not hold (an HTTP server span above the chain has no ``input.value``)."""
+    evaluated = {f"{evaluator_span_id(f'{trace_id}-{root}'):016x}": root for root, trace_id in trace_ids.items()}
+    ids = list(evaluated)
+    questions: dict[str, str] = {}
+    for start in range(0, len(ids), _SPAN_CHUNK):
+        params = {"span_id": ids[start : start + _SPAN_CHUNK], "limit": _SPAN_CHUNK}
+        for span in _get(client, f"/v1/projects/{project}/spans", params).get("data", []):
+            root = evaluated.get(span["context"]["span_id"])  # a Phoenix that ignores the filter sends others
+            if root is not None and (question := _question(span.get("attributes") or {})):
+                questions[root] = question
+    return questions
 
 
 def _label(row: dict[str, Any] | None) -> str | None:

@@ -310,7 +310,7 @@ class PhoenixWriter:
             trace_flags=TraceFlags(TraceFlags.SAMPLED),
         )
         start, end = evaluator_span_time(sample, result)
-        self._ids.next_span_id = evaluator_span_id(sample)
+        self._ids.next_span_id = evaluator_span_id(sample.sample_id)
         span = self._tracer.start_span(
             "ragtriage.evaluate",
             context=set_span_in_context(NonRecordingSpan(target)),
@@ -392,10 +392,11 @@ def evaluator_span_time(sample: RAGSample, result: RAGEvaluationResult) -> tuple
     return end - int(result.eval_latency_ms * 1e6), end
 
 
-def evaluator_span_id(sample: RAGSample) -> int:
+def evaluator_span_id(sample_id: str) -> int:
     """The EVALUATOR span's id, derived from the sample id: a redelivered sample (a worker died after
-    writing but before acknowledging) re-sends the same span instead of adding a second one."""
-    digest = hashlib.blake2b(f"ragtriage-evaluator:{sample.sample_id}".encode(), digest_size=8).digest()
+    writing but before acknowledging) re-sends the same span instead of adding a second one, and a reader
+    (``ragtriage report``) finds it from the evaluated span."""
+    digest = hashlib.blake2b(f"ragtriage-evaluator:{sample_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") or 1
 
 
