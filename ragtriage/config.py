@@ -7,6 +7,7 @@ default is used, so a typo in a deployment never takes the app down.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 from collections.abc import Callable
@@ -152,6 +153,7 @@ class Config:
                 logger.warning("ragtriage: ignoring %s=%s (%s); using %s", f.metadata["env"], shown, problem, default)
             elif value is not MISSING:
                 values[name] = value
+        _warn_unknown_variables({f.metadata["env"] for f in known.values()})
         if contradiction := _contradiction(values.get("evaluate_in", "thread"), values.get("queue_url")):
             explicit = {n: overrides[n] for n in ("evaluate_in", "queue_url") if overrides.get(n) is not None}
             if problem := _contradiction(explicit.get("evaluate_in", "thread"), explicit.get("queue_url")):
@@ -204,6 +206,21 @@ def _shown(value: Any, meta: Any) -> str:
     if isinstance(value, tuple):
         return repr(tuple(redact(v) if isinstance(v, str) and "://" in v else v for v in value))
     return repr(redact(value) if isinstance(value, str) and "://" in value else value)
+
+
+_WARNED_UNKNOWN: set[str] = set()
+
+
+def _warn_unknown_variables(variables: set[str]) -> None:
+    """A set ``RAGTRIAGE_*`` variable that no setting reads is most likely a typo (``RAGTRIAGE_SAMPLERATE``),
+    which would otherwise leave the default in force without a word: name it, with the closest setting, once."""
+    ours = sorted(v for v in variables if v.startswith("RAGTRIAGE_"))
+    for name in sorted(os.environ):
+        if name.startswith("RAGTRIAGE_") and name not in variables and name not in _WARNED_UNKNOWN:
+            _WARNED_UNKNOWN.add(name)
+            close = difflib.get_close_matches(name, ours, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            logger.warning("ragtriage: %s is set but is no ragtriage setting, so it is ignored%s", name, hint)
 
 
 def _from_env(f: Any) -> tuple[Any, str | None]:

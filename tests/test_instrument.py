@@ -97,6 +97,20 @@ def test_bad_environment_warns_and_uses_the_default(monkeypatch: pytest.MonkeyPa
     assert "RAGTRIAGE_SAMPLE_RATE" in caplog.text and "RAGTRIAGE_MAX_QUEUE_SIZE" in caplog.text
 
 
+def test_a_misspelt_variable_is_named_with_the_setting_it_resembles(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("RAGTRIAGE_SAMPLERATE", "1")  # RAGTRIAGE_SAMPLE_RATE: the default 0.1 would stay, silently
+    with caplog.at_level(logging.WARNING):
+        assert Config.from_env().sample_rate == 0.1
+        Config.from_env()
+    warnings = [r.getMessage() for r in caplog.records if "RAGTRIAGE_SAMPLERATE" in r.getMessage()]
+    assert warnings == [
+        "ragtriage: RAGTRIAGE_SAMPLERATE is set but is no ragtriage setting, so it is ignored; "
+        "did you mean RAGTRIAGE_SAMPLE_RATE?"
+    ]  # once per process, not once per read
+
+
 def test_evaluate_in_process_from_the_environment_never_stops_an_app_that_passes_objects(
     monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
