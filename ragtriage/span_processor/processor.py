@@ -302,7 +302,11 @@ class EvalSpanProcessor(SpanProcessor):
         parts = []
         if queued or running:
             self._count("samples_lost_at_exit", queued + running)
-            parts.append(f"{queued + running} sample(s) were not evaluated ({queued} queued, {running} evaluating)")
+            # in flight: judged, or written to Phoenix (where an unreachable Phoenix keeps them, not the judge)
+            parts.append(
+                f"{queued + running} sample(s) were not finished ({queued} queued, {running} being judged or "
+                "written back)"
+            )
             if open_traces:
                 parts.append(f"{open_traces} trace(s) were still open")
         if sessions:
