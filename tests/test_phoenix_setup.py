@@ -241,6 +241,29 @@ def test_an_app_that_just_ends_flushes_its_samples_without_a_traceback(phoenix: 
         assert verdict["result"]["label"] == "fail"  # 1790..1799 is in no context: certainly unsupported
 
 
+@pytest.mark.parametrize("ending", ["", "ragtriage.uninstrument()\n"], ids=["just-ends", "uninstrument"])
+def test_an_app_that_batches_its_spans_and_ends_keeps_its_last_verdicts(
+    phoenix: PhoenixServer, project: str, ending: str
+) -> None:
+    """``register(batch=True)``, as register() itself advises for production: the batch processor sends the last
+    roots only at the OTel SDK's exit, after ragtriage's, and the write-back waited for them in vain."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PHOENIX_", "RAGTRIAGE_", "OTEL_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    env["OTEL_BSP_SCHEDULE_DELAY"] = "60000"  # the batch would wait a minute: only a flush sends it in time
+    app = APP_THAT_JUST_ENDS.replace("verbose=False)", "verbose=False, batch=True)") + ending
+    assert "batch=True" in app
+    done = subprocess.run(
+        [sys.executable, "-c", app, phoenix.url, project], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "at exit" not in done.stderr and "at shutdown" not in done.stderr, done.stderr[-3000:]  # nothing left
+    roots = done.stdout.split()
+    assert len(roots) == 10
+    for root in roots:
+        assert annotations(phoenix, project, int(root, 16))["answer"]["result"]["label"] == "fail"
+
+
 EXIT_TOO_SOON = textwrap.dedent(
     """
     import asyncio, sys

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,19 @@ def add_processor(provider: TracerProvider, processor: SpanProcessor) -> None:
         provider.add_span_processor(processor, replace_default_processor=False)  # type: ignore[call-arg]
     else:
         provider.add_span_processor(processor)
+
+
+def flush_others(provider: TracerProvider, keep: SpanProcessor, timeout_ms: int) -> None:
+    """Flush every processor of the provider but ``keep``, all within ``timeout_ms``; never raises."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    for processor in processors(provider):
+        left_ms = int((deadline - time.monotonic()) * 1000)
+        if processor is keep or left_ms <= 0:
+            continue
+        try:
+            processor.force_flush(left_ms)
+        except Exception:  # an exporter's failure is the app's to see in its own logs
+            logger.debug("ragtriage: flushing the app's span processor %r failed", processor, exc_info=True)
 
 
 def export_target(provider: TracerProvider) -> ExportTarget | None:

@@ -6,6 +6,7 @@ environment fallbacks, returns the TracerProvider it used.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import sys
@@ -30,7 +31,7 @@ from ragtriage.config import Config
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.export.phoenix import PROJECT_ATTRIBUTE, base_url, parse_headers
-from ragtriage.instrumentation._provider import add_processor, export_target, processors
+from ragtriage.instrumentation._provider import add_processor, export_target, flush_others, processors
 from ragtriage.pipeline import ResultWriter
 from ragtriage.runtime import Runtime, build
 from ragtriage.sample import RAGSample
@@ -160,6 +161,7 @@ def instrument(
             processor=processor, meter_provider=meter_provider, port=None if in_child else metrics_port
         )
         add_processor(provider, processor)  # next to register()'s exporter, not instead of it
+        processor.flush_app_spans = functools.partial(flush_others, provider, processor)
         _installed = _Installation(provider, processor, runtime)
         if auto_instrument:
             _installed.instrumentors = _auto_instrument(provider)

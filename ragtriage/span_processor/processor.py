@@ -122,6 +122,11 @@ class EvalSpanProcessor(SpanProcessor):
         self._ttl = float(trace_ttl_s)
         self._explain_traces = explain_traces
         self.exit_flush_timeout_s = float(exit_flush_timeout_s)
+        #: Set by ``instrument()``: flushes the app's other span processors (its exporter), given a timeout in ms.
+        #: At exit it runs first, so the roots reach Phoenix before the write-back waits for them: a
+        #: ``BatchSpanProcessor`` (``register(batch=True)``) would send them only after its schedule delay, or at
+        #: the OTel SDK's own exit, which comes after this one.
+        self.flush_app_spans: Callable[[int], object] | None = None
         self._bound = sample_bound(self.sample_rate)  # RAGEvaluator.should_sample's rule, inlined for the hot path
         self._init_state()
         consumer: BoundedConsumer[_CompletedTrace] = BoundedConsumer(
@@ -276,6 +281,8 @@ class EvalSpanProcessor(SpanProcessor):
         if self._shutdown:
             return
         self._shutdown = True
+        if self.flush_app_spans is not None:  # uninstrument() before the app's batch went out
+            self.flush_app_spans(int(self.exit_flush_timeout_s * 1000))
         self._handoff.shutdown(30.0, finish_s=self.exit_flush_timeout_s)
         self._say_what_was_left("at shutdown", 0, 0, 0)
 
@@ -287,7 +294,9 @@ class EvalSpanProcessor(SpanProcessor):
             return
         self._shutdown = True  # no new traces
         started = time.monotonic()
-        self._handoff.flush(self.exit_flush_timeout_s)
+        if self.flush_app_spans is not None:
+            self.flush_app_spans(int(self.exit_flush_timeout_s * 1000))
+        self._handoff.flush(max(self.exit_flush_timeout_s - (time.monotonic() - started), 0.0))
         self._exited = True
         open_traces = len(self._traces)
         # what is left of the budget goes to the open sessions; the worker closes its connections while it can
