@@ -43,6 +43,7 @@ from ragtriage.alerts import (
     sinks_from_config,
     tier_agreement_rule,
 )
+from ragtriage.alerts.rules import AgreementReader
 from ragtriage.config import Config
 from ragtriage.dashboards.metrics import EvalMetrics, HasStats, enable_metrics
 from ragtriage.dashboards.prometheus import MetricsServer, serve_metrics
@@ -215,9 +216,14 @@ def build(
         alert_sinks = sinks_from_config(config) if role != "offline" or send_alerts else []
     if recorded is not None:
         alert_sinks = [*alert_sinks, recorded]
-    can_drop = role in (*_FRONT, "evaluator_process")
+    # what the always-on rules read, where it exists: samples can be dropped, sessions are scored, a tier audits
+    sources = _Sources(
+        drops=drops if role in (*_FRONT, "evaluator_process") else None,
+        session_totals=sessions.totals if sessions is not None else None,
+        agreement=evaluator.audits.snapshot if evaluator.auditor is not None else None,
+    )
     if alert_rules is None:
-        alert_rules = _rules(config, evaluator, drops if can_drop else None, sessions)
+        alert_rules = _rules(config, evaluator, sources)
     alerts = AlertManager(
         alert_rules,
         alert_sinks,
@@ -229,11 +235,7 @@ def build(
         state=RedisAlertState(fleet_redis, project=project) if fleet_redis else None,
         evaluate_every_s=0.0 if role == "offline" else 1.0,
     )
-    watched = any(r.name == "dropped_samples_high" or getattr(r, "read", None) is drops for r in alerts.rules)
-    if can_drop and not watched:
-        alerts.add_rule(dropped_samples_rule(drops))
-    if sessions is not None and not any(getattr(r, "read", None) == sessions.totals for r in alerts.rules):
-        alerts.add_rule(failed_sessions_rule(sessions.totals))
+    _add_watchdogs(alerts, sources)
     evaluator.add_observer(alerts.observe)
     runtime.alerts, runtime.recorded = alerts, recorded
     return _with_processor(runtime, evaluator)
@@ -325,27 +327,46 @@ def _session_scorer(
     )
 
 
-def _rules(
-    config: Config, evaluator: RAGEvaluator, drops: DropCounter | None, sessions: SessionScorer | None
-) -> list[Rule]:
+@dataclass(frozen=True, slots=True)
+class _Sources:
+    """What the always-on rules read, each ``None`` where it does not exist in a role."""
+
+    drops: DropCounter | None
+    session_totals: Callable[[], tuple[int, int]] | None
+    agreement: AgreementReader | None
+
+
+def _rules(config: Config, evaluator: RAGEvaluator, sources: _Sources) -> list[Rule]:
     tracker = evaluator.cost_tracker
-    agreement = evaluator.audits.snapshot if evaluator.auditor is not None else None
     if config.alert_rules_file:
-        rules = load_rules(
+        return load_rules(
             config.alert_rules_file,
             thresholds=evaluator.thresholds,
             cost_tracker=tracker,
-            drop_counters=drops,
-            session_totals=sessions.totals if sessions is not None else None,
-            agreement=agreement,
+            drop_counters=sources.drops,
+            session_totals=sources.session_totals,
+            agreement=sources.agreement,
         )
-    else:
-        rules = default_rules(evaluator.thresholds)
-        if tracker.budget_usd_per_hour is not None:
-            rules.append(budget_rule(tracker))
-    if agreement is not None and not any(r.name == "tier_agreement_low" for r in rules):
-        rules.append(tier_agreement_rule(agreement))  # on wherever a tier audits
+    rules = default_rules(evaluator.thresholds)
+    if tracker.budget_usd_per_hour is not None:
+        rules.append(budget_rule(tracker))
     return rules
+
+
+def _add_watchdogs(alerts: AlertManager, sources: _Sources) -> None:
+    """The rules that are on wherever what they read exists, whatever rules were given or loaded, unless one of
+    those already reads it or has its name: dropped samples, failed sessions, tier agreement."""
+    watchdogs: list[Rule] = []
+    if sources.drops is not None:
+        watchdogs.append(dropped_samples_rule(sources.drops))
+    if sources.session_totals is not None:
+        watchdogs.append(failed_sessions_rule(sources.session_totals))
+    if sources.agreement is not None:
+        watchdogs.append(tier_agreement_rule(sources.agreement))
+    for rule in watchdogs:
+        read = getattr(rule, "read", None)
+        if not any(r.name == rule.name or getattr(r, "read", None) == read for r in alerts.rules):
+            alerts.add_rule(rule)
 
 
 def _evaluator_process(config: Config, project: str, metrics_port: int | None, drops: DropCounter) -> ProcessHandler:

@@ -274,6 +274,38 @@ async def test_tier_agreement_low_is_on_wherever_a_tier_audits(settings: dict, r
         await runtime.aclose()
 
 
+async def test_the_always_on_rules_join_rules_given_in_code_once() -> None:
+    """Dropped samples, failed sessions and tier agreement are watched wherever they exist, also beside rules given
+    in code; a given rule of the same name is not doubled."""
+    from ragtriage.alerts.rules import MetricRule
+    from ragtriage.runtime import build
+
+    mine = MetricRule(name="faithfulness_low", metric="faithfulness", threshold=0.5)
+    config = ragtriage.Config(write_back=False, local_judge_url="http://127.0.0.1:9/v1")
+    runtime = build(config, "worker", alert_rules=[mine])
+    try:
+        assert runtime.alerts is not None
+        assert [r.name for r in runtime.alerts.rules] == [
+            "faithfulness_low",
+            "failed_sessions_high",
+            "tier_agreement_low",
+        ]
+    finally:
+        await runtime.aclose()
+    runtime = build(
+        config, "worker", alert_rules=[mine, tier_agreement_rule(AgreementWindow().snapshot, threshold=0.5)]
+    )
+    try:
+        assert runtime.alerts is not None
+        assert [r.name for r in runtime.alerts.rules] == [
+            "faithfulness_low",
+            "tier_agreement_low",
+            "failed_sessions_high",
+        ]
+    finally:
+        await runtime.aclose()
+
+
 def test_the_rules_file_tunes_tier_agreement_low() -> None:
     from ragtriage.alerts import load_rules
 

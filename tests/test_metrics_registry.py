@@ -23,7 +23,7 @@ def test_results_and_thresholds_have_one_field_per_metric_with_the_tables_defaul
 
 def test_phoenix_alerts_and_grafana_use_the_same_names() -> None:
     scores = {name: 0.5 for name in SCORES}
-    result = RAGEvaluationResult(sampled=True, sample_key=None, question="q", **scores)
+    result = RAGEvaluationResult(sampled=True, sample_key=None, question="q", tier="local", **scores)
     sample = RAGSample(1, 2, "q", "a", [Document("c")])
     annotated = {row["name"] for row in span_annotations(sample, result)} - {"eval_tier", "answer"}
     assert annotated == set(SCORES)

@@ -31,7 +31,7 @@ from ragtriage.instrumentation import installed_processor
 from ragtriage.instrumentation.instrument import installed_runtime
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 from ragtriage.testing.phoenix import PhoenixServer
-from tests.test_dashboards_report import assert_not_blank
+from tests.test_dashboards_report import Page, assert_not_blank
 from tests.test_phoenix import annotations, app_provider, rag_request
 from tests.test_phoenix_review import chromium, rendered_traces, timed_request
 
@@ -331,21 +331,23 @@ def test_the_verdict_is_the_first_annotation_on_every_row(phoenix: PhoenixServer
     provider.shutdown()
 
 
-CHARTS = """query($id:ID!,$r:TimeRange!){node(id:$id){... on Project{
-  traceAnnotationScoreTimeSeries(timeRange:$r){names data{scoresWithLabels{label score}}}
-  spanAnnotationScoreTimeSeries(timeRange:$r){names data{scoresWithLabels{label score}}}
-  spanAnnotationMetricsTimeSeries(timeRange:$r){names data{annotationSummaries{name labelFractions{label fraction}}}}
-  traceAnnotationMetricsTimeSeries(timeRange:$r){names data{annotationSummaries{name labelFractions{label fraction}}}}
+CHARTS = """query($id:ID!,$r:TimeRange!,$b:TimeBinConfig!){node(id:$id){... on Project{
+  traceAnnotationScoreTimeSeries(timeRange:$r,timeBinConfig:$b){names data{scoresWithLabels{label score}}}
+  spanAnnotationScoreTimeSeries(timeRange:$r,timeBinConfig:$b){names data{scoresWithLabels{label score}}}
+  spanAnnotationMetricsTimeSeries(timeRange:$r,timeBinConfig:$b){
+    names data{annotationSummaries{name labelFractions{label fraction}}}}
+  traceAnnotationMetricsTimeSeries(timeRange:$r,timeBinConfig:$b){
+    names data{annotationSummaries{name labelFractions{label fraction}}}}
 }}}"""
 
 
 def charts(phoenix: PhoenixServer, project: str) -> dict[str, dict[str, Any]]:
     """What the project's Metrics tab plots, per annotation name: the mean score ("Trace/Span annotation scores")
-    and the label shares ("<name>: Evaluation results over time"). One time bin: the test's traces are seconds
-    apart."""
+    and the label shares ("<name>: Evaluation results over time"), in one time bin (a year's: the test's traces are
+    seconds apart, and an hour's bin could split them)."""
     now = time.time()
     window = {"start": _iso(now - 3600), "end": _iso(now + 3600)}
-    node = graphql(phoenix, CHARTS, id=project_id(phoenix, project), r=window)["node"]
+    node = graphql(phoenix, CHARTS, id=project_id(phoenix, project), r=window, b={"scale": "YEAR"})["node"]
     found: dict[str, dict[str, Any]] = {}
     for chart in ("trace", "span"):
         series = node[f"{chart}AnnotationScoreTimeSeries"]
@@ -365,9 +367,9 @@ def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-def test_no_chart_averages_only_the_failures(phoenix: PhoenixServer, judge_server: JudgeServer) -> None:
+def test_no_chart_averages_only_the_failures(phoenix: PhoenixServer, judge_server: JudgeServer, tmp_path: Path) -> None:
     """The free tiers only ever fail: without a judge no score is charted; with one, the score charts are the
-    judges'. Read from the GraphQL fields the Metrics tab plots."""
+    judges'. Read from the GraphQL fields the Metrics tab plots, and from the tab as headless Chromium renders it."""
 
     def judge(body: dict[str, Any]) -> Reply:
         wrong = "Lyon" in json.dumps(body)
@@ -381,21 +383,25 @@ def test_no_chart_averages_only_the_failures(phoenix: PhoenixServer, judge_serve
         "Paris is the capital of France.",  # the judge passes it
         "The capital of France is Lyon.",  # a name in no context: a signal the judge settles, as a fail
     ]
-    seen = {}
+    seen, projects = {}, {}
     for with_judge in (False, True):
         project = f"charts-{'judge' if with_judge else 'free'}-{uuid.uuid4().hex[:6]}"
         provider = app_provider(phoenix, project)
         results: list[Any] = []
         ragtriage.instrument(
             tracer_provider=provider, endpoint=phoenix.url, sample_rate=1.0, auto_instrument=False,
-            local_judge_url=judge_server.url if with_judge else None, on_result=lambda _, r, out=results: out.append(r),
+            local_judge_url=judge_server.url if with_judge else None,
+            on_result=lambda s, r, out=results: out.append((s, r)),
         )  # fmt: skip
         roots = [rag_request(provider, answer=answer)[1] for answer in answers]
         assert provider.force_flush(60_000)
         ragtriage.uninstrument()
         for root in roots:
             annotations(phoenix, project, root)  # each span is in, with its annotations
-        seen[with_judge] = charts(phoenix, project), [r.verdict for r in results], [r.tier for r in results]
+        by_answer = {sample.answer: result for sample, result in results}  # they finish in any order
+        decided = [(by_answer[a].verdict, by_answer[a].tier) for a in answers]
+        seen[with_judge] = charts(phoenix, project), [v for v, _ in decided], [t for _, t in decided]
+        projects[with_judge] = project
         provider.shutdown()
 
     (free, free_verdicts, free_tiers), (judged, verdicts, tiers) = seen[False], seen[True]
@@ -416,3 +422,44 @@ def test_no_chart_averages_only_the_failures(phoenix: PhoenixServer, judge_serve
         assert "eval_tier" not in judged[f"{chart} scores"]  # a label, never a score
         assert judged[f"{chart} labels"]["answer"] == {"fail": 0.75, "pass": 0.25}
         assert judged[f"{chart} labels"]["faithfulness"] == {"fail": 0.5, "pass": 0.5}
+
+    with chromium(tmp_path) as page:
+        page.send("Emulation.setDeviceMetricsOverride", width=1400, height=4200, deviceScaleFactor=1, mobile=False)
+        free_tab = rendered_metrics(page, phoenix, projects[False], tmp_path / "free.png")
+        judged_tab = rendered_metrics(page, phoenix, projects[True], tmp_path / "judged.png")
+    for chart in ("Span", "Trace"):
+        assert free_tab[f"{chart} annotation scores"][-1] == "No data in this time range", free_tab
+        legend = judged_tab[f"{chart} annotation scores"]
+        assert {"answer", "faithfulness", "relevance"} <= set(legend) and "eval_tier" not in legend, legend
+    # the label charts: the verdict's and the tier's without a judge; with one, a chart per annotation
+    assert {name for name in free_tab if name.endswith(" results")} == {"answer results", "eval_tier results"}
+    assert "faithfulness results" in judged_tab
+    assert_not_blank((tmp_path / "free.png").read_bytes())
+
+
+def rendered_metrics(page: Page, phoenix: PhoenixServer, project: str, png: Path) -> dict[str, list[str]]:
+    """The project's Metrics tab as rendered: each chart's title, mapped to its lines of text up to the next title
+    (for "<name>: Evaluation results over time" the key is "<name> results"); a screenshot goes to ``png``."""
+    page.send("Page.navigate", url=f"{phoenix.url}/projects/{project_id(phoenix, project)}/metrics")
+    lines: list[str] = []
+    deadline = time.monotonic() + 90  # the first load compiles Phoenix's bundle: slow on a busy machine
+    while time.monotonic() < deadline:
+        text = page.send("Runtime.evaluate", expression="document.body?.innerText ?? ''")["result"]["value"]
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if "Session annotation scores" in lines and "Evaluation results over time" in lines:
+            break
+        time.sleep(0.5)
+    time.sleep(1.0)  # charts still drawing would show now
+    text = page.send("Runtime.evaluate", expression="document.body?.innerText ?? ''")["result"]["value"]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    png.write_bytes(base64.b64decode(page.send("Page.captureScreenshot", format="png")["data"]))
+    charts: dict[str, list[str]] = {}
+    current: list[str] = []
+    for i, line in enumerate(lines):
+        if line.endswith(" annotation scores") and not line.startswith("Average"):
+            charts[line] = current = []
+        elif i + 1 < len(lines) and lines[i + 1] == "Evaluation results over time":
+            current = charts.setdefault(f"{line} results", [])
+        elif line not in ("Evaluation results over time",) and not line.startswith("Average"):
+            current.append(line)
+    return charts

@@ -125,6 +125,7 @@ class Outcome:
     verdict: str | None = None  # pass | fail | uncertain
     tier: str | None = None
     status: str | None = None
+    #: A judge's faithfulness (``RAGEvaluationResult.scores``): what the baseline's mean is compared on.
     faithfulness: float | None = None
     cost_usd: float = 0.0
     error: str | None = None
@@ -228,7 +229,7 @@ async def run_gate(
                     result.verdict,
                     result.tier,
                     result.status,
-                    result.faithfulness,
+                    result.scores(("faithfulness",)).get("faithfulness"),  # a judge's: the free tiers' only fail
                     result.eval_cost_usd,
                     result.error,
                 )
