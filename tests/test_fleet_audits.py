@@ -159,7 +159,7 @@ async def test_a_worker_that_audits_nothing_follows_the_fleet_by_itself(redis_se
 
 
 async def test_redis_down_is_counted_and_reads_fall_back_to_the_local_window(
-    make, judge_server, heavy_server, redis_server
+    make, judge_server, heavy_server, redis_server, caplog: pytest.LogCaptureFixture
 ):
     judge_server.default = local_pass()
     heavy_server.default = heavy_verdict(passes=True)
@@ -179,6 +179,8 @@ async def test_redis_down_is_counted_and_reads_fall_back_to_the_local_window(
         await evaluator.drain_audits()
         await asyncio.sleep(0.06)  # past the back-off: the next audit tries Redis again
     assert window.counts["shared_window_errors"] == 2
+    down = [r for r in caplog.records if r.name == "ragtriage.evaluator.fleet_audits"]
+    assert [r.levelname for r in down] == ["WARNING"]  # one line an outage, not one an audit
     assert window.snapshot()["local"].audits == 3  # this process's own audits, none lost
     assert evaluator.summary()["audits"]["local"]["audits"] == 3
     redis_server.start()  # back, empty (no persistence): the next audit reads the fleet's window again

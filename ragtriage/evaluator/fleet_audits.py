@@ -10,9 +10,9 @@ the window is kept as counts, so a call costs the same with 10 or 10,000 audits 
 
 Reads never wait on Redis: :meth:`snapshot` returns the fleet's counts as of this process's last call, and
 starts a refresh in the background when they are older than ``refresh_s`` (a worker that audits nothing still
-follows the fleet). A failed call is counted (``shared_window_errors``), Redis is left alone for a short
-back-off, and reads fall back to this process's own window, which every audit also goes to, until a call
-works again.
+follows the fleet). A failed call is counted (``shared_window_errors``; the first of an outage is logged), Redis
+is left alone for a short back-off, and reads fall back to this process's own window, which every audit also
+goes to, until a call works again.
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ class RedisAgreementWindow(AgreementWindow):
         self._refresh_s = float(refresh_s)
         self._backoff_s = float(retry_after_failure_s)
         self._down_until = 0.0
+        self._logged_down = False
         #: The fleet's agreement per tier as of the last call that worked, and when (monotonic); ``None``: local.
         self._fleet: dict[str, Agreement] | None = None
         self._fleet_at = 0.0
@@ -125,11 +126,17 @@ class RedisAgreementWindow(AgreementWindow):
             fleet: dict[str, Agreement] = {t: _agreement(t, n) for t, n in zip(AUDITED_TIERS, replies, strict=True)}
         except (RedisError, OSError, asyncio.TimeoutError, ValueError, TypeError) as exc:
             self._down_until = time.monotonic() + self._backoff_s
-            self._fleet = None
             self.count("shared_window_errors")
-            logger.debug("ragtriage: shared audit window unavailable, reading this process's: %r", exc)
+            if not self._logged_down:  # once an outage, not once an audit
+                self._logged_down = True
+                logger.warning(
+                    "ragtriage: the fleet's audit window in Redis is unavailable (%s); agreement and "
+                    "tier_agreement_low read this worker's own audits until it is back",
+                    type(exc).__name__,
+                )
+            self._fleet = None
             return
-        self._fleet, self._fleet_at = fleet, time.monotonic()
+        self._fleet, self._fleet_at, self._logged_down = fleet, time.monotonic(), False
 
     def agreement(self, tier: str) -> Agreement:
         fleet = self._fleet_view()
