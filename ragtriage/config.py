@@ -118,7 +118,8 @@ class Config:
     phoenix_client_headers: tuple[str, ...] | None = field(
         default=None, metadata=_env("PHOENIX_CLIENT_HEADERS", secret=True)
     )
-    #: At interpreter exit, wait this long for queued evaluations (and their write-back) before dropping the rest.
+    #: At interpreter exit, wait this long for queued evaluations (and their write-back), then for the sessions
+    #: still open in memory to be written, before dropping the rest; ``shutdown()`` gives those sessions as long.
     exit_flush_timeout_s: float = field(default=5.0, metadata=_env("RAGTRIAGE_EXIT_FLUSH_TIMEOUT_S"))
 
     def __post_init__(self) -> None:

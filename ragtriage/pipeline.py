@@ -54,6 +54,11 @@ class SampleHandler:
         for sample in samples:
             await self(sample)
 
+    async def finish(self, timeout_s: float) -> int:
+        """Before :meth:`aclose`, once no more samples come: settle, within ``timeout_s``, what the handler holds
+        beyond single samples (a :class:`Pipeline`'s open sessions). Returns how many of those it gave up."""
+        return 0
+
     async def aclose(self) -> None:
         """Release connections, child processes and the like, on the loop that used them."""
 
@@ -153,6 +158,13 @@ class Pipeline(SampleHandler):
             self._last_log[what] = now
             return True
         return False
+
+    async def finish(self, timeout_s: float) -> int:
+        """Score and write the sessions still open in this process's memory (they would end unscored), within
+        ``timeout_s``; returns how many could not be written (:meth:`SessionScorer.close_open`)."""
+        if self.sessions is None:
+            return 0
+        return await self.sessions.close_open(timeout_s)
 
     async def aclose(self) -> None:
         """Close the sessions' and the evaluator's connections on this loop (its audits finish first, still able

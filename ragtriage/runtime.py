@@ -144,7 +144,16 @@ class Runtime:
         return metrics
 
     async def aclose(self) -> None:
-        """Finish the alerts (an offline run judges its final window first), close connections."""
+        """Score the sessions still open in memory (within ``exit_flush_timeout_s``), finish the alerts (an
+        offline run judges its final window first), close connections."""
+        unwritten = await self.handler.finish(self.config.exit_flush_timeout_s)
+        if unwritten:
+            logger.warning(
+                "ragtriage: at exit, %d open session(s) were not written after waiting %.1f s; raise "
+                "exit_flush_timeout_s (RAGTRIAGE_EXIT_FLUSH_TIMEOUT_S) to wait longer",
+                unwritten,
+                self.config.exit_flush_timeout_s,
+            )
         if self.alerts is not None:
             if self.role == "offline":
                 await self.alerts.tick()

@@ -39,6 +39,7 @@ from ragtriage.dashboards.sources import phoenix_project_url, records_from_phoen
 from ragtriage.evaluator.results import TIERS
 from ragtriage.export import PhoenixWriter
 from ragtriage.export.links import rule_filter
+from ragtriage.export.sessions import SESSION_ANNOTATIONS
 from ragtriage.instrumentation.instrument import installed_runtime
 from ragtriage.metrics_registry import SCORES
 from ragtriage.testing import JudgeServer, Reply, verdict_json
@@ -49,7 +50,7 @@ from tests.test_phoenix import QUESTION, annotations, app_provider, rag_request
 
 pytestmark = pytest.mark.phoenix
 
-CONFIGS = {*SCORES, "answer", "eval_tier", "audit_verdict", "human_verdict"}
+CONFIGS = {*SCORES, "answer", "eval_tier", "audit_verdict", "human_verdict", *SESSION_ANNOTATIONS}
 ROOT = Path(__file__).resolve().parents[1]
 
 

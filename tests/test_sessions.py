@@ -9,8 +9,10 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,7 +22,7 @@ from ragtriage import LLMJudge, RAGEvaluationResult
 from ragtriage.alerts import AlertEvent, AlertManager, failed_sessions_rule
 from ragtriage.config import Config
 from ragtriage.evaluator.cost import CostTracker
-from ragtriage.export.sessions import session_annotations
+from ragtriage.export.sessions import SESSION_ANNOTATIONS, session_annotations
 from ragtriage.instrumentation import installed_processor
 from ragtriage.judges.session import SessionJudge
 from ragtriage.runtime import build
@@ -278,6 +280,24 @@ def test_process_mode_scores_the_session_in_the_evaluator_process(phoenix: Phoen
 
 
 @pytest.mark.phoenix
+def test_the_evaluator_process_writes_its_open_sessions_when_its_pipe_closes(phoenix: PhoenixServer) -> None:
+    project = f"sessions-process-end-{uuid.uuid4().hex[:6]}"
+    provider = app_provider(phoenix, project)
+    ragtriage.instrument(
+        tracer_provider=provider, endpoint=phoenix.url, sample_rate=1.0, evaluate_in="process",
+        auto_instrument=False, session_idle_s=300,
+    )  # fmt: skip
+    try:
+        conversation(provider, project, n=2)
+        assert provider.force_flush(30_000)
+    finally:
+        ragtriage.uninstrument()  # the child sees EOF, finishes its samples, then writes the open session
+        provider.shutdown()
+    rows = phoenix_session(phoenix, project, project, timeout_s=30)
+    assert rows["session_failed_share"]["metadata"]["turns"] == 2
+
+
+@pytest.mark.phoenix
 @pytest.mark.redis
 def test_a_worker_fleet_writes_each_session_once_with_all_its_turns(redis_server, phoenix, tmp_path) -> None:
     """The app publishes to the queue; two ``ragtriage worker`` processes evaluate the turns between them."""
@@ -340,8 +360,10 @@ def test_score_row_shapes_match_phoenix_api() -> None:
     assert rows[1]["metadata"]["url"] == "http://phoenix:6006/redirects/traces/ab"
 
 
-def test_the_collector_scores_sessions_of_traces_received_over_otlp() -> None:
-    """Spans over OTLP/HTTP JSON from another service: the turns are grouped by their ``session.id`` attribute."""
+@pytest.mark.parametrize("idle_s", [0.3, 300.0], ids=["once idle", "when it stops"])
+def test_the_collector_scores_sessions_of_traces_received_over_otlp(idle_s: float) -> None:
+    """Spans over OTLP/HTTP JSON from another service: the turns are grouped by their ``session.id`` attribute;
+    a session still open when the collector stops is scored then."""
     from ragtriage.collector.assembly import TraceAssembler
     from ragtriage.collector.collector import Collector
     from ragtriage.evaluator.evaluator import RAGEvaluator
@@ -349,7 +371,8 @@ def test_the_collector_scores_sessions_of_traces_received_over_otlp() -> None:
     from tests.test_collector import json_request, json_span, serving
 
     scores: list[SessionScore] = []
-    scorer = SessionScorer(idle_s=0.3)
+    writer = Recorded()
+    scorer = SessionScorer(idle_s=idle_s, writer=writer)
     scorer.add_observer(scores.append)
     pipeline = Pipeline(RAGEvaluator(sample_rate=1.0), sessions=scorer)
     collector = Collector(pipeline, None, TraceAssembler(sample_rate=1.0, quiet_s=0.1, ttl_s=30), tick_s=0.05)
@@ -366,9 +389,14 @@ def test_the_collector_scores_sessions_of_traces_received_over_otlp() -> None:
                 f"{url}/v1/traces", content=json_request(trace_id, spans), headers={"content-type": "application/json"}
             )
             assert response.status_code == 200
-        wait_until(lambda: scores, timeout_s=20, what="the session to be scored")
+        if idle_s < 1:
+            wait_until(lambda: scores, timeout_s=20, what="the session to be scored")
+        else:
+            wait_until(lambda: scorer.counts["turns_recorded"] == 2, timeout_s=20, what="both turns evaluated")
+            assert scores == []
     (score,) = scores
     assert (score.session_id, score.turns, score.tiers) == ("otlp-chat", 2, {"deterministic": 2})
+    assert writer.written == scores
 
 
 def test_a_rules_file_sets_the_failed_sessions_rule(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
@@ -401,3 +429,210 @@ async def test_a_session_that_resumes_after_its_score_is_scored_again_beside_it(
     ids = {session_annotations(s, "http://p")[0]["identifier"] for s in (first, second, first)}
     assert len(ids) == 2 and (first.failed, second.failed) == (1, 0)
     await scorer.aclose()
+
+
+# -- closing the open sessions at the end (shutdown, uninstrument, interpreter exit) -----------------------------
+
+
+class Recorded:
+    """A session writer (the plug-in point): keeps what it is given, or hangs, as Phoenix might."""
+
+    def __init__(self, hang_on: frozenset[str] = frozenset()) -> None:
+        self.written: list[SessionScore] = []
+        self.hang_on = hang_on
+
+    async def write_session(self, score: SessionScore) -> None:
+        if score.session_id in self.hang_on:
+            await asyncio.sleep(3600)
+        self.written.append(score)
+
+
+async def test_close_open_scores_every_open_session_and_counts_what_missed_the_time() -> None:
+    writer = Recorded(hang_on=frozenset({"stuck"}))
+    seen: list[str] = []
+    scorer = SessionScorer(idle_s=300, writer=writer)
+    scorer.add_observer(lambda score: seen.append(score.session_id))
+    for name in ("a", "b", "stuck"):
+        await scorer.record(turn(name, 0), result("fail" if name == "a" else "pass"))
+    await scorer.record(turn("a", 1), result())
+    assert await scorer.sweep() == []  # none is idle: only the end closes them
+    started = time.monotonic()
+    assert await scorer.close_open(0.5) == 1  # "stuck" never returns: given up at the deadline, not waited for
+    assert time.monotonic() - started < 5
+    assert sorted(s.session_id for s in writer.written) == ["a", "b"]
+    assert {s.session_id: (s.turns, s.failed) for s in writer.written} == {"a": (2, 1), "b": (1, 0)}
+    assert sorted(seen) == ["a", "b", "stuck"]  # every one closed (metrics), whether it was written or not
+    assert scorer.counts["sessions_unwritten_at_close"] == 1 and scorer.totals() == (1, 3)
+    assert scorer.store.open_sessions == 0  # type: ignore[attr-defined]
+    assert await scorer.close_open(0.5) == 0  # nothing twice
+    with pytest.raises(ValueError, match="timeout_s"):
+        await scorer.close_open(-1)
+    await scorer.aclose()
+
+
+async def test_close_open_judges_only_within_its_time(judge_server: JudgeServer) -> None:
+    llm = LLMJudge(model="m", base_url=judge_server.url, max_retries=0)
+    writer = Recorded()
+    scorer = SessionScorer(idle_s=300, judge=SessionJudge(llm), writer=writer)
+    await scorer.record(turn("quick", 0), result())
+    judge_server.default = session_judge_reply
+    assert await scorer.close_open(10) == 0
+    (quick,) = writer.written
+    assert (quick.resolved, quick.resolution_error) == (False, None)
+
+    judge_server.default = Reply('{"resolved": true, "score": 0.9, "reason": "late"}', delay_s=30)
+    await scorer.record(turn("slow", 0), result())
+    started = time.monotonic()
+    assert await scorer.close_open(1.0) == 0  # the judge did not fit: written without its verdict, and says so
+    assert time.monotonic() - started < 10
+    slow = writer.written[-1]
+    assert slow.session_id == "slow" and slow.resolved is None and slow.resolution_score is None
+    assert "exit_flush_timeout_s" in (slow.resolution_error or "")
+    assert session_annotations(slow, "http://p")[-1]["result"]["label"] == "judge_error"
+    assert scorer.counts["session_judge_skipped_at_close"] == 1
+    await scorer.aclose()
+    await llm.aclose()
+
+
+@pytest.mark.redis
+async def test_close_open_leaves_a_shared_store_to_the_other_workers(redis_server) -> None:
+    project = f"p-{uuid.uuid4().hex[:6]}"
+    leaving, staying = (
+        SessionScorer(store=RedisSessionStore(redis_server.url, project=project), idle_s=5, writer=Recorded())
+        for _ in range(2)
+    )
+    await leaving.record(turn("fleet", 0), result())
+    assert await leaving.close_open(1.0) == 0
+    assert leaving.writer.written == []  # type: ignore[union-attr]
+    (score,) = await staying.sweep(now=time.time() + 6)  # still there, for the worker that stays
+    assert (score.session_id, score.turns) == ("fleet", 1)
+    for scorer in (leaving, staying):
+        await scorer.aclose()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+#: A chat app that ends with two conversations open (idle_s 300: nothing closes them but the end).
+CHAT_THAT_JUST_ENDS = textwrap.dedent(
+    """
+    import sys
+    from phoenix.otel import register
+    import ragtriage
+    from tests.test_sessions import conversation
+
+    url, project = sys.argv[1], sys.argv[2]
+    provider = register(endpoint=url + "/v1/traces", project_name=project, verbose=False)  # the global provider
+    ragtriage.instrument(sample_rate=1.0, auto_instrument=False, session_idle_s=300)
+    conversation(provider, project + "-a")
+    conversation(provider, project + "-b", n=2)
+    # no shutdown(), no uninstrument(): the script just ends
+    """
+)
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PHOENIX_", "RAGTRIAGE_", "OTEL_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+@pytest.mark.phoenix
+def test_a_chat_app_that_just_ends_writes_its_open_sessions(phoenix: PhoenixServer) -> None:
+    project = f"sessions-exit-{uuid.uuid4().hex[:6]}"
+    done = subprocess.run(
+        [sys.executable, "-c", CHAT_THAT_JUST_ENDS, phoenix.url, project],
+        cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "ragtriage" not in done.stderr, done.stderr[-3000:]  # nothing lost
+    a = phoenix_session(phoenix, project, project + "-a", timeout_s=5)  # written before the process ended
+    b = phoenix_session(phoenix, project, project + "-b", timeout_s=5)
+    assert (a["session_failed_share"]["metadata"]["turns"], b["session_failed_share"]["metadata"]["turns"]) == (3, 2)
+    assert a["session_failed_share"]["result"]["score"] == 0.0  # every answer is in its context
+    assert a["session_tiers"]["result"]["label"] == "deterministic 3"
+
+
+CHAT_THAT_ENDS_TOO_SOON = textwrap.dedent(
+    """
+    import asyncio
+    from opentelemetry.sdk.trace import TracerProvider
+    import ragtriage
+    from tests.test_sessions import conversation
+
+    class PhoenixAway:
+        async def write(self, sample, result):
+            pass
+
+        async def write_session(self, score):
+            await asyncio.sleep(30)
+
+        async def aclose(self):
+            pass
+
+    provider = TracerProvider()
+    ragtriage.instrument(tracer_provider=provider, sample_rate=1.0, auto_instrument=False, writer=PhoenixAway(),
+                         session_idle_s=300, exit_flush_timeout_s=1.0)
+    conversation(provider, "a")
+    conversation(provider, "b", n=2)
+    """
+)
+
+
+def test_open_sessions_the_exit_cannot_write_are_one_line_not_a_wait() -> None:
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", CHAT_THAT_ENDS_TOO_SOON], cwd=ROOT, env=clean_env(), capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert time.monotonic() - started < 25  # each write would take 30 s; the exit gives them 1 s
+    lines = [line for line in done.stderr.splitlines() if "ragtriage" in line]
+    assert len(lines) == 1, done.stderr[-3000:]
+    assert "at exit, 2 open session(s) were not written after waiting 1.0 s" in lines[0], lines
+    assert "RAGTRIAGE_EXIT_FLUSH_TIMEOUT_S" in lines[0] and "sample" not in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+GRAPHQL_CONFIGS = """query($id: ID!, $names: [String!]) { node(id: $id) { ... on Project {
+  annotationConfigs(first: 10, names: $names) { edges { node { ... on AnnotationConfigBase { name annotationType }
+    ... on ContinuousAnnotationConfig { optimizationDirection lowerBound upperBound }
+    ... on CategoricalAnnotationConfig { optimizationDirection values { label score } } } } } } } }"""
+
+
+@pytest.mark.phoenix
+def test_shutdown_writes_the_open_sessions_typed_by_their_configs(phoenix: PhoenixServer) -> None:
+    project = f"sessions-shutdown-{uuid.uuid4().hex[:6]}"
+    provider = app_provider(phoenix, project)
+    ragtriage.instrument(
+        tracer_provider=provider, endpoint=phoenix.url, sample_rate=1.0, auto_instrument=False, session_idle_s=300
+    )
+    try:
+        conversation(provider, project)
+        assert provider.force_flush(30_000)
+        processor = installed_processor()
+        assert processor is not None
+        processor.shutdown()
+        assert processor.stats.get("sessions_lost_at_exit", 0) == 0
+        rows = phoenix_session(phoenix, project, project, timeout_s=5)  # written by the time shutdown() returned
+        assert rows["session_failed_share"]["metadata"]["turns"] == 3
+    finally:
+        ragtriage.uninstrument()
+        provider.shutdown()
+    # the session annotations are typed as the Sessions view reads them: the project's configs, by name
+    project_id = httpx.get(f"{phoenix.url}/v1/projects/{project}").json()["data"]["id"]
+    response = httpx.post(
+        f"{phoenix.url}/graphql",
+        json={"query": GRAPHQL_CONFIGS, "variables": {"id": project_id, "names": list(SESSION_ANNOTATIONS)}},
+    )
+    assert "errors" not in response.json(), response.json()
+    configs = {e["node"]["name"]: e["node"] for e in response.json()["data"]["node"]["annotationConfigs"]["edges"]}
+    assert set(configs) == set(SESSION_ANNOTATIONS)
+    failed_share = configs["session_failed_share"]
+    assert (failed_share["annotationType"], failed_share["optimizationDirection"]) == ("CONTINUOUS", "MINIMIZE")
+    assert (failed_share["lowerBound"], failed_share["upperBound"]) == (0.0, 1.0)
+    assert configs["session_worst_turn"]["optimizationDirection"] == "MAXIMIZE"
+    assert configs["session_tiers"]["annotationType"] == "FREEFORM"
+    resolved = configs["session_resolved"]
+    assert (resolved["annotationType"], resolved["optimizationDirection"]) == ("CATEGORICAL", "MAXIMIZE")
+    assert [(v["label"], v["score"]) for v in resolved["values"]] == [
+        ("resolved", 1.0), ("unresolved", 0.0), ("judge_error", None)
+    ]  # fmt: skip

@@ -34,6 +34,8 @@ from ragtriage.pipeline import SampleHandler
 from ragtriage.sample import RAGSample
 
 logger = logging.getLogger(__name__)
+#: How long stopping may take: evaluate what is buffered, forward what is queued, score the open sessions.
+_CLOSE_S = 30.0
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -189,16 +191,26 @@ class Collector:
         return self.forwarder is None or await self.forwarder.drain(max(0.0, deadline - time.monotonic()))
 
     async def aclose(self) -> None:
-        """Evaluate what is buffered, forward what is queued (bounded), then stop."""
+        """Evaluate what is buffered, forward what is queued, score the sessions still open (all within 30 s),
+        then stop."""
+        deadline = time.monotonic() + _CLOSE_S
         flushed = False
         with contextlib.suppress(Exception):
-            flushed = await self.flush(30.0)
+            flushed = await self.flush(_CLOSE_S)
         if not flushed:
             self._consumer.cancel()
         self._consumer.stop()
         for task in self._tasks[:1]:  # the tick; the consumer returns once nothing is queued or in flight
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            unwritten = await self.handler.finish(max(deadline - time.monotonic(), 0.0))
+        except Exception:
+            self._evaluation_failed()
+        else:
+            if unwritten:
+                self._counts["sessions_lost_at_exit"] += unwritten
+                logger.warning("ragtriage collect: %d open session(s) were not written before it stopped", unwritten)
         if self.forwarder is not None:
             await self.forwarder.aclose()
         await self.handler.aclose()

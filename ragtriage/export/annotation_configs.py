@@ -8,6 +8,11 @@ Phoenix's REST API (checked against 20.26.1): ``POST /v1/annotation_configs`` cr
 server-wide; a duplicate answers 409), ``PUT /v1/projects/{project}/annotation_configs/{name}`` attaches it to a
 project (idempotent; 404 "Project ... not found" until the project's first span is ingested). A server without the
 routes answers 404/405 (or 501); a viewer's key 403. Either is logged once and the annotations are written untyped.
+
+Session annotations get configs too. A config is the project's and applies by name, whatever the annotation is
+on: Phoenix 20.26's Sessions views (the sessions table, a session's details, the session annotation summary) read
+the project's ``annotationConfigs`` by name to type and colour them, as its trace views do (its UI's
+``SessionsTableQuery``, ``SessionDetailsQuery``, ``SessionAnnotationSummaryQuery``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from urllib.parse import quote
 import httpx
 
 from ragtriage.evaluator.results import TIERS, Status, Verdict
+from ragtriage.export.sessions import FAILED_SHARE, JUDGE_ERROR, RESOLVED, RESOLVED_LABELS, TIERS_USED, WORST_TURN
 from ragtriage.metrics_registry import BY_NAME, SCORES
 
 logger = logging.getLogger(__name__)
@@ -40,7 +46,9 @@ VERDICT_SCORES = {"pass": 1.0, "fail": 0.0}
 
 
 def annotation_configs() -> list[dict[str, Any]]:
-    """The config of every annotation the writer puts on a span or trace (``POST /v1/annotation_configs`` bodies)."""
+    """The config of every annotation the writer puts on a span, trace or session (``POST /v1/annotation_configs``
+    bodies). A config belongs to the project and applies by name: Phoenix's Sessions views read the same
+    ``annotationConfigs`` as its span and trace views."""
     configs: list[dict[str, Any]] = [
         {
             "name": name,
@@ -92,7 +100,43 @@ def annotation_configs() -> list[dict[str, Any]]:
             "values": [{"label": label} for label in labels],
         }
     )
-    return configs
+    return configs + session_configs()
+
+
+def session_configs() -> list[dict[str, Any]]:
+    """The configs of a closed session's annotations (:mod:`.sessions`)."""
+    return [
+        {
+            "name": FAILED_SHARE,
+            "type": "CONTINUOUS",
+            "description": "share of the conversation's turns that failed, in [0, 1]; lower is better",
+            "optimization_direction": "MINIMIZE",
+            "lower_bound": 0.0,
+            "upper_bound": 1.0,
+        },
+        {
+            "name": WORST_TURN,
+            "type": "CONTINUOUS",
+            "description": "the lowest score an LLM judge gave the conversation's worst turn, in [0, 1] (none when "
+            "the free tiers decided it; label: that turn's verdict; the explanation links its trace)",
+            "optimization_direction": "MAXIMIZE",
+            "lower_bound": 0.0,
+            "upper_bound": 1.0,
+        },
+        {
+            "name": TIERS_USED,
+            "type": "FREEFORM",
+            "description": "how many of the conversation's turns each ragtriage tier decided",
+        },
+        {
+            "name": RESOLVED,
+            "type": "CATEGORICAL",
+            "description": "the session judge: did the conversation resolve the user's need? (score: its confidence "
+            "that it did; judge_error: no verdict, and why)",
+            "optimization_direction": "MAXIMIZE",
+            "values": [*({"label": k, "score": v} for k, v in RESOLVED_LABELS.items()), {"label": JUDGE_ERROR}],
+        },
+    ]
 
 
 class AnnotationConfigs:

@@ -21,6 +21,10 @@ TIERS_USED = "session_tiers"
 RESOLVED = "session_resolved"
 #: Every annotation a session may get, in the order they are written.
 SESSION_ANNOTATIONS = (FAILED_SHARE, WORST_TURN, TIERS_USED, RESOLVED)
+#: ``session_resolved``'s labels: the session judge's verdict (the score is its confidence that the need was
+#: resolved, so a reviewer's label scores 1 or 0), or why it gave none.
+RESOLVED_LABELS = {"resolved": 1.0, "unresolved": 0.0}
+JUDGE_ERROR = "judge_error"
 
 
 def trace_link(base_url: str, trace_id: str) -> str:
@@ -89,5 +93,5 @@ def session_annotations(score: SessionScore, base_url: str) -> list[dict[str, An
             )
         )
     elif score.resolution_error is not None:
-        rows.append(row(RESOLVED, "LLM", {"label": "judge_error", "explanation": score.resolution_error}))
+        rows.append(row(RESOLVED, "LLM", {"label": JUDGE_ERROR, "explanation": score.resolution_error}))
     return rows

@@ -1,7 +1,8 @@
 """Session scores: the turns of one conversation (traces sharing a ``session.id``), judged as a whole.
 
 Each evaluated turn is tallied in a :mod:`store <ragtriage.sessions.store>` (memory, or Redis for a worker
-fleet). A sweep on the evaluating loop closes every session idle for ``idle_s``: its score (share of turns
+fleet). A sweep on the evaluating loop closes every session idle for ``idle_s`` (and, when the app ends,
+:meth:`SessionScorer.close_open` those still open in memory): its score (share of turns
 failed, the worst turn, the tiers used, what its judging cost; optionally one judge call on whether it resolved
 the user's need) goes to the writer (Phoenix session annotations) and to the observers (OTel metrics, alerts).
 """
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 CONVERSATION_TURNS = 40
 CONVERSATION_CHARS = 16_000
 _RANK = {"fail": 0.0, "uncertain": 2.0, "pass": 4.0}
+#: Sessions written at once when the open ones are closed together (:meth:`SessionScorer.close_open`).
+_CLOSE_WRITES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,7 @@ class SessionScorer:
         self._totals = (0, 0)
         self._observers: list[Callable[[SessionScore], None]] = []
         self._sweeper: asyncio.Task[None] | None = None
+        self._sweeping = self._closing = False
         self._last_log = -math.inf
 
     def totals(self) -> tuple[int, int]:
@@ -192,8 +196,85 @@ class SessionScorer:
                 self._failed("totals", exc)
         return scores
 
-    async def _close(self, tally: SessionTally) -> SessionScore:
-        score = SessionScore(
+    async def close_open(self, timeout_s: float) -> int:
+        """Close and score every session still open in this process's memory, within ``timeout_s``: on close or
+        at exit, where they would otherwise end unscored. Returns how many could not be written.
+
+        A shared (Redis) store keeps its open sessions for another worker: nothing is taken from it. The session
+        judge gets at most half the time; a session it could not judge in that time is written with a
+        ``judge_error`` saying so. What is not written by ``timeout_s`` is given up (counted in
+        ``counts["sessions_unwritten_at_close"]``), never waited for.
+        """
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not 0 <= timeout_s < math.inf:
+            raise ValueError(f"timeout_s must be a number >= 0, got {timeout_s!r}")
+        deadline = time.monotonic() + timeout_s
+        await self._stop_sweeping(deadline)
+        if not isinstance(self.store, MemorySessionStore):
+            return 0
+        try:
+            tallies = await self.store.take_idle(math.inf, self.store.open_sessions + self.store.closed_early)
+        except Exception as exc:
+            self._failed("take", exc)
+            return 0
+        scores = [self._score(tally) for tally in tallies]
+        if self.judge is not None and scores:
+            scores = await self._judge_all(scores, time.monotonic() + (deadline - time.monotonic()) / 2)
+        for score in scores:
+            self._closed(score)
+        unwritten = 0
+        if self.writer is not None and scores:
+            unwritten = len(scores) - await self._write_all(scores, deadline)
+        if scores:
+            closed, with_failures = await self.store.totals()
+            self._totals = (with_failures, closed)
+        self.counts["sessions_unwritten_at_close"] += unwritten
+        return unwritten
+
+    async def _stop_sweeping(self, deadline: float) -> None:
+        """Stop the sweeper; a sweep under way finishes (it holds the sessions it took) while time allows."""
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is None or sweeper.done():
+            return
+        if self._sweeping and sweeper.get_loop() is asyncio.get_running_loop():
+            self._closing = True  # it returns after this sweep
+            await asyncio.wait({sweeper}, timeout=max(deadline - time.monotonic(), 0.0))
+            self._closing = False
+        sweeper.cancel()
+
+    async def _judge_all(self, scores: list[SessionScore], deadline: float) -> list[SessionScore]:
+        tasks = [asyncio.ensure_future(self._judge(score)) for score in scores]
+        await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0.0))
+        judged = []
+        for score, task in zip(scores, tasks, strict=True):
+            if not task.done():
+                task.cancel()
+                self.counts["session_judge_skipped_at_close"] += 1
+                judged.append(
+                    replace(score, resolution_error="not judged: the time to close (exit_flush_timeout_s) ran out")
+                )
+            elif (exc := task.exception()) is not None:
+                self.counts["session_judge_errors"] += 1
+                judged.append(replace(score, resolution_error=f"the session judge failed: {type(exc).__name__}"))
+            else:
+                judged.append(task.result())
+        return judged
+
+    async def _write_all(self, scores: list[SessionScore], deadline: float) -> int:
+        """Write ``scores``, a few at a time, until ``deadline``; returns how many were written."""
+        gate = asyncio.Semaphore(_CLOSE_WRITES)
+
+        async def write(score: SessionScore) -> bool:
+            async with gate:
+                return await self._write(score)
+
+        tasks = [asyncio.ensure_future(write(score)) for score in scores]
+        await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0.0))
+        for task in tasks:
+            task.cancel()
+        return sum(1 for t in tasks if t.done() and not t.cancelled() and t.exception() is None and t.result())
+
+    def _score(self, tally: SessionTally) -> SessionScore:
+        return SessionScore(
             session_id=tally.session_id,
             turns=tally.turns,
             failed=tally.failed,
@@ -205,22 +286,34 @@ class SessionScorer:
             last_seen=tally.last_seen,
             conversation=tally.conversation,
         )
+
+    async def _close(self, tally: SessionTally) -> SessionScore:
+        score = self._score(tally)
         if self.judge is not None:
             score = await self._judge(score)
+        self._closed(score)
+        await self._write(score)
+        return score
+
+    def _closed(self, score: SessionScore) -> None:
         self.counts["sessions_closed"] += 1
-        if self.writer is not None:
-            try:
-                await self.writer.write_session(score)
-                self.counts["sessions_written"] += 1
-            except Exception as exc:
-                self._failed("write", exc)
         for observer in self._observers:
             try:
                 observer(score)
             except Exception:
                 self.counts["observer_errors"] += 1
                 logger.exception("ragtriage: session observer %r failed", observer)
-        return score
+
+    async def _write(self, score: SessionScore) -> bool:
+        if self.writer is None:
+            return False
+        try:
+            await self.writer.write_session(score)
+        except Exception as exc:
+            self._failed("write", exc)
+            return False
+        self.counts["sessions_written"] += 1
+        return True
 
     async def _judge(self, score: SessionScore) -> SessionScore:
         assert self.judge is not None
@@ -254,9 +347,13 @@ class SessionScorer:
 
     async def _sweep_forever(self) -> None:
         every = min(max(self.idle_s / 4, 0.05), 5.0)
-        while True:
+        while not self._closing:
             await asyncio.sleep(every)
-            await self.sweep()
+            self._sweeping = True
+            try:
+                await self.sweep()
+            finally:
+                self._sweeping = False
 
     def _failed(self, what: str, exc: BaseException) -> None:
         self.counts[f"session_{what}_errors"] += 1
@@ -266,7 +363,8 @@ class SessionScorer:
             logger.warning("ragtriage: session %s failed (%s: %s); sessions go on", what, type(exc).__name__, exc)
 
     async def aclose(self) -> None:
-        """Stop sweeping (open sessions stay in a shared store for another worker; in memory they end here)."""
+        """Stop sweeping and close the store. What is still open in memory ends here unscored, unless
+        :meth:`close_open` ran first (``Pipeline.finish`` runs it at the end)."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None

@@ -133,7 +133,9 @@ class EvalSpanProcessor(SpanProcessor):
             on_idle=self._expire_now,
             poll_s=_POLL_S,
         )
-        self._handoff = ThreadHandoff(consumer, close=handler.aclose, on_error=self._internal_error)
+        self._handoff = ThreadHandoff(
+            consumer, close=handler.aclose, finish=handler.finish, on_error=self._internal_error
+        )
         ref = weakref.WeakMethod(self._at_fork_reinit)
         os.register_at_fork(after_in_child=lambda: (m := ref()) and m())
         _call_at_exit(weakref.WeakMethod(self._at_exit))
@@ -269,33 +271,51 @@ class EvalSpanProcessor(SpanProcessor):
         return self._handoff.flush(timeout_millis / 1000)
 
     def shutdown(self) -> None:
-        """Finish what is queued (bounded), stop the worker. Idempotent."""
+        """Finish what is queued (bounded), score the sessions still open (within ``exit_flush_timeout_s``),
+        stop the worker. Idempotent."""
         if self._shutdown:
             return
         self._shutdown = True
-        self._handoff.shutdown(30.0)
+        self._handoff.shutdown(30.0, finish_s=self.exit_flush_timeout_s)
+        self._say_what_was_left("at shutdown", 0, 0, 0)
 
     def _at_exit(self) -> None:
-        """Interpreter exit, before the thread pools stop (write-back still works): finish what is queued within
-        ``exit_flush_timeout_s``, drop the rest, stop the worker, and say in one line what was left."""
+        """Interpreter exit, before the thread pools stop (write-back still works): within
+        ``exit_flush_timeout_s``, finish what is queued, then score the sessions still open; drop the rest,
+        stop the worker, and say in one line what was left."""
         if self._shutdown:
             return
         self._shutdown = True  # no new traces
+        started = time.monotonic()
         self._handoff.flush(self.exit_flush_timeout_s)
         self._exited = True
         open_traces = len(self._traces)
-        # the worker closes its connections while it still can
-        given_up, running = self._handoff.abandon(_EXIT_CLOSE_S)
+        # what is left of the budget goes to the open sessions; the worker closes its connections while it can
+        left = max(self.exit_flush_timeout_s - (time.monotonic() - started), 0.0)
+        given_up, running = self._handoff.abandon(_EXIT_CLOSE_S, finish_s=left)
         queued = sum(1 for trace in given_up if trace.rag)
+        self._say_what_was_left("at exit", queued, running, open_traces)
+
+    def _say_what_was_left(self, when: str, queued: int, running: int, open_traces: int) -> None:
+        """One line for everything the end could not finish: samples not evaluated, sessions not written."""
+        sessions = self._handoff.unfinished
+        parts = []
         if queued or running:
             self._count("samples_lost_at_exit", queued + running)
+            parts.append(f"{queued + running} sample(s) were not evaluated ({queued} queued, {running} evaluating)")
+            if open_traces:
+                parts.append(f"{open_traces} trace(s) were still open")
+        if sessions:
+            self._count("sessions_lost_at_exit", sessions)
+            parts.append(f"{sessions} open session(s) were not written")
+        elif sessions is None:  # the worker was still closing them when its time was up
+            parts.append("the open sessions were not closed in time")
+        if parts:
             logger.warning(
-                "ragtriage: at exit, %d sample(s) were not evaluated (%d queued, %d evaluating)%s after waiting "
-                "%.1f s; raise exit_flush_timeout_s (RAGTRIAGE_EXIT_FLUSH_TIMEOUT_S) to wait longer",
-                queued + running,
-                queued,
-                running,
-                f" and {open_traces} trace(s) were still open" if open_traces else "",
+                "ragtriage: %s, %s after waiting %.1f s; raise exit_flush_timeout_s (RAGTRIAGE_EXIT_FLUSH_TIMEOUT_S) "
+                "to wait longer",
+                when,
+                " and ".join(parts),
                 self.exit_flush_timeout_s,
             )
 
