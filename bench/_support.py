@@ -191,7 +191,9 @@ if sys.argv[2] == "nodelay":
     # the client's delayed ACK (~40 ms on Linux loopback). TCP_NODELAY, as real servers set it.
     socketserver.StreamRequestHandler.disable_nagle_algorithm = True
 from ragtriage.testing import JudgeServer, Reply, verdict_json
-server = JudgeServer(default=Reply(verdict_json(), delay_s=float(sys.argv[1]))).start()
+# "claims": a verdict the heavy tier's claim-level schema accepts too (an audit by the heavy judge)
+claims = [{"claim": "as stated", "supported": True, "context_index": 1}] if sys.argv[3:] == ["claims"] else None
+server = JudgeServer(default=Reply(verdict_json(claims=claims), delay_s=float(sys.argv[1]))).start()
 print(server.url, flush=True)
 sys.stdin.read()  # run until the parent closes our stdin (or dies)
 server.stop()
@@ -201,17 +203,20 @@ server.stop()
 class JudgeProcess:
     """``JudgeServer(default=Reply(verdict_json(), delay_s=L))`` in a child process, so the parent's
     ``time.process_time()`` counts only the client side. Stops when the parent closes its stdin.
-    ``nodelay`` sets TCP_NODELAY on its sockets (see ``_SERVE``)."""
+    ``nodelay`` sets TCP_NODELAY on its sockets (see ``_SERVE``); ``claims`` adds supported claims to the
+    verdict, which the heavy judge's schema requires (without them a heavy call is a judge error)."""
 
-    def __init__(self, delay_s: float, *, nodelay: bool = True) -> None:
+    def __init__(self, delay_s: float, *, nodelay: bool = True, claims: bool = False) -> None:
         self.delay_s = delay_s
         self.nodelay = nodelay
+        self.claims = claims
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
 
     def __enter__(self) -> JudgeProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _SERVE, str(self.delay_s), "nodelay" if self.nodelay else "stock"],
+            [sys.executable, "-c", _SERVE, str(self.delay_s), "nodelay" if self.nodelay else "stock"]
+            + (["claims"] if self.claims else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from _support import Sample, machine, make_samples, percentile
 
@@ -75,7 +75,9 @@ async def evaluator_round(evaluator: RAGEvaluator, samples: list[Sample], per_ca
 class NullChecker(DeterministicChecker):
     """Decides nothing and costs nothing: ``evaluate()`` through it is the evaluator's own floor."""
 
-    def check(self, question: str, answer: str, contexts: Sequence[str]) -> DeterministicReport:
+    def check(
+        self, question: str, answer: str, contexts: Sequence[str], history: Sequence[Mapping[str, str]] = ()
+    ) -> DeterministicReport:
         return DeterministicReport((), GroundingReport(1, (), (), ()))
 
 

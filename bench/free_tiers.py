@@ -21,7 +21,7 @@ share of unfaithful answers failed). Sets:
 
     python bench/free_tiers.py --faithbench ../shared/data/faithbench_dev.jsonl \\
         --aggrefact CLIFF_error_types.csv --aggrefact Goyal21_error_types.csv \\
-        --halueval ../shared/data/dev_halueval_qa.jsonl [--show 5] [--markdown]
+        --halueval ../shared/data/dev_halueval_qa.jsonl [--half a|b] [--show 5] [--markdown]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import hashlib
 import json
 import sys
 from collections.abc import Sequence
@@ -71,6 +72,11 @@ def aggrefact(path: Path) -> tuple[str, list[Item]]:
         for n, r in enumerate(rows)
     ]
     return (rows[0]["dataset"] if rows else path.stem), items
+
+
+def half_of(item: Item) -> str:
+    """``a`` or ``b``, by a hash of the item's passage: halves of a set by document, for held-out rounds."""
+    return "a" if hashlib.sha1(item.contexts[0].encode()).digest()[0] % 2 == 0 else "b"
 
 
 def suite(kinds: Sequence[str] = ("faithful", "certain", "other")) -> list[Item]:
@@ -168,6 +174,7 @@ if __name__ == "__main__":
     parser.add_argument("--faithbench", type=Path, help="FaithBench JSONL (e.g. ../shared/data/faithbench_dev.jsonl)")
     parser.add_argument("--aggrefact", type=Path, action="append", default=[], help="an AggreFact *_error_types.csv")
     parser.add_argument("--halueval", type=Path, help="a ragtriage-format JSONL (../shared/data/dev_halueval_qa.jsonl)")
+    parser.add_argument("--half", choices=("a", "b"), help="only this half of each AggreFact set's documents")
     parser.add_argument("--show", type=int, default=0, help="print this many clean answers failed, per set")
     parser.add_argument("--markdown", action="store_true", help="print the per-rule table as Markdown")
     args = parser.parse_args()
@@ -176,6 +183,8 @@ if __name__ == "__main__":
         sets["FaithBench"] = faithbench(args.faithbench)
     for path in args.aggrefact:
         name, items = aggrefact(path)
+        if args.half:
+            name, items = f"{name}-{args.half}", [i for i in items if half_of(i) == args.half]
         sets[name] = items
     if args.halueval:
         dev = load_dataset(args.halueval)

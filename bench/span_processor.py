@@ -114,7 +114,7 @@ def pct(ratio: float) -> float:
 def part1(window_s: float, rounds: int, only: set[str] | None) -> None:
     gate = threading.Event()  # never set until the end: the judge hangs
     hung_judge = JudgeServer(default=Reply(verdict_json(), block=gate)).start()  # in-process; hung, so idle
-    live_judge = JudgeProcess(0.0).__enter__()  # answers at once, in its own process
+    live_judge = JudgeProcess(0.0, claims=True).__enter__()  # answers at once (the heavy schema too), own process
 
     def provider(eval_proc: EvalSpanProcessor | None) -> TracerProvider:
         tp = TracerProvider(shutdown_on_exit=False)
@@ -220,6 +220,9 @@ def part1(window_s: float, rounds: int, only: set[str] | None) -> None:
     for name, proc in procs.items():
         if proc is not None:
             print(f"  {name.split()[0]:2s} stats: {proc.stats}")
+            audits = getattr(getattr(proc.handler, "evaluator", None), "audits", None)
+            if audits is not None and audits.counts:  # an audit that errored would measure the wrong work
+                print(f"  {name.split()[0]:2s} audits: {dict(audits.counts)}")
     print(f"  live judge CPU {live_judge.cpu_s():.1f} s; hung judge in flight={hung_judge.in_flight}", flush=True)
 
     # clean up without waiting for the hung evaluations: release the judge, stop the servers

@@ -9,7 +9,7 @@ The roles, and what each one gets:
                           else is built in the app then.
 ``collector``             ``ragtriage collect``: as ``app``, for traces received over OTLP.
 ``evaluator_process``     the child of ``evaluate_in="process"``: the pipeline, with the app's drop counts.
-``worker``                ``ragtriage worker``: the pipeline, alert windows shared by the fleet in Redis.
+``worker``                ``ragtriage worker``: the pipeline, alert and audit windows shared by the fleet in Redis.
 ``offline``               ``ragtriage ci``/``calibrate``, the pytest plugin: the pipeline without write-back;
                           alerts are recorded for the report and sent only with ``send_alerts=True``.
 ========================  ==============================================================================
@@ -47,10 +47,12 @@ from ragtriage.alerts.rules import AgreementReader
 from ragtriage.config import Config
 from ragtriage.dashboards.metrics import EvalMetrics, HasStats, enable_metrics
 from ragtriage.dashboards.prometheus import MetricsServer, serve_metrics
+from ragtriage.evaluator.audit import AgreementWindow
 from ragtriage.evaluator.cache import RedisCache
 from ragtriage.evaluator.calibration import load_calibration
 from ragtriage.evaluator.cost import CostTracker
 from ragtriage.evaluator.evaluator import RAGEvaluator
+from ragtriage.evaluator.fleet_audits import RedisAgreementWindow
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.export.phoenix import PhoenixWriter, base_url, parse_headers
 from ragtriage.handoff.child_process import ProcessHandler
@@ -195,12 +197,15 @@ def build(
         handler = _evaluator_process(config, project, metrics_port, drops)
         return _with_processor(Runtime(config, role, project, handler, drops=drops), evaluator)
 
+    fleet_redis = config.queue_url if role == "worker" else None
     if evaluator is None:
         # Elsewhere than in the app, the sampling was done where the trace was seen.
         evaluator = build_evaluator(
             config,
             sample_rate=config.sample_rate if role in _FRONT else 1.0,
             audit_rate=0.0 if role == "offline" else None,  # an offline run judges every item with every tier
+            # a fleet of workers measures one agreement window, kept in Redis next to the queue
+            audits=RedisAgreementWindow(fleet_redis, project=project) if fleet_redis else None,
         )
     if role == "offline" or (writer is None and not config.write_back):
         writer = None
@@ -236,7 +241,7 @@ def build(
         # to the traces each alert is about, once the writer knows the project's id in Phoenix
         phoenix_link=writer.links.for_alert if isinstance(writer, PhoenixWriter) else None,
         # a fleet of workers judges one window, kept in Redis next to the queue
-        state=RedisAlertState(config.queue_url, project=project) if role == "worker" and config.queue_url else None,
+        state=RedisAlertState(fleet_redis, project=project) if fleet_redis else None,
         evaluate_every_s=0.0 if role == "offline" else 1.0,
     )
     _add_watchdogs(alerts, sources)
@@ -267,7 +272,11 @@ def _with_processor(runtime: Runtime, evaluator: RAGEvaluator | None) -> Runtime
 
 
 def build_evaluator(
-    config: Config, *, sample_rate: float | None = None, audit_rate: float | None = None
+    config: Config,
+    *,
+    sample_rate: float | None = None,
+    audit_rate: float | None = None,
+    audits: AgreementWindow | None = None,
 ) -> RAGEvaluator:
     """The evaluator the configuration describes (judges, cache, budget, calibration file, audits); with no judge
     URL or key, the free tiers alone."""
@@ -296,6 +305,7 @@ def build_evaluator(
         max_history_turns=config.max_history_turns,
         max_history_chars=config.max_history_chars,
         audit_rate=config.audit_rate if audit_rate is None else audit_rate,
+        audits=audits,
     )
 
 

@@ -281,29 +281,17 @@ async def test_the_always_on_rules_join_rules_given_in_code_once() -> None:
     from ragtriage.runtime import build
 
     mine = MetricRule(name="faithfulness_low", metric="faithfulness", threshold=0.5)
+    theirs = tier_agreement_rule(AgreementWindow().snapshot, threshold=0.5)
     config = ragtriage.Config(write_back=False, local_judge_url="http://127.0.0.1:9/v1")
-    runtime = build(config, "worker", alert_rules=[mine])
-    try:
-        assert runtime.alerts is not None
-        assert [r.name for r in runtime.alerts.rules] == [
-            "faithfulness_low",
-            "failed_sessions_high",
-            "tier_agreement_low",
-        ]
-    finally:
-        await runtime.aclose()
-    runtime = build(
-        config, "worker", alert_rules=[mine, tier_agreement_rule(AgreementWindow().snapshot, threshold=0.5)]
-    )
-    try:
-        assert runtime.alerts is not None
-        assert [r.name for r in runtime.alerts.rules] == [
-            "faithfulness_low",
-            "tier_agreement_low",
-            "failed_sessions_high",
-        ]
-    finally:
-        await runtime.aclose()
+    for given, expected in [
+        ([mine], ["faithfulness_low", "failed_sessions_high", "tier_agreement_low"]),
+        ([mine, theirs], ["faithfulness_low", "tier_agreement_low", "failed_sessions_high"]),
+    ]:
+        runtime = build(config, "worker", alert_rules=given)
+        try:
+            assert runtime.alerts is not None and [r.name for r in runtime.alerts.rules] == expected
+        finally:
+            await runtime.aclose()
 
 
 def test_the_rules_file_tunes_tier_agreement_low() -> None:

@@ -16,7 +16,7 @@ from ragtriage.checks._normalize import COMMON_WORDS, DEMONYMS, skeleton, varian
 if TYPE_CHECKING:
     from ragtriage.checks.grounding import EvidenceIndex
 
-_RUN = re.compile(r"[A-Z][^\W_]*(?:[\s-]+(?:(?:of|the|and|for|de|du|la|von|van)[\s-]+)?[A-Z][^\W_]*)*")
+NAME_RUN = re.compile(r"[A-Z][^\W_]*(?:[\s-]+(?:(?:of|the|and|for|de|du|la|von|van)[\s-]+)?[A-Z][^\W_]*)*")
 #: Acronyms of ordinary words and phrases that no run of initials spells ("TV" for "television").
 COMMON_ACRONYMS = {
     "tv": ("television", "tv"), "us": ("united states", "america", "american"),
@@ -28,7 +28,7 @@ COMMON_ACRONYMS = {
 _DEMONYMS_OF: dict[str, list[str]] = {}
 for _demonym, _country in DEMONYMS.items():
     _DEMONYMS_OF.setdefault(_country, []).append(_demonym)
-_RUN_LINKS = frozenset("of the and for de du la le von van der den y et da di".split())
+RUN_LINKS = frozenset("of the and for de du la le von van der den y et da di".split())
 
 
 def name_support(
@@ -76,9 +76,9 @@ def _acronym(word: str, lowered: str, answer: str, match: re.Match[str], evidenc
         if letters in evidence.acronyms or letters in evidence.word_initials:
             return True
         return any(evidence.has(phrase) for phrase in COMMON_ACRONYMS.get(letters, ()))
-    for run in _RUN.finditer(answer):
+    for run in NAME_RUN.finditer(answer):
         if run.start() <= match.start() < run.end():
-            words = [w for w in re.split(r"[\s-]+", run.group()) if w.lower() not in _RUN_LINKS | COMMON_WORDS]
+            words = [w for w in re.split(r"[\s-]+", run.group()) if w.lower() not in RUN_LINKS | COMMON_WORDS]
             initials = "".join(w[0] for w in words).upper()
             if len(words) < 2 or initials not in evidence.text:
                 return False
@@ -111,15 +111,15 @@ def _is_contraction(short: str, long: str) -> bool:
 def initials(text: str) -> set[str]:
     """Initials of each run of capitalised words and of its sub-runs, with and without linking words."""
     found: set[str] = set()
-    for run in _RUN.finditer(text):
+    for run in NAME_RUN.finditer(text):
         words = re.split(r"[\s-]+", run.group())
         for i, first in enumerate(words):
-            if first.lower() in _RUN_LINKS:
+            if first.lower() in RUN_LINKS:
                 continue
             strict = loose = ""
             for word in words[i : i + 8]:
                 loose += word[0].lower()
-                if word.lower() not in _RUN_LINKS:
+                if word.lower() not in RUN_LINKS:
                     strict += word[0].lower()
                 if len(strict) >= 2:
                     found.update((strict, loose))

@@ -18,7 +18,7 @@ import hashlib
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -123,16 +123,21 @@ class Agreement:
 def agreement_of(tier: str, pairs: Iterable[tuple[str, str | None]]) -> Agreement:
     """Agreement of one tier's ``(verdict, auditor's verdict)`` pairs; an auditor's ``None`` or ``uncertain`` is
     counted as undecided, never as agreement (the Phoenix reports call this with annotations' labels)."""
-    pairs = list(pairs)
-    decided = [(v, a) for v, a in pairs if a in ("pass", "fail")]
-    fails = [(v, a) for v, a in decided if v == "fail"]
+    return agreement_of_counts(tier, Counter(pairs))
+
+
+def agreement_of_counts(tier: str, counts: Mapping[tuple[str, str | None], int]) -> Agreement:
+    """:func:`agreement_of`, from how many times each ``(verdict, auditor's verdict)`` pair occurred (a window
+    kept as counts, as in Redis)."""
+    decided = {(v, a): n for (v, a), n in counts.items() if a in ("pass", "fail")}
+    fails = {(v, a): n for (v, a), n in decided.items() if v == "fail"}
     return Agreement(
         tier=tier,
-        audits=len(decided),
-        agreed=sum(v == a for v, a in decided),
-        fails=len(fails),
-        fails_confirmed=sum(a == "fail" for _, a in fails),
-        undecided=len(pairs) - len(decided),
+        audits=sum(decided.values()),
+        agreed=sum(n for (v, a), n in decided.items() if v == a),
+        fails=sum(fails.values()),
+        fails_confirmed=sum(n for (_, a), n in fails.items() if a == "fail"),
+        undecided=sum(counts.values()) - sum(decided.values()),
     )
 
 
@@ -152,7 +157,12 @@ class AgreementWindow:
         self.counts: Counter[str] = Counter()
         self.cost_usd = 0.0
 
+    async def record(self, outcome: AuditOutcome) -> None:
+        """Add a finished audit (the evaluator's call; a shared window also shares it). Never raises."""
+        self.add(outcome)
+
     def add(self, outcome: AuditOutcome) -> None:
+        """Add an audit to this process's window."""
         with self._lock:
             self._audits[outcome.tier].append((time.monotonic(), outcome))
             self.counts[f"audits_{outcome.status}"] += 1
@@ -175,4 +185,13 @@ class AgreementWindow:
         return {tier: self.agreement(tier) for tier in AUDITED_TIERS}
 
 
-__all__ = ["AUDITED_TIERS", "Agreement", "AgreementWindow", "AuditOutcome", "audit_chosen", "audited_tier"]
+__all__ = [
+    "AUDITED_TIERS",
+    "Agreement",
+    "AgreementWindow",
+    "AuditOutcome",
+    "agreement_of",
+    "agreement_of_counts",
+    "audit_chosen",
+    "audited_tier",
+]

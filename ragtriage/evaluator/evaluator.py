@@ -126,6 +126,9 @@ class RAGEvaluator:
             again by the tier above (heavy, else local) in the background, to measure each tier's agreement
             (:attr:`audits`); verdicts never change. 0 here: a direct caller gets exactly the calls it asked
             for; :func:`ragtriage.instrument` and the workers take ``Config.audit_rate`` (0.05).
+        audits: where the audits' agreement is kept (:attr:`audits`): this process's
+            :class:`~ragtriage.evaluator.audit.AgreementWindow` by default; ``ragtriage worker`` passes a
+            :class:`~ragtriage.evaluator.fleet_audits.RedisAgreementWindow` so the fleet reads one window.
 
     Alerts are not the evaluator's: attach an :class:`~ragtriage.alerts.AlertManager` as an observer
     (``evaluator.add_observer(manager.observe)``), as :func:`ragtriage.instrument` does.
@@ -161,6 +164,7 @@ class RAGEvaluator:
         max_history_chars: int = 4000,
         history_size: int | None = None,
         audit_rate: float = 0.0,
+        audits: AgreementWindow | None = None,
     ) -> None:
         if history_size is not None:
             warnings.warn(
@@ -176,6 +180,8 @@ class RAGEvaluator:
         _check_unit("confidence_threshold", confidence_threshold)
         _check_unit("escalation_margin", escalation_margin)
         _check_unit("audit_rate", audit_rate)
+        if audits is not None and not isinstance(audits, AgreementWindow):
+            raise TypeError(f"audits must be an AgreementWindow, got {type(audits).__name__}")
         if thresholds is None:
             thresholds = RAGEvaluationThresholds()
         elif not isinstance(thresholds, RAGEvaluationThresholds):
@@ -234,7 +240,7 @@ class RAGEvaluator:
         self._observers: list[Callable[[RAGEvaluationResult], None]] = []
         self.audit_rate = float(audit_rate)
         #: Each audited tier's agreement with its auditor (read by metrics, the alert rule and reports).
-        self.audits = AgreementWindow()
+        self.audits = audits if audits is not None else AgreementWindow()
         self._audit_observers: list[Callable[[AuditOutcome], None]] = []
         self._audit_tasks: set[asyncio.Task[None]] = set()
         #: The cascade, cheapest first; the last tier always decides.
@@ -395,7 +401,7 @@ class RAGEvaluator:
         await self.drain_audits(_AUDIT_DRAIN_S)
         for task in [t for t in self._audit_tasks if t.get_loop() is asyncio.get_running_loop()]:
             task.cancel()
-        for resource in (self.local_judge, self.heavy_judge, self.cache):
+        for resource in (self.local_judge, self.heavy_judge, self.cache, self.audits):
             close = getattr(resource, "aclose", None)
             if close is not None:
                 await close()
@@ -487,7 +493,7 @@ class RAGEvaluator:
                     detail=verdict.output.reasons.strip(),
                 )
             self.cost_tracker.record("audit", usd=outcome.cost_usd)
-        self.audits.add(outcome)
+        await self.audits.record(outcome)  # and to the fleet's window where it is shared; never raises
         for observer in self._audit_observers:
             try:
                 observer(outcome)
