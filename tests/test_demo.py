@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 
 from ragtriage.cli import app
 from ragtriage.demo import load_corpus
+from ragtriage.testing.phoenix import PhoenixServer
 
 
 def test_demo_without_phoenix_runs_the_free_tiers(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,3 +79,16 @@ def test_the_demo_prints_no_link_to_the_phoenix_it_stopped() -> None:
     assert dead_links(output) == []
     assert "Open http" not in output
     assert "ragtriage demo --keep-running" in " ".join(output.split())  # rich wraps lines
+
+
+@pytest.mark.phoenix
+def test_the_demo_runs_the_phoenix_of_its_own_interpreter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``/path/to/venv/bin/ragtriage demo`` without activating the venv: the first ``phoenix`` on PATH is another
+    environment's (here one that cannot serve), not the one the phoenix extra installed next to ragtriage."""
+    other = tmp_path / "other-env" / "bin"
+    other.mkdir(parents=True)
+    (other / "phoenix").write_text("#!/bin/sh\necho 'another environment: no serve here' >&2\nexit 3\n")
+    (other / "phoenix").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{other}{os.pathsep}{os.environ['PATH']}")
+    with PhoenixServer(tmp_path / "phoenix") as phoenix:
+        assert httpx.get(f"{phoenix.url}/v1/projects", timeout=10).status_code == 200

@@ -7,6 +7,7 @@ downloads; startup takes 15-20 s on two cores, so start one per session.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -61,8 +62,14 @@ class PhoenixServer:
             PHOENIX_LOG_MIGRATIONS="false",
             PYTHONUNBUFFERED="1",
         )
-        executable = shutil.which("phoenix")
-        command = [executable, "serve"] if executable else [sys.executable, "-m", "phoenix.server.main", "serve"]
+        # This interpreter's Phoenix, the one the phoenix extra installed: the first ``phoenix`` on PATH may be
+        # another environment's (a venv run without activating it), or no Phoenix at all.
+        if importlib.util.find_spec("phoenix") is not None:  # finds the package without importing it (~7 s)
+            command = [sys.executable, "-m", "phoenix.server.main", "serve"]
+        elif executable := shutil.which("phoenix"):
+            command = [executable, "serve"]
+        else:
+            raise RuntimeError("phoenix is not installed: pip install 'ragtriage[phoenix]'")
         self._log = self.log_path.open("wb")
         self._proc = subprocess.Popen(
             command, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
