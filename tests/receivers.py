@@ -10,6 +10,8 @@ from typing import Any
 
 from typing_extensions import Self
 
+from ragtriage.alerts import AlertEvent
+
 
 class LoopbackServer:
     """A ``ThreadingHTTPServer`` on 127.0.0.1 in a daemon thread, for ``with``; subclasses give the handler."""
@@ -111,3 +113,15 @@ def check_pagerduty_event(event: dict[str, Any]) -> None:
         assert body["severity"] in {"critical", "error", "warning", "info"}
         for link in event.get("links", []):
             assert link["href"].startswith("http")
+
+
+class ListSink:
+    """An alert sink that keeps what it is sent, in memory: the far end a test reads."""
+
+    name = "list"
+
+    def __init__(self) -> None:
+        self.events: list[AlertEvent] = []
+
+    async def send(self, event: AlertEvent) -> None:
+        self.events.append(event)

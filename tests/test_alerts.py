@@ -10,7 +10,6 @@ from typer.testing import CliRunner
 
 from ragtriage import LLMJudge, RAGEvaluationResult, RAGEvaluator
 from ragtriage.alerts import (
-    AlertEvent,
     AlertManager,
     EmailSink,
     LoggingAlertSink,
@@ -31,17 +30,7 @@ from ragtriage.cli import app
 from ragtriage.config import Config
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 from ragtriage.testing.redis_server import free_port
-from tests.receivers import Receiver, check_pagerduty_event, check_slack_payload
-
-
-class ListSink:
-    name = "list"
-
-    def __init__(self) -> None:
-        self.events: list[AlertEvent] = []
-
-    async def send(self, event: AlertEvent) -> None:
-        self.events.append(event)
+from tests.receivers import ListSink, Receiver, check_pagerduty_event, check_slack_payload
 
 
 def result(*, faithfulness: float | None = 0.9, tier: str = "local", verdict: str = "pass", status: str = "ok"):

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -201,13 +201,7 @@ def test_report_from_phoenix_annotations_links_the_traces(
         ragtriage.uninstrument()
         provider.shutdown()
 
-    records: list[Any] = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # Phoenix ingests asynchronously
-        records = records_from_phoenix(phoenix.url, project)
-        if records and "faithfulness" in records[0].scores:
-            break
-        time.sleep(0.2)
+    records = phoenix_records(phoenix, project, lambda r: "faithfulness" in r.scores)
     assert [(r.trace_id, r.tier, r.verdict, r.scores.get("faithfulness")) for r in records] == [
         (trace_id, "local", "fail", 0.3)
     ]
@@ -219,6 +213,18 @@ def test_report_from_phoenix_annotations_links_the_traces(
     trace_links = [link for link in links if link.endswith(f"/traces/{trace_id}")]
     assert trace_links and trace_links[0].startswith(f"{phoenix.url}/projects/")
     assert httpx.get(trace_links[0]).status_code == 200  # Phoenix serves its UI at that address
+
+
+def phoenix_records(phoenix: PhoenixServer, project: str, ready: Callable[[Any], bool]) -> list[Any]:
+    """The project's records, once the first is ``ready`` (Phoenix ingests asynchronously) or 30 s passed."""
+    records: list[Any] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        records = records_from_phoenix(phoenix.url, project)
+        if records and ready(records[0]):
+            break
+        time.sleep(0.2)
+    return records
 
 
 def test_the_report_names_the_question_judged_under_an_http_root(phoenix: PhoenixServer, tmp_path: Path) -> None:
@@ -245,11 +251,5 @@ def test_the_report_names_the_question_judged_under_an_http_root(phoenix: Phoeni
         ragtriage.uninstrument()
         provider.shutdown()
 
-    records: list[Any] = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # Phoenix ingests asynchronously
-        records = records_from_phoenix(phoenix.url, project)
-        if records and records[0].question:
-            break
-        time.sleep(0.2)
+    records = phoenix_records(phoenix, project, lambda r: bool(r.question))
     assert [(r.verdict, r.question) for r in records] == [("fail", question)]

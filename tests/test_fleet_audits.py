@@ -18,14 +18,14 @@ import pytest
 import redis
 
 import ragtriage
-from ragtriage.alerts import AlertEvent, AlertManager, RedisAlertState, tier_agreement_rule
+from ragtriage.alerts import AlertManager, RedisAlertState, tier_agreement_rule
 from ragtriage.evaluator.audit import AgreementWindow, AuditOutcome
 from ragtriage.evaluator.fleet_audits import RedisAgreementWindow
 from ragtriage.handoff.redis_stream import StreamPublisher
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 from ragtriage.testing.redis_server import RedisServer
 from ragtriage.testing.tls import self_signed_certificate
-from tests.receivers import Receiver
+from tests.receivers import ListSink, Receiver
 from tests.test_audit import CONTEXTS, heavy_verdict, local_pass
 from tests.test_streams import fully_consumed, sample, wait_until
 
@@ -44,16 +44,6 @@ def local_only(window: AgreementWindow) -> AgreementWindow:
         for o in window.outcomes(tier):
             own.add(o)
     return own
-
-
-class ListSink:
-    name = "list"
-
-    def __init__(self) -> None:
-        self.sent: list[AlertEvent] = []
-
-    async def send(self, event: AlertEvent) -> None:
-        self.sent.append(event)
 
 
 async def test_two_evaluators_sharing_redis_each_read_both_ones_audits(make, judge_server, heavy_server, redis_server):
@@ -110,7 +100,7 @@ async def test_tier_agreement_low_fires_once_from_the_fleet_when_no_worker_alone
         assert own.audits == 20
         assert tier_agreement_rule(local_only(evaluator.audits).snapshot, min_samples=30).check([], []) is None
         assert evaluator.audits.snapshot()["local"].audits == 40
-    events = [e for sink in sinks for e in sink.sent]
+    events = [e for sink in sinks for e in sink.events]
     assert [(e.rule, e.state) for e in events] == [("tier_agreement_low", "firing")]  # once for the fleet
     assert events[0].dedupe_key == f"ragtriage:{project}:tier_agreement_low"
     assert "local tier's agreement" in events[0].message

@@ -32,7 +32,6 @@ from websockets.sync.client import connect
 
 import ragtriage
 from ragtriage import RAGEvaluator
-from ragtriage.alerts import AlertEvent
 from ragtriage.alerts.rules import default_rules, share_rule
 from ragtriage.dashboards.report import write_report
 from ragtriage.dashboards.sources import phoenix_project_url, records_from_phoenix
@@ -44,7 +43,7 @@ from ragtriage.instrumentation.instrument import installed_runtime
 from ragtriage.metrics_registry import SCORES
 from ragtriage.testing import JudgeServer, Reply, verdict_json
 from ragtriage.testing.phoenix import PhoenixServer
-from tests.receivers import LoopbackServer
+from tests.receivers import ListSink, LoopbackServer
 from tests.test_dashboards_report import CHROMIUM_FLAGS, Page, assert_not_blank
 from tests.test_phoenix import QUESTION, annotations, app_provider, rag_request
 
@@ -341,19 +340,9 @@ def test_every_alert_filter_is_phoenix_trace_filter_dsl(phoenix: PhoenixServer) 
         }, name
 
 
-class Events:
-    name = "test"
-
-    def __init__(self) -> None:
-        self.events: list[AlertEvent] = []
-
-    async def send(self, event: AlertEvent) -> None:
-        self.events.append(event)
-
-
 def test_alert_and_report_links_open_the_failing_traces(phoenix: PhoenixServer, project: str, tmp_path: Path) -> None:
     old, fails, fine = "since 1066", ["since 1794", "since 1802", "since 1871"], "Paris is the capital of France."
-    sink = Events()
+    sink = ListSink()
     provider = app_provider(phoenix, project)
     ragtriage.instrument(
         tracer_provider=provider, endpoint=phoenix.url, sample_rate=1.0, auto_instrument=False, alert_sinks=[sink],
