@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 
@@ -154,6 +155,7 @@ def test_free_tiers_write_code_annotations(phoenix: PhoenixServer, project: str)
     explanation = found["answer"]["result"]["explanation"]
     assert explanation.startswith("certain (unsupported_number): answer states '1794'")  # what decided, first
     assert found["answer"]["annotator_kind"] == "CODE"
+    assert re.search(r"faithfulness by tier: grounding 0\.\d\d$", found["eval_tier"]["result"]["explanation"])
     provider.shutdown()
 
 

@@ -103,9 +103,13 @@ def span_annotations(sample: RAGSample, result: RAGEvaluationResult) -> list[dic
         }
         for name, score in result.scores(SCORES).items()
     ]
+    seen = ", ".join(
+        f"{'grounding' if tier == 'deterministic' else tier} {'-' if score is None else f'{score:.2f}'}"
+        for tier, score in result.tier_scores.items()
+    )  # each tier's faithfulness; the free tiers' is the share of the answer's terms some context supports
     tier_text = (
-        f"status={result.status}; cost ${result.eval_cost_usd:.6f}; {result.eval_latency_ms:.1f} ms; "
-        f"tier scores {result.tier_scores}"
+        f"status {result.status}; cost ${result.eval_cost_usd:.6f}; {result.eval_latency_ms:.1f} ms; "
+        f"faithfulness by tier: {seen or 'none'}"
     )
     rows.append(
         {
