@@ -18,7 +18,7 @@ import httpx
 from ragtriage.evaluator.results import RAGEvaluationResult
 from ragtriage.export.annotation_configs import AUDIT_VERDICT, HUMAN_VERDICT, TIER, VERDICT
 from ragtriage.export.links import ProjectLinks
-from ragtriage.export.phoenix import base_url, evaluator_span_id
+from ragtriage.export.phoenix import auth_headers, base_url, evaluator_span_id
 from ragtriage.metrics_registry import SCORES
 
 _TRACE_ID = re.compile(r"^([0-9a-f]{32})(?:-([0-9a-f]{16}))?$")
@@ -92,8 +92,7 @@ def records_from_phoenix(
 ) -> list[EvalRecord]:
     """Read ragtriage's annotations (tier, verdict, scores, ``audit_verdict``) and reviewers' (``human_verdict``,
     annotator kind ``HUMAN``) on a project's root spans, those started ``since`` if given."""
-    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-    with httpx.Client(base_url=base_url(endpoint), headers=headers, timeout=timeout_s) as client:
+    with httpx.Client(base_url=base_url(endpoint), headers=auth_headers(api_key), timeout=timeout_s) as client:
         roots: dict[str, dict[str, Any]] = {}
         cursor: str | None = None
         while len(roots) < limit:
@@ -175,10 +174,9 @@ def _label(row: dict[str, Any] | None) -> str | None:
 
 def phoenix_project_url(endpoint: str, project: str, *, api_key: str | None = None) -> str | None:
     """The UI URL of ``project`` (trace links are ``<it>/traces/<trace id>``); None when Phoenix is unreachable."""
-    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     url = base_url(endpoint)
     try:
-        response = httpx.get(f"{url}/v1/projects/{project}", headers=headers, timeout=10.0)
+        response = httpx.get(f"{url}/v1/projects/{project}", headers=auth_headers(api_key), timeout=10.0)
         response.raise_for_status()
         links = ProjectLinks(url, project)
         links.project_id = response.json()["data"]["id"]

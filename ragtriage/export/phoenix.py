@@ -253,9 +253,7 @@ class PhoenixWriter:
             raise ValueError(f"project_name must be a non-empty string, got {project_name!r}")
         self.base_url = base_url(endpoint)
         self.project_name = project_name
-        self._headers = {str(k).lower(): str(v) for k, v in (headers or {}).items()}
-        if api_key:
-            self._headers["authorization"] = f"Bearer {api_key}"
+        self._headers = {str(k).lower(): str(v) for k, v in (headers or {}).items()} | auth_headers(api_key)
         self._api_key = api_key
         self._timeout = timeout_s
         self._max_retries = max_retries
@@ -432,6 +430,11 @@ def parse_headers(pairs: tuple[str, ...] | None) -> dict[str, str]:
         if sep and name.strip():
             headers[unquote(name.strip()).lower()] = unquote(value.strip())
     return headers
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The header that carries a Phoenix API key (none without one)."""
+    return {"authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 def base_url(endpoint: str) -> str:

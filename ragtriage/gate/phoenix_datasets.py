@@ -24,7 +24,7 @@ import httpx
 
 from ragtriage.dashboards.sources import EvalRecord, records_from_phoenix
 from ragtriage.errors import DatasetError
-from ragtriage.export.phoenix import base_url
+from ragtriage.export.phoenix import auth_headers, base_url
 from ragtriage.gate.datasets import LABELS, Item
 from ragtriage.intake.assembly import BufferedSpan, assemble
 from ragtriage.sample import RAGSample
@@ -177,8 +177,7 @@ def load_phoenix_dataset(
 
 
 def _client(endpoint: str, api_key: str | None, timeout_s: float) -> httpx.Client:
-    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-    return httpx.Client(base_url=base_url(endpoint), headers=headers, timeout=timeout_s)
+    return httpx.Client(base_url=base_url(endpoint), headers=auth_headers(api_key), timeout=timeout_s)
 
 
 def _json(response: httpx.Response, what: str) -> dict[str, Any]:

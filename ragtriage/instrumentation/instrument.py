@@ -30,7 +30,7 @@ from ragtriage.alerts import AlertSink, Rule
 from ragtriage.config import Config
 from ragtriage.evaluator.evaluator import RAGEvaluator
 from ragtriage.evaluator.results import RAGEvaluationResult
-from ragtriage.export.phoenix import PROJECT_ATTRIBUTE, base_url, parse_headers
+from ragtriage.export.phoenix import PROJECT_ATTRIBUTE, auth_headers, base_url, parse_headers
 from ragtriage.instrumentation._provider import add_processor, export_target, flush_others, processors
 from ragtriage.pipeline import ResultWriter
 from ragtriage.runtime import Runtime, build
@@ -129,7 +129,7 @@ def instrument(
         provider = tracer_provider or _global_sdk_provider()
         if provider is None:
             provider = TracerProvider(resource=Resource.create({PROJECT_ATTRIBUTE: config.project_name}))
-            headers = {**parse_headers(config.phoenix_client_headers), **_bearer(config.phoenix_api_key)}
+            headers = parse_headers(config.phoenix_client_headers) | auth_headers(config.phoenix_api_key)
             exporter = OTLPSpanExporter(endpoint=_traces_url(config.endpoint), headers=headers or None)
             provider.add_span_processor(BatchSpanProcessor(exporter))
             if set_global:
@@ -199,10 +199,6 @@ def _write_back_where_spans_go(config: Config, provider: TracerProvider, given: 
     except ValueError as exc:  # e.g. an endpoint without a scheme; the app's own export is not ours to judge
         logger.warning("ragtriage: not writing back where the TracerProvider exports (%s); using the settings", exc)
         return config
-
-
-def _bearer(api_key: str | None) -> dict[str, str]:
-    return {"authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 def _where_to_evaluate(config: Config, in_process_objects: list[str], settings: Mapping[str, Any]) -> Config:
