@@ -30,6 +30,7 @@ from ragtriage.evaluator.cache import Cache, MemoryCache, cache_key
 from ragtriage.evaluator.conversation import Turn, check_history, recent_turns
 from ragtriage.evaluator.cost import CostTracker
 from ragtriage.evaluator.results import (
+    JUDGE_TIERS,
     RAGEvaluationResult,
     RAGEvaluationThresholds,
     Status,
@@ -435,8 +436,8 @@ class RAGEvaluator:
                 break
         else:  # pragma: no cover - the heavy tier always decides
             result = self._error(base, run, started, "judge_error")
-        judged = result.status == "ok" and result.tier in ("local", "heavy") and not result.error
-        if case.cache_key is not None and judged:
+        decided_now = result.status == "ok" and result.tier in JUDGE_TIERS and not result.error  # not a cache hit
+        if case.cache_key is not None and decided_now:
             await self._cache_put(result, case.cache_key)
         return result, case
 
