@@ -281,8 +281,7 @@ class EvalSpanProcessor(SpanProcessor):
         if self._shutdown:
             return
         self._shutdown = True
-        if self.flush_app_spans is not None:  # uninstrument() before the app's batch went out
-            self.flush_app_spans(int(self.exit_flush_timeout_s * 1000))
+        self._flush_app_spans()  # uninstrument() before the app's batch went out
         self._handoff.shutdown(30.0, finish_s=self.exit_flush_timeout_s)
         self._say_what_was_left("at shutdown", 0, 0, 0)
 
@@ -293,17 +292,20 @@ class EvalSpanProcessor(SpanProcessor):
         if self._shutdown:
             return
         self._shutdown = True  # no new traces
-        started = time.monotonic()
-        if self.flush_app_spans is not None:
-            self.flush_app_spans(int(self.exit_flush_timeout_s * 1000))
-        self._handoff.flush(max(self.exit_flush_timeout_s - (time.monotonic() - started), 0.0))
+        deadline = time.monotonic() + self.exit_flush_timeout_s
+        self._flush_app_spans()
+        self._handoff.flush(max(deadline - time.monotonic(), 0.0))
         self._exited = True
         open_traces = len(self._traces)
         # what is left of the budget goes to the open sessions; the worker closes its connections while it can
-        left = max(self.exit_flush_timeout_s - (time.monotonic() - started), 0.0)
-        given_up, running = self._handoff.abandon(_EXIT_CLOSE_S, finish_s=left)
+        given_up, running = self._handoff.abandon(_EXIT_CLOSE_S, finish_s=max(deadline - time.monotonic(), 0.0))
         queued = sum(1 for trace in given_up if trace.rag)
         self._say_what_was_left("at exit", queued, running, open_traces)
+
+    def _flush_app_spans(self) -> None:
+        """Send the app's own spans first (``flush_app_spans``): the write-back waits for their roots in Phoenix."""
+        if self.flush_app_spans is not None:
+            self.flush_app_spans(int(self.exit_flush_timeout_s * 1000))
 
     def _say_what_was_left(self, when: str, queued: int, running: int, open_traces: int) -> None:
         """One line for everything the end could not finish: samples not evaluated, sessions not written."""
