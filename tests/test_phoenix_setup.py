@@ -463,20 +463,26 @@ def test_no_chart_averages_only_the_failures(phoenix: PhoenixServer, judge_serve
 
 def rendered_metrics(page: Page, phoenix: PhoenixServer, project: str, png: Path) -> dict[str, list[str]]:
     """The project's Metrics tab as rendered: each chart's title, mapped to its lines of text up to the next title
-    (for "<name>: Evaluation results over time" the key is "<name> results"); a screenshot goes to ``png``."""
+    (for "<name>: Evaluation results over time" the key is "<name> results"), read once both score charts have
+    drawn (a legend, or "No data in this time range") and the label charts are there; a screenshot goes to ``png``."""
     page.send("Page.navigate", url=f"{phoenix.url}/projects/{project_id(phoenix, project)}/metrics")
-    lines: list[str] = []
+    charts: dict[str, list[str]] = {}
     deadline = time.monotonic() + 90  # the first load compiles Phoenix's bundle: slow on a busy machine
     while time.monotonic() < deadline:
-        text = page.send("Runtime.evaluate", expression="document.body?.innerText ?? ''")["result"]["value"]
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        if "Session annotation scores" in lines and "Evaluation results over time" in lines:
+        charts = _charts_on(page)
+        drawn = [charts.get(f"{c} annotation scores", []) for c in ("Span", "Trace")]
+        settled = all("No data in this time range" in lines or "answer" in lines for lines in drawn)
+        if settled and any(name.endswith(" results") for name in charts):
             break
         time.sleep(0.5)
     time.sleep(1.0)  # charts still drawing would show now
+    png.write_bytes(base64.b64decode(page.send("Page.captureScreenshot", format="png")["data"]))
+    return _charts_on(page)
+
+
+def _charts_on(page: Page) -> dict[str, list[str]]:
     text = page.send("Runtime.evaluate", expression="document.body?.innerText ?? ''")["result"]["value"]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    png.write_bytes(base64.b64decode(page.send("Page.captureScreenshot", format="png")["data"]))
     charts: dict[str, list[str]] = {}
     current: list[str] = []
     for i, line in enumerate(lines):
